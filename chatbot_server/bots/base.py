@@ -1,0 +1,96 @@
+"""The Bot interface: what a bot gets (a Turn) and what it gives back (Replies, Typing notices)."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Role = Literal["user", "bot", "agent", "system"]
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One earlier line of the conversation, oldest first in Turn.history."""
+
+    role: Role
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One user message for the bot to answer."""
+
+    conversation_id: str
+    text: str
+    history: Sequence[HistoryEntry] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A bot answer. `intent` is a knowledge-base id or "out_of_scope"; `confidence` is 0..1."""
+
+    text: str
+    intent: str = "unknown"
+    confidence: float = 1.0
+    suggestions: tuple[str, ...] = ()
+    # True when the bot thinks a human agent should take over (the customer asked for one).
+    handoff: bool = False
+    # True when the bot could not match the question and answered with a fallback.
+    fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """Tell the user the bot is working on an answer (shown as a thinking indicator)."""
+
+
+BotEvent = Reply | Typing
+
+
+@dataclass(frozen=True)
+class BotContext:
+    """What the server hands a bot when it builds it: where relative paths in options resolve."""
+
+    base_dir: Path = field(default_factory=Path.cwd)
+
+
+class Bot(abc.ABC):
+    """Answers user turns. Implement `answer`, or `respond` to stream several events.
+
+    Bots are built once per application by `from_options` with the `bot.options` mapping from
+    config, started before the first socket and closed on shutdown. CPU-heavy work belongs in
+    an executor (`asyncio.to_thread`), never on the event loop.
+    """
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], context: BotContext) -> Bot:
+        """Build the bot from its config options; raise ConfigError for bad options."""
+        from ..errors import ConfigError
+
+        try:
+            return cls(**options)
+        except TypeError as exc:
+            raise ConfigError(f"bad options for bot {cls.__name__}: {exc}", key="bot.options") from exc
+
+    async def start(self) -> None:
+        """Load models or knowledge; called once before the first turn."""
+
+    async def close(self) -> None:
+        """Release what `start` opened."""
+
+    async def reload(self) -> None:
+        """Reload knowledge without a restart (SIGHUP); keep the old state if the new one is bad."""
+
+    async def check(self) -> None:
+        """Validate the bot's files without starting it (for --check-config); raise ConfigError."""
+
+    async def answer(self, turn: Turn) -> Reply:
+        """Return one reply for a turn."""
+        raise NotImplementedError(f"{type(self).__name__} must implement answer() or respond()")
+
+    async def respond(self, turn: Turn) -> AsyncIterator[BotEvent]:
+        """Yield the events for a turn: by default the single answer()."""
+        yield await self.answer(turn)

@@ -1,0 +1,255 @@
+"""The ChannelLayer interface, its naming and message rules, and the process-local mailboxes."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import re
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ChannelFull, InvalidMessageError, InvalidNameError
+
+Message = dict[str, Any]
+
+MAX_NAME_LENGTH = 100
+_NAME_RE = re.compile(r"^[a-zA-Z0-9\-_.]+$")
+# A process-specific channel: "<prefix>.<process>!<local>" (the "!" part is optional).
+_CHANNEL_RE = re.compile(r"^[a-zA-Z0-9\-_.]+(![a-zA-Z0-9\-_.]*)?$")
+
+
+def validate_group_name(name: object) -> str:
+    """Return `name` if it is a valid group name, else raise InvalidNameError naming it."""
+    if not isinstance(name, str) or len(name) >= MAX_NAME_LENGTH or not _NAME_RE.match(name):
+        raise InvalidNameError(
+            f"invalid group name {name!r}: use ASCII letters, digits, '-', '_' or '.', "
+            f"under {MAX_NAME_LENGTH} characters"
+        )
+    return name
+
+
+def validate_channel_name(name: object) -> str:
+    """Return `name` if it is a valid channel name, else raise InvalidNameError naming it."""
+    if not isinstance(name, str) or len(name) >= MAX_NAME_LENGTH or not _CHANNEL_RE.match(name):
+        raise InvalidNameError(
+            f"invalid channel name {name!r}: use ASCII letters, digits, '-', '_' or '.' "
+            f"(and one '!' for process-specific channels), under {MAX_NAME_LENGTH} characters"
+        )
+    return name
+
+
+def validate_message(message: object) -> Message:
+    """Return `message` if it is a dict with a string "type", else raise InvalidMessageError."""
+    if not isinstance(message, dict):
+        raise InvalidMessageError(f"a message must be a dict, not {type(message).__name__}")
+    kind = message.get("type")
+    if not isinstance(kind, str) or not kind:
+        raise InvalidMessageError('a message needs a non-empty string "type"')
+    return message
+
+
+def process_of(channel: str) -> str | None:
+    """The process part of a process-specific channel name, or None for a shared channel."""
+    head, bang, _ = channel.partition("!")
+    if not bang:
+        return None
+    return head.rpartition(".")[2]
+
+
+def new_token(nbytes: int = 12) -> str:
+    """A random URL-safe token usable inside channel names."""
+    return secrets.token_urlsafe(nbytes).replace("-", "a").replace("_", "b")
+
+
+@dataclass(frozen=True)
+class LayerHealth:
+    """What /healthz reports for the layer."""
+
+    ok: bool
+    backend: str
+    detail: str = ""
+
+
+class Mailbox:
+    """A bounded FIFO of (expires_at, message) for one channel, with one waiting receiver."""
+
+    __slots__ = ("_items", "_waiter", "listener")
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[float, Message]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        # Called (synchronously) whenever a message arrives; consumers use it to wake up.
+        self.listener: Callable[[], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, message: Message, expires_at: float) -> None:
+        self._items.append((expires_at, message))
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self.listener is not None:
+            self.listener()
+
+    def drop_expired(self, now: float) -> None:
+        items = self._items
+        while items and items[0][0] <= now:
+            items.popleft()
+
+    def get_nowait(self, now: float) -> Message | None:
+        self.drop_expired(now)
+        if self._items:
+            return self._items.popleft()[1]
+        return None
+
+    async def get(self) -> Message:
+        while True:
+            message = self.get_nowait(time.monotonic())
+            if message is not None:
+                return message
+            loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def wake_with_error(self, error: BaseException) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+
+
+class LocalMailboxes:
+    """The channels this process delivers to, with capacity and expiry applied."""
+
+    def __init__(self, *, capacity: int, expiry: float) -> None:
+        self.capacity = capacity
+        self.expiry = expiry
+        self._boxes: dict[str, Mailbox] = {}
+
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+    def __contains__(self, channel: str) -> bool:
+        return channel in self._boxes
+
+    def box(self, channel: str) -> Mailbox:
+        box = self._boxes.get(channel)
+        if box is None:
+            box = self._boxes[channel] = Mailbox()
+        return box
+
+    def deliver(self, channel: str, message: Message, *, strict: bool) -> bool:
+        """Queue a message; when full, raise ChannelFull if `strict`, else drop it and return False."""
+        box = self.box(channel)
+        now = time.monotonic()
+        if len(box) >= self.capacity:
+            box.drop_expired(now)
+            if len(box) >= self.capacity:
+                if strict:
+                    raise ChannelFull(f"channel {channel!r} is full ({self.capacity} messages)")
+                return False
+        box.put(message, now + self.expiry)
+        return True
+
+    def get_nowait(self, channel: str) -> Message | None:
+        box = self._boxes.get(channel)
+        return None if box is None else box.get_nowait(time.monotonic())
+
+    async def get(self, channel: str) -> Message:
+        return await self.box(channel).get()
+
+    def set_listener(self, channel: str, listener: Callable[[], None] | None) -> None:
+        self.box(channel).listener = listener
+
+    def remove(self, channel: str) -> None:
+        self._boxes.pop(channel, None)
+
+    def channels(self) -> list[str]:
+        return list(self._boxes)
+
+    def clear(self) -> None:
+        self._boxes.clear()
+
+    def fail_all(self, error: BaseException) -> None:
+        for box in self._boxes.values():
+            box.wake_with_error(error)
+
+
+class ChannelLayer(abc.ABC):
+    """Passes messages between consumers, in this process or (Redis) across processes.
+
+    The vocabulary follows the ASGI channel layer spec that Django Channels users know.
+    A message is a dict with a string "type" and JSON-serialisable values.
+    """
+
+    backend: str = "abstract"
+
+    def __init__(self, *, capacity: int = 100, expiry: float = 60, group_expiry: float = 86400) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        if expiry <= 0 or group_expiry <= 0:
+            raise ValueError("expiry and group_expiry must be positive")
+        self.capacity = capacity
+        self.expiry = expiry
+        self.group_expiry = group_expiry
+        self.process_id = new_token(6)
+        self.local = LocalMailboxes(capacity=capacity, expiry=expiry)
+
+    async def start(self) -> None:
+        """Open connections and start background work; called once before use."""
+
+    @abc.abstractmethod
+    async def send(self, channel: str, message: Message) -> None:
+        """Send a message to one channel; raise ChannelFull when it holds `capacity` messages."""
+
+    @abc.abstractmethod
+    async def receive(self, channel: str) -> Message:
+        """Wait for and return the next message on a channel."""
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """Return a new, unique channel name owned by this process."""
+        validate_group_name(prefix)
+        name = f"{prefix}.{self.process_id}!{new_token()}"
+        self.local.box(name)
+        return name
+
+    def receive_nowait(self, channel: str) -> Message | None:
+        """The next message already queued for a channel of this process, or None."""
+        return self.local.get_nowait(channel)
+
+    def set_listener(self, channel: str, listener: Callable[[], None] | None) -> None:
+        """Call `listener()` whenever a message arrives for this process's `channel`."""
+        self.local.set_listener(channel, listener)
+
+    async def release_channel(self, channel: str) -> None:
+        """Forget a channel of this process (its socket has closed); queued messages are dropped."""
+        self.local.remove(channel)
+
+    @abc.abstractmethod
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add a channel to a group (or renew its membership)."""
+
+    @abc.abstractmethod
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove a channel from a group; a no-op if it is not a member."""
+
+    @abc.abstractmethod
+    async def group_send(self, group: str, message: Message) -> None:
+        """Send a message to every member of a group; full members silently miss it."""
+
+    @abc.abstractmethod
+    async def flush(self) -> None:
+        """Drop every channel, message and group of this layer (tests and resets)."""
+
+    async def close(self) -> None:
+        """Stop background work and close connections this layer opened."""
+
+    async def health(self) -> LayerHealth:
+        """Whether the layer can pass messages right now."""
+        return LayerHealth(ok=True, backend=self.backend)
