@@ -1,0 +1,163 @@
+"""Build the chatbot application standalone (`create_app`) or mount it into a host site (`setup`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+
+from .bots import Bot, BotContext, build_bot
+from .chat import ChatConsumer
+from .config import Settings
+from .connections import ConnectionRegistry
+from .consumer import WebsocketConsumer
+from .errors import NotSetUpError
+from .history import ConversationStore, MemoryConversationStore
+from .keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY
+from .layers import ChannelLayer, make_layer
+from .resources import static_dir, templates_dir
+from .views import chat_page, healthz
+
+log = logging.getLogger("chatbot_server.app")
+
+
+def setup(
+    app: web.Application,
+    settings: Settings | None = None,
+    *,
+    prefix: str = "",
+    layer: ChannelLayer | None = None,
+    bot: Bot | None = None,
+    store: ConversationStore | None = None,
+    consumer: type[WebsocketConsumer] = ChatConsumer,
+) -> ChannelLayer:
+    """Mount the chatbot into `app` (under `prefix` as a sub-app) and return its channel layer.
+
+    The host keeps its own routes, middlewares and Jinja environment: the chatbot renders with an
+    environment of its own. Layer, bot and store are built from `settings` unless passed in; what
+    setup builds it also starts and closes (in the app's cleanup context), what the caller passes
+    in the caller starts and closes.
+    """
+    settings = settings or Settings()
+    target = app
+    if prefix:
+        if not prefix.startswith("/") or prefix.endswith("/"):
+            raise ValueError(f"prefix must look like '/support', got {prefix!r}")
+        target = web.Application()
+    owned_layer = layer is None
+    layer = layer if layer is not None else make_layer(settings.layer)
+    owned_bot = bot is None
+    bot = bot if bot is not None else build_bot(
+        settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir)
+    )
+    owned_store = store is None
+    store = store if store is not None else MemoryConversationStore()
+
+    target[SETTINGS_KEY] = settings
+    target[LAYER_KEY] = layer
+    target[BOT_KEY] = bot
+    target[STORE_KEY] = store
+    registry = ConnectionRegistry()
+    target[CONNECTIONS_KEY] = registry
+    _setup_templates(target, settings)
+
+    target.router.add_get("/", chat_page, name="chatbot_page")
+    target.router.add_get("/ws", consumer.as_handler(), name="chatbot_ws")
+    target.router.add_get("/healthz", healthz, name="chatbot_healthz")
+    target.router.add_static("/static", static_dir(), name="chatbot_static")
+
+    async def resources(_: web.Application) -> AsyncIterator[None]:
+        if owned_layer:
+            await layer.start()
+        try:
+            if owned_bot:
+                await bot.start()
+            try:
+                if owned_store:
+                    await store.start()
+                try:
+                    yield
+                finally:
+                    if owned_store:
+                        await store.close()
+            finally:
+                if owned_bot:
+                    await bot.close()
+        finally:
+            if owned_layer:
+                await layer.close()
+
+    async def close_sockets(_: web.Application) -> None:
+        await registry.close_all()
+
+    target.cleanup_ctx.append(resources)
+    target.on_shutdown.append(close_sockets)
+    if target is not app:
+        app.add_subapp(prefix, target)
+        # The host may want to broadcast from its own handlers: get_layer(app) works there too.
+        app[LAYER_KEY] = layer
+    return layer
+
+
+def _setup_templates(app: web.Application, settings: Settings) -> None:
+    folders: list[str | Path] = []
+    if settings.ui.template_dir:
+        override = Path(settings.ui.template_dir)
+        folders.append(override if override.is_absolute() else settings.base_dir / override)
+    folders.append(templates_dir())
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(folders),
+        app_key=TEMPLATES_KEY,
+        autoescape=jinja2.select_autoescape(default=True),
+    )
+
+
+def create_app(settings: Settings | None = None, *, handle_signals: bool = False) -> web.Application:
+    """A standalone application serving the chatbot at the root; SIGHUP reloads the bot if asked."""
+    settings = settings or Settings()
+    app = web.Application(client_max_size=64 * 1024)
+    setup(app, settings)
+    if handle_signals:
+        app.cleanup_ctx.append(_sighup_reloads_bot)
+    return app
+
+
+async def _sighup_reloads_bot(app: web.Application) -> AsyncIterator[None]:
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
+        log.info("bot.reload signal=SIGHUP")
+        try:
+            await app[BOT_KEY].reload()
+        except Exception:
+            log.exception("bot.reload_failed")
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGHUP)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def get_layer(app: web.Application) -> ChannelLayer:
+    """The channel layer of an application prepared by setup()."""
+    try:
+        return app[LAYER_KEY]
+    except KeyError:
+        raise NotSetUpError() from None

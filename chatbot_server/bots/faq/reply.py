@@ -1,0 +1,45 @@
+"""Turn ranked matches into a Reply: the answer, or a fallback with suggestions below the threshold."""
+
+from __future__ import annotations
+
+from ..base import Reply
+from .ranker import Index
+
+FALLBACK_INTENT = "out_of_scope"
+HANDOFF_INTENT = "human_agent"
+MAX_SUGGESTIONS = 3
+# Intents never offered as "did you mean" suggestions: they are not questions about cards.
+_NOT_SUGGESTED = frozenset({"out_of_scope", "greeting", "thanks_goodbye", "human_agent"})
+
+FALLBACK_TEXT = "抱歉，我没有完全理解您的问题。"
+FALLBACK_WITH_SUGGESTIONS = "您是想问以下问题吗？"
+FALLBACK_HUMAN = "如果都不是，您可以换个说法再问一次，或回复“转人工”由人工客服为您服务（也可拨打银联客服 95516）。"
+
+
+def compose_reply(index: Index, text: str, threshold: float) -> Reply:
+    """Answer `text` from `index`: the best entry when confident, else a fallback offering help."""
+    matches = index.rank(text, limit=MAX_SUGGESTIONS + 2)
+    top = matches[0] if matches else None
+    if top is not None and top.confidence >= threshold:
+        entry = index.entries[top.intent]
+        follow_ups = tuple(index.entries[s].questions[0] for s in entry.suggestions[:MAX_SUGGESTIONS])
+        return Reply(
+            text=entry.answer.strip(),
+            intent=entry.id,
+            confidence=round(top.confidence, 4),
+            suggestions=follow_ups,
+            handoff=entry.id == HANDOFF_INTENT,
+        )
+    suggestions = tuple(m.question for m in matches if m.intent not in _NOT_SUGGESTED)[:MAX_SUGGESTIONS]
+    lines = [FALLBACK_TEXT]
+    if suggestions:
+        lines.append(FALLBACK_WITH_SUGGESTIONS)
+        lines.extend(f"{n}. {question}" for n, question in enumerate(suggestions, 1))
+    lines.append(FALLBACK_HUMAN)
+    return Reply(
+        text="\n".join(lines),
+        intent=FALLBACK_INTENT,
+        confidence=round(top.confidence, 4) if top is not None else 0.0,
+        suggestions=suggestions,
+        fallback=True,
+    )

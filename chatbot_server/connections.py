@@ -1,0 +1,51 @@
+"""The registry of open sockets: counted for limits and health, closed together on shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import TYPE_CHECKING
+
+from aiohttp import WSCloseCode
+
+if TYPE_CHECKING:
+    from .consumer import WebsocketConsumer
+
+log = logging.getLogger("chatbot_server.connections")
+
+
+class ConnectionRegistry:
+    """Open consumers of one application, held weakly so a crashed handler never leaks."""
+
+    def __init__(self) -> None:
+        self._consumers: weakref.WeakSet[WebsocketConsumer] = weakref.WeakSet()
+        self._changed = asyncio.Condition()
+        self.accepting = True
+
+    def __len__(self) -> int:
+        return len(self._consumers)
+
+    def add(self, consumer: WebsocketConsumer) -> None:
+        self._consumers.add(consumer)
+
+    async def discard(self, consumer: WebsocketConsumer) -> None:
+        """Forget a consumer whose clean-up has finished."""
+        self._consumers.discard(consumer)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_until(self, count: int) -> None:
+        """Wait until exactly `count` sockets are open and fully cleaned up (tests, drains)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: len(self._consumers) == count)
+
+    async def close_all(self, *, code: int = WSCloseCode.GOING_AWAY, message: str = "server shutdown") -> None:
+        """Stop accepting and close every open socket (iterating over a copy)."""
+        self.accepting = False
+        consumers = list(self._consumers)
+        if consumers:
+            log.info("shutdown closing=%d", len(consumers))
+            await asyncio.gather(
+                *(c.close(code=code, message=message, notify=True) for c in consumers), return_exceptions=True
+            )

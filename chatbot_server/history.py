@@ -1,0 +1,138 @@
+"""Conversation store: append a frame → its seq; read frames after a seq; transcripts with a TTL."""
+
+from __future__ import annotations
+
+import abc
+import secrets
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+StoredFrame = dict[str, Any]
+
+
+def new_conversation_id() -> str:
+    """An unguessable conversation id: 192 random bits, URL-safe."""
+    return secrets.token_urlsafe(24)
+
+
+class ConversationStore(abc.ABC):
+    """Keeps each conversation's frames in order, so a reconnecting client can catch up."""
+
+    backend: str = "abstract"
+
+    async def start(self) -> None:
+        """Open connections; called once before use."""
+
+    async def close(self) -> None:
+        """Flush pending writes and close what `start` opened."""
+
+    @abc.abstractmethod
+    async def create(self) -> str:
+        """Start a new conversation and return its id."""
+
+    @abc.abstractmethod
+    async def exists(self, conversation: str) -> bool:
+        """Whether a conversation is known and not expired."""
+
+    @abc.abstractmethod
+    async def append(self, conversation: str, frame: StoredFrame) -> int:
+        """Store a frame, set its "seq" (1, 2, 3, ...) and return that seq."""
+
+    @abc.abstractmethod
+    async def read_since(self, conversation: str, after_seq: int) -> list[StoredFrame]:
+        """The frames with seq > after_seq, oldest first."""
+
+    async def transcript(self, conversation: str) -> list[StoredFrame]:
+        """Every kept frame of a conversation, oldest first."""
+        return await self.read_since(conversation, 0)
+
+    @abc.abstractmethod
+    async def last_seq(self, conversation: str) -> int:
+        """The seq of the newest frame (0 for an empty or unknown conversation)."""
+
+    @abc.abstractmethod
+    async def claim_client_id(self, conversation: str, client_id: str) -> bool:
+        """Record a client message id; False if this conversation has seen it already."""
+
+
+@dataclass
+class _Conversation:
+    frames: deque[StoredFrame]
+    client_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    seq: int = 0
+    touched: float = field(default_factory=time.monotonic)
+
+
+class MemoryConversationStore(ConversationStore):
+    """Conversations in this process's memory, expired `ttl` seconds after their last frame."""
+
+    backend = "memory"
+
+    def __init__(self, *, ttl: float = 86400, max_frames: int = 500, max_conversations: int = 100_000) -> None:
+        self.ttl = ttl
+        self.max_frames = max_frames
+        self.max_conversations = max_conversations
+        self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
+
+    def _get(self, conversation: str) -> _Conversation | None:
+        conv = self._conversations.get(conversation)
+        if conv is None:
+            return None
+        if time.monotonic() - conv.touched > self.ttl:
+            del self._conversations[conversation]
+            return None
+        return conv
+
+    def _evict(self) -> None:
+        now = time.monotonic()
+        conversations = self._conversations
+        # Oldest-touched first: drop expired ones, and the oldest beyond the size cap.
+        while conversations:
+            oldest_id, oldest = next(iter(conversations.items()))
+            if len(conversations) > self.max_conversations or now - oldest.touched > self.ttl:
+                del conversations[oldest_id]
+            else:
+                break
+
+    async def create(self) -> str:
+        conversation = new_conversation_id()
+        self._conversations[conversation] = _Conversation(frames=deque(maxlen=self.max_frames))
+        self._evict()
+        return conversation
+
+    async def exists(self, conversation: str) -> bool:
+        return self._get(conversation) is not None
+
+    async def append(self, conversation: str, frame: StoredFrame) -> int:
+        conv = self._get(conversation)
+        if conv is None:
+            conv = self._conversations[conversation] = _Conversation(frames=deque(maxlen=self.max_frames))
+        conv.seq += 1
+        frame["seq"] = conv.seq
+        conv.frames.append(frame)
+        conv.touched = time.monotonic()
+        self._conversations.move_to_end(conversation)
+        return conv.seq
+
+    async def read_since(self, conversation: str, after_seq: int) -> list[StoredFrame]:
+        conv = self._get(conversation)
+        if conv is None:
+            return []
+        return [f for f in conv.frames if f["seq"] > after_seq]
+
+    async def last_seq(self, conversation: str) -> int:
+        conv = self._get(conversation)
+        return 0 if conv is None else conv.seq
+
+    async def claim_client_id(self, conversation: str, client_id: str) -> bool:
+        conv = self._get(conversation)
+        if conv is None:
+            return True
+        if client_id in conv.client_ids:
+            return False
+        conv.client_ids[client_id] = None
+        if len(conv.client_ids) > self.max_frames:
+            conv.client_ids.popitem(last=False)
+        return True

@@ -1,0 +1,133 @@
+"""Protocol v1: inbound frame validation and outbound frame shapes (see docs/protocol.md)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Final, Literal, NotRequired, TypedDict
+
+from .errors import ProtocolError
+from .jsonutil import JSONDecodeError, loads
+
+PROTOCOL_VERSION: Final = 1
+
+# Close codes the server uses besides the standard ones (1000, 1001, 1008, 1009, 1011).
+CLOSE_IDLE: Final = 4000  # no frame from the client for limits.idle_timeout seconds
+CLOSE_SLOW_READER: Final = 4001  # the client stopped reading and its send queue overflowed
+
+MAX_CLIENT_ID_LENGTH: Final = 64
+MAX_CONVERSATION_ID_LENGTH: Final = 128
+
+FrameType = Literal["greeting", "reply", "user", "typing", "agent", "system", "error"]
+
+
+class Frame(TypedDict):
+    """A server → client frame; `msg` and `talk` are the seed's keys."""
+
+    type: FrameType
+    msg: str
+    talk: bool
+    ts: int
+    seq: NotRequired[int]
+    conversation: NotRequired[str]
+    intent: NotRequired[str]
+    confidence: NotRequired[float]
+    suggestions: NotRequired[list[str]]
+    id: NotRequired[str]
+    reply_to: NotRequired[str]
+    code: NotRequired[str]
+    agent: NotRequired[str]
+    queue_position: NotRequired[int]
+    event: NotRequired[str]
+    last_seq: NotRequired[int]
+
+
+@dataclass(frozen=True, slots=True)
+class UserMessage:
+    """The user says something: {"text": ...} or {"type": "message", "text": ..., "id": ...}."""
+
+    text: str
+    client_id: str | None = None
+    # True when the client used the typed v1 form and so expects a "user" echo frame with a seq.
+    typed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Carry on an earlier conversation, replaying frames after `last_seq`."""
+
+    conversation: str
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffRequest:
+    """The user asks for a human agent (the 转人工 button)."""
+
+
+Inbound = UserMessage | Resume | HandoffRequest
+
+
+def now_ms() -> int:
+    """The frame timestamp: milliseconds since the Unix epoch."""
+    return int(time.time() * 1000)
+
+
+def parse_inbound(raw: str, *, max_text_length: int) -> Inbound:
+    """Validate one client text frame; raise ProtocolError with the code for the error frame."""
+    try:
+        data = loads(raw)
+    except JSONDecodeError:
+        raise ProtocolError("bad_json", "消息格式错误:不是合法的 JSON。") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_frame", "消息格式错误:应为 JSON 对象。")
+    kind = data.get("type", "message")
+    if kind == "message":
+        return _parse_message(data, max_text_length=max_text_length)
+    if kind == "resume":
+        return _parse_resume(data)
+    if kind == "handoff":
+        return HandoffRequest()
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_frame", "消息格式错误:type 应为字符串。")
+    raise ProtocolError("unknown_type", f"不支持的消息类型:{kind[:32]}")
+
+
+def _parse_message(data: dict[str, Any], *, max_text_length: int) -> UserMessage:
+    text = data.get("text")
+    if text is None:
+        raise ProtocolError("bad_frame", "消息格式错误:缺少 text 字段。")
+    if not isinstance(text, str):
+        raise ProtocolError("bad_frame", "消息格式错误:text 应为字符串。")
+    text = text.strip()
+    if not text:
+        raise ProtocolError("empty_text", "请输入内容后再发送。")
+    if len(text) > max_text_length:
+        raise ProtocolError("too_long", f"消息太长了,请控制在 {max_text_length} 个字以内。")
+    client_id = data.get("id")
+    if client_id is not None:
+        if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
+            raise ProtocolError("bad_frame", f"消息格式错误:id 应为 1 到 {MAX_CLIENT_ID_LENGTH} 个字符的字符串。")
+    return UserMessage(text=text, client_id=client_id, typed="type" in data)
+
+
+def _parse_resume(data: dict[str, Any]) -> Resume:
+    conversation = data.get("conversation")
+    last_seq = data.get("last_seq", 0)
+    if not isinstance(conversation, str) or not 0 < len(conversation) <= MAX_CONVERSATION_ID_LENGTH:
+        raise ProtocolError("bad_frame", "消息格式错误:conversation 应为会话编号字符串。")
+    if isinstance(last_seq, bool) or not isinstance(last_seq, int) or not 0 <= last_seq < 2**53:
+        raise ProtocolError("bad_frame", "消息格式错误:last_seq 应为非负整数。")
+    return Resume(conversation=conversation, last_seq=last_seq)
+
+
+def frame(kind: FrameType, msg: str, *, talk: bool, **extra: Any) -> Frame:
+    """Build an outbound frame with the seed's keys, the type and a timestamp."""
+    out: dict[str, Any] = {"type": kind, "msg": msg, "talk": talk, "ts": now_ms()}
+    out.update(extra)
+    return out  # type: ignore[return-value]
+
+
+def error_frame(code: str, message: str) -> Frame:
+    """An error frame: the socket stays open."""
+    return frame("error", message, talk=False, code=code)

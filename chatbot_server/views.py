@@ -1,0 +1,56 @@
+"""HTTP views: the chat page and the health check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from . import __version__
+from .keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY
+
+
+async def chat_page(request: web.Request) -> web.Response:
+    """The chat page, rendered from chat.html with the UI texts from config."""
+    settings = request.config_dict[SETTINGS_KEY]
+    router = request.app.router
+    context: dict[str, Any] = {
+        "ui": settings.ui,
+        "ws_path": str(router["chatbot_ws"].url_for()),
+        "static": lambda path: f"{router['chatbot_static'].url_for(filename=path)}?v={__version__}",
+        "client_config": {
+            "wsPath": str(router["chatbot_ws"].url_for()),
+            "texts": {
+                "thinking": settings.ui.thinking_text,
+                "connecting": settings.ui.connecting_text,
+                "connected": settings.ui.connected_text,
+                "disconnected": settings.ui.disconnected_text,
+            },
+            "maxTextLength": settings.limits.max_text_length,
+        },
+    }
+    response = aiohttp_jinja2.render_template("chat.html", request, context, app_key=TEMPLATES_KEY)
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'self'; base-uri 'none'"
+    )
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Layer and store health as JSON; 503 when the layer cannot pass messages."""
+    layer = request.config_dict[LAYER_KEY]
+    health = await layer.health()
+    body = {
+        "status": "ok" if health.ok else "degraded",
+        "layer": {"backend": health.backend, "ok": health.ok, "detail": health.detail},
+        "store": {"backend": request.config_dict[STORE_KEY].backend, "ok": True},
+        "bot": type(request.config_dict[BOT_KEY]).__name__,
+        "connections": len(request.config_dict[CONNECTIONS_KEY]),
+        "version": __version__,
+        "accepting": request.config_dict[CONNECTIONS_KEY].accepting,
+    }
+    return web.json_response(body, status=200 if health.ok else 503)

@@ -1,0 +1,273 @@
+// chatbot_server chat page. Plain JS, no libraries. User text is only ever inserted as text.
+(function () {
+  "use strict";
+
+  var config = JSON.parse(document.getElementById("chat-config").textContent);
+  var texts = config.texts;
+  var STORAGE_KEY = "chatbot_server.conversation";
+
+  var messagesEl = document.getElementById("messages");
+  var historyEl = messagesEl.parentNode;
+  var statusEl = document.getElementById("status");
+  var thinkingEl = document.getElementById("thinking");
+  var quickEl = document.getElementById("quick");
+  var form = document.getElementById("composer");
+  var input = document.getElementById("input");
+  var sendButton = document.getElementById("send");
+
+  var socket = null;
+  var retries = 0;
+  var reconnectTimer = null;
+  var stopped = false;          // the server asked us not to reconnect by ourselves (idle)
+  var pending = {};             // client id -> {text, el}: sent, not yet confirmed by the server
+  var pendingOrder = [];
+  var waitingReplies = 0;
+  var state = loadState();      // {conversation, lastSeq}
+
+  function loadState() {
+    try {
+      var saved = JSON.parse(sessionStorage.getItem(STORAGE_KEY) || "null");
+      if (saved && typeof saved.conversation === "string" && typeof saved.lastSeq === "number") return saved;
+    } catch (e) { /* storage blocked or corrupt: start afresh */ }
+    return { conversation: null, lastSeq: 0 };
+  }
+
+  function saveState() {
+    try { sessionStorage.setItem(STORAGE_KEY, JSON.stringify(state)); } catch (e) { /* private mode */ }
+  }
+
+  function newId() {
+    var bytes = new Uint8Array(9);
+    crypto.getRandomValues(bytes);
+    return Array.prototype.map.call(bytes, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+  }
+
+  function socketUrl() {
+    var scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    var url = scheme + location.host + config.wsPath;
+    if (state.conversation) {
+      url += "?conversation=" + encodeURIComponent(state.conversation) + "&last_seq=" + state.lastSeq;
+    }
+    return url;
+  }
+
+  function setStatus(kind, text) {
+    statusEl.className = "status status-" + kind;
+    statusEl.textContent = text;
+    document.body.setAttribute("data-connection", kind);
+  }
+
+  function formatTime(ts) {
+    var d = ts ? new Date(ts) : new Date();
+    return ("0" + d.getHours()).slice(-2) + ":" + ("0" + d.getMinutes()).slice(-2);
+  }
+
+  function isNearBottom() {
+    return historyEl.scrollHeight - historyEl.scrollTop - historyEl.clientHeight < 80;
+  }
+
+  function scrollDown() { historyEl.scrollTop = historyEl.scrollHeight; }
+
+  // Build one message bubble; every piece of text goes in with textContent.
+  function addMessage(kind, text, ts, extra) {
+    var stick = isNearBottom();
+    var li = document.createElement("li");
+    li.className = "msg msg-" + kind;
+    if (extra && extra.agent) {
+      var who = document.createElement("span");
+      who.className = "who";
+      who.textContent = extra.agent;
+      li.appendChild(who);
+    }
+    var bubble = document.createElement("div");
+    bubble.className = "bubble";
+    bubble.textContent = text;
+    li.appendChild(bubble);
+    if (extra && extra.suggestions && extra.suggestions.length) {
+      var box = document.createElement("div");
+      box.className = "suggestions";
+      extra.suggestions.forEach(function (q) { box.appendChild(chip(q)); });
+      li.appendChild(box);
+    }
+    if (kind !== "system") {
+      var meta = document.createElement("time");
+      meta.className = "meta";
+      meta.textContent = formatTime(ts);
+      if (ts) meta.dateTime = new Date(ts).toISOString();
+      li.appendChild(meta);
+    }
+    messagesEl.appendChild(li);
+    if (stick || kind === "user") scrollDown();
+    return li;
+  }
+
+  function chip(question) {
+    var b = document.createElement("button");
+    b.type = "button";
+    b.className = "chip";
+    b.textContent = question;
+    b.addEventListener("click", function () { send(question); });
+    return b;
+  }
+
+  function setThinking(on) {
+    waitingReplies = Math.max(0, waitingReplies + (on ? 1 : -1));
+    thinkingEl.hidden = waitingReplies === 0;
+    if (!thinkingEl.hidden && isNearBottom()) scrollDown();
+  }
+
+  function clearThinking() { waitingReplies = 0; thinkingEl.hidden = true; }
+
+  function connect() {
+    clearTimeout(reconnectTimer);
+    stopped = false;
+    setStatus("connecting", texts.connecting);
+    var ws;
+    try { ws = new WebSocket(socketUrl()); } catch (e) { scheduleReconnect(); return; }
+    socket = ws;
+    ws.onopen = function () {
+      retries = 0;
+      setStatus("connected", texts.connected);
+      sendButton.disabled = false;
+    };
+    ws.onmessage = function (event) {
+      var data;
+      try { data = JSON.parse(event.data); } catch (e) { return; }
+      if (data && typeof data === "object") handleFrame(data);
+    };
+    ws.onclose = function (event) {
+      if (socket !== ws) return;
+      socket = null;
+      clearThinking();
+      setStatus("disconnected", texts.disconnected);
+      if (event.code === 4000) { stopped = true; return; }  // idle: reconnect when the user comes back
+      scheduleReconnect();
+    };
+    ws.onerror = function () { /* onclose follows and handles it */ };
+  }
+
+  function scheduleReconnect() {
+    clearTimeout(reconnectTimer);
+    var delay = Math.min(15000, 500 * Math.pow(2, retries)) * (0.75 + Math.random() * 0.5);
+    retries += 1;
+    reconnectTimer = setTimeout(connect, delay);
+  }
+
+  function handleFrame(f) {
+    if (f.conversation && f.conversation !== state.conversation) {
+      state.conversation = f.conversation;
+      state.lastSeq = 0;
+    }
+    if (typeof f.seq === "number") {
+      if (f.seq <= state.lastSeq) return;   // already shown (replayed after a reconnect)
+      state.lastSeq = f.seq;
+    }
+    saveState();
+    switch (f.type) {
+      case "greeting":
+        addMessage("greeting", f.msg, f.ts);
+        break;
+      case "user":
+        confirmUser(f);
+        break;
+      case "typing":
+        thinkingEl.hidden = false;
+        break;
+      case "reply":
+        setThinking(false);
+        addMessage("bot", f.msg, f.ts, { suggestions: f.suggestions });
+        break;
+      case "agent":
+        setThinking(false);
+        addMessage("agent", f.msg, f.ts, { agent: f.agent || "人工客服" });
+        break;
+      case "system":
+        if (f.msg) addMessage("system", f.msg, f.ts);
+        break;
+      case "error":
+        setThinking(false);
+        addMessage("error", f.msg, f.ts);
+        break;
+      default:
+        if (f.msg) addMessage(f.talk ? "bot" : "system", String(f.msg), f.ts);
+    }
+  }
+
+  function confirmUser(f) {
+    var entry = f.id && pending[f.id];
+    if (entry) {
+      entry.el.classList.remove("pending");
+      delete pending[f.id];
+      pendingOrder = pendingOrder.filter(function (id) { return id !== f.id; });
+    } else {
+      addMessage("user", f.msg, f.ts);   // replayed after a page reload
+    }
+  }
+
+  function send(text) {
+    text = (text || "").trim();
+    if (!text) return;
+    if (text.length > config.maxTextLength) text = text.slice(0, config.maxTextLength);
+    quickEl.hidden = true;
+    var id = newId();
+    var el = addMessage("user", text);
+    el.classList.add("pending");
+    pending[id] = { text: text, el: el };
+    pendingOrder.push(id);
+    setThinking(true);
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({ type: "message", text: text, id: id }));
+    } else if (stopped) {
+      connect();
+    }
+  }
+
+  // After a reconnect, messages the server never confirmed are sent again with the same id;
+  // the server ignores ids it has already answered.
+  function resendPending() {
+    pendingOrder.forEach(function (id) {
+      if (socket && socket.readyState === WebSocket.OPEN) {
+        socket.send(JSON.stringify({ type: "message", text: pending[id].text, id: id }));
+      }
+    });
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    send(input.value);
+    input.value = "";
+    autosize();
+    input.focus();
+  });
+
+  input.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit ? form.requestSubmit() : form.dispatchEvent(new Event("submit"));
+    }
+  });
+
+  function autosize() {
+    input.style.height = "auto";
+    input.style.height = Math.min(input.scrollHeight, 120) + "px";
+  }
+  input.addEventListener("input", autosize);
+
+  Array.prototype.forEach.call(quickEl.querySelectorAll("[data-question]"), function (b) {
+    b.addEventListener("click", function () { send(b.getAttribute("data-question")); });
+  });
+
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState === "visible" && !socket && stopped) connect();
+  });
+
+  // The server confirms the resumed conversation before anything else; then resend what is pending.
+  var originalHandle = handleFrame;
+  handleFrame = function (f) {
+    originalHandle(f);
+    if (f.type === "greeting" || (f.type === "system" && f.event === "resumed")) resendPending();
+  };
+
+  if (state.conversation) quickEl.hidden = true;
+  connect();
+})();
