@@ -15,12 +15,13 @@ from .normalize import normalize
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 _WORDISH = re.compile(r"[\w\u3400-\u9fff]")
 # Function words that carry no intent; their characters still take part in the n-grams.
-STOPWORDS = frozenset(
+_STOPWORD_TEXT = (
     "的 了 吗 呢 啊 吧 呀 哦 嘛 么 我 你 您 他 她 它 我们 你们 是 在 有 和 与 或 就 都 也 还 要 想 请 请问 "
     "一下 一个 这个 那个 这 那 个 能 会 可以 能不能 可不可以 怎么 怎样 怎么样 如何 什么 为什么 哪 哪里 "
     "多少 几 给 把 被 让 对 又 再 很 太 了解 咨询 问 问下 帮 帮我 麻烦 现在 刚刚 刚才 今天 然后 但是 "
-    "可是 因为 所以 如果 已经 还是 一直 这样 那样 办 怎么办 咋 咋办 咋整 弄 搞 下 好 吧 嗯 哈".split()
+    "可是 因为 所以 如果 已经 还是 一直 这样 那样 办 怎么办 咋 咋办 咋整 弄 搞 下 好 吧 嗯 哈"
 )
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,12 +29,18 @@ class RankerParams:
     """Tunable weights of the ranker (chosen on the dev set, see docs/knowledge-base.md)."""
 
     k1: float = 1.2
-    b: float = 0.5
+    b: float = 0.3
     word_weight: float = 1.0
     synonym_weight: float = 1.0
-    bigram_weight: float = 0.6
-    unigram_weight: float = 0.2
+    bigram_weight: float = 0.4
+    unigram_weight: float = 0.3
     keyword_bonus: float = 0.15
+    # Confidence blends how much of the query the best question covers with how much of that
+    # question the query covers; the latter keeps long stories around a known question confident.
+    doc_coverage: float = 0.3
+    # An intent whose other questions also match is more likely right than one lucky question.
+    second_weight: float = 0.7
+    include_titles: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +133,8 @@ class Index:
         self.doc_text: list[str] = []
         doc_feats: list[Counter[str]] = []
         for entry in kb.entries:
-            for question in (*entry.questions, entry.title):
+            titles = (entry.title,) if self.params.include_titles else ()
+            for question in (*entry.questions, *titles):
                 self.doc_intent.append(entry.id)
                 self.doc_text.append(question)
                 doc_feats.append(self.featurizer.features(question))
@@ -144,8 +152,10 @@ class Index:
         # An unseen feature is as informative as the rarest: it counts against confidence.
         self.max_idf = math.log(1.0 + (n + 0.5) / 0.5)
         postings: dict[str, tuple[list[int], list[float]]] = {}
+        self.doc_ideal: list[float] = []
         for doc, (feats, length) in enumerate(zip(doc_feats, lengths, strict=True)):
             norm = p.k1 * (1.0 - p.b + p.b * length / avg)
+            self.doc_ideal.append(sum(self.featurizer.weight(f) * self.idf[f] for f in feats))
             for feat, tf in feats.items():
                 w = self.featurizer.weight(feat) * self.idf[feat] * tf * (p.k1 + 1.0) / (tf + norm)
                 docs, weights = postings.setdefault(feat, ([], []))
@@ -169,19 +179,27 @@ class Index:
             get = scores.get
             for doc, w in zip(*posting, strict=True):
                 scores[doc] = get(doc, 0.0) + w
-        best: dict[str, tuple[float, int]] = {}
+        norm_text = normalize(text)
+        a = self.params.doc_coverage
+        # intent -> (best confidence, best doc, second confidence)
+        best: dict[str, tuple[float, int, float]] = {}
         for doc, score in scores.items():
+            q_cov = score / ideal if ideal > 0 else 0.0
+            d_cov = score / self.doc_ideal[doc] if self.doc_ideal[doc] > 0 else 0.0
+            conf = (1.0 - a) * q_cov + a * min(1.0, d_cov)
             intent = self.doc_intent[doc]
             held = best.get(intent)
-            if held is None or score > held[0]:
-                best[intent] = (score, doc)
-        norm_text = normalize(text)
+            if held is None:
+                best[intent] = (conf, doc, 0.0)
+            elif conf > held[0]:
+                best[intent] = (conf, doc, held[0])
+            elif conf > held[2]:
+                best[intent] = (held[0], held[1], conf)
         results: list[Match] = []
-        for intent, (score, doc) in best.items():
+        for intent, (conf, doc, second) in best.items():
             bonus = self.params.keyword_bonus if any(k in norm_text for k in self.keywords[intent]) else 0.0
-            # BM25 with tf=1 at average length scores idf*weight per feature: `ideal` is the score a
-            # question containing every query feature would get, so the ratio is the matched share.
-            confidence = min(1.0, score / ideal + bonus) if ideal > 0 else 0.0
-            results.append(Match(intent, confidence, score, self.doc_text[doc]))
-        results.sort(key=lambda m: (-m.confidence, m.intent))
+            confidence = min(1.0, conf + bonus)
+            key = confidence + self.params.second_weight * second
+            results.append(Match(intent, confidence, key, self.doc_text[doc]))
+        results.sort(key=lambda m: (-m.score, m.intent))
         return results[:limit]

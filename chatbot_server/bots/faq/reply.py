@@ -13,7 +13,8 @@ _NOT_SUGGESTED = frozenset({"out_of_scope", "greeting", "thanks_goodbye", "human
 
 FALLBACK_TEXT = "抱歉，我没有完全理解您的问题。"
 FALLBACK_WITH_SUGGESTIONS = "您是想问以下问题吗？"
-FALLBACK_HUMAN = "如果都不是，您可以换个说法再问一次，或回复“转人工”由人工客服为您服务（也可拨打银联客服 95516）。"
+FALLBACK_HUMAN = "您可以换个说法再问一次，或回复“转人工”由人工客服为您服务（也可拨打银联客服 95516）。"
+FALLBACK_HUMAN_AFTER_SUGGESTIONS = "如果都不是，" + FALLBACK_HUMAN
 
 
 def compose_reply(index: Index, text: str, threshold: float) -> Reply:
@@ -35,7 +36,7 @@ def compose_reply(index: Index, text: str, threshold: float) -> Reply:
     if suggestions:
         lines.append(FALLBACK_WITH_SUGGESTIONS)
         lines.extend(f"{n}. {question}" for n, question in enumerate(suggestions, 1))
-    lines.append(FALLBACK_HUMAN)
+    lines.append(FALLBACK_HUMAN_AFTER_SUGGESTIONS if suggestions else FALLBACK_HUMAN)
     return Reply(
         text="\n".join(lines),
         intent=FALLBACK_INTENT,

@@ -1,0 +1,132 @@
+"""FaqBot answers through the Bot interface: normalised variants, fallback, handoff, Typing first."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chatbot_server.bots import Reply, Turn, Typing, build_bot
+from chatbot_server.bots.faq import FaqBot
+from chatbot_server.bots.faq.normalize import normalize
+from chatbot_server.errors import BotError
+
+
+@pytest.fixture
+async def bot() -> AsyncIterator[FaqBot]:
+    made = build_bot("faq", {"watch": False})
+    assert isinstance(made, FaqBot)
+    await made.start()
+    yield made
+    await made.close()
+
+
+async def ask(bot: FaqBot, text: str) -> Reply:
+    return await bot.answer(Turn(conversation_id="c1", text=text))
+
+
+def test_normalize_folds_width_case_and_traditional_script() -> None:
+    assert normalize("ＡＴＭ　取款３次") == "atm 取款3次"
+    assert normalize("我的銀行卡遺失了，帳戶怎麼掛失？") == "我的银行卡遗失了,账户怎么挂失?"
+    assert normalize("  Apple   PAY ") == "apple pay"
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("我的卡不见了，怎么办", "card_lost_report"),
+        ("我的銀行卡不見了怎麼掛失", "card_lost_report"),  # traditional characters
+        ("ｃａｒｄ丟了要ｂｌｏｃｋ", "card_lost_report"),  # full-width English + traditional
+        ("ＰＩＮ輸錯三次卡被鎖了", "card_unlock_pin_locked"),
+        ("Apple Pay 怎么加银联卡", "mobile_wallet_binding"),
+        ("APPLEPAY绑卡失败", "mobile_wallet_binding"),
+        ("在国外ATM一天能取多少现金", "overseas_atm_withdrawal_limit"),
+        ("云闪付app怎么绑定银行卡", "app_registration_binding"),
+        ("信用卡想提额", "credit_limit_increase"),
+    ],
+)
+async def test_normalised_variants_reach_the_right_intent(bot: FaqBot, text: str, intent: str) -> None:
+    reply = await ask(bot, text)
+    assert (reply.intent, reply.fallback) == (intent, False)
+    assert 0.0 < reply.confidence <= 1.0
+
+
+async def test_confident_answer_carries_the_knowledge_base_answer_and_follow_ups(bot: FaqBot) -> None:
+    reply = await ask(bot, "银行卡丢了怎么挂失")
+    entry = bot.knowledge_base.entry("card_lost_report")
+    assert reply.text == entry.answer.strip()
+    assert reply.suggestions == tuple(
+        bot.knowledge_base.entry(s).questions[0] for s in entry.suggestions
+    )
+    assert not reply.handoff
+
+
+async def test_unmatched_text_falls_back_with_suggestions_and_a_human_offer(bot: FaqBot) -> None:
+    reply = await ask(bot, "我想问一下关于卡的事情")
+    assert reply.fallback and reply.intent == "out_of_scope"
+    assert reply.confidence < bot.options.threshold
+    assert 1 <= len(reply.suggestions) <= 3
+    assert all(s in reply.text for s in reply.suggestions)
+    assert "转人工" in reply.text
+    questions = {q for entry in bot.knowledge_base.entries for q in entry.questions}
+    assert set(reply.suggestions) <= questions
+
+
+async def test_threshold_option_decides_when_to_fall_back() -> None:
+    question = "跨行转账到账时间一般要多久呢"
+    strict = build_bot("faq", {"watch": False, "threshold": 0.99})
+    await strict.start()
+    try:
+        reply = await strict.answer(Turn("c", question))
+        assert isinstance(strict, FaqBot)
+        transfer_questions = strict.knowledge_base.entry("transfer_failed_pending").questions
+    finally:
+        await strict.close()
+    assert reply.fallback and reply.intent == "out_of_scope"
+    assert 0 < reply.confidence < 0.99
+    # Its best guesses are offered, the closest question first.
+    assert len(reply.suggestions) == 3
+    assert reply.suggestions[0] in transfer_questions
+
+
+async def test_gibberish_falls_back_without_suggestions(bot: FaqBot) -> None:
+    reply = await ask(bot, "zzzz qqqq")
+    assert reply.fallback and reply.intent == "out_of_scope"
+    assert reply.suggestions == ()
+    assert "转人工" in reply.text
+
+
+async def test_out_of_scope_question_is_declined_not_guessed(bot: FaqBot) -> None:
+    reply = await ask(bot, "今天天气怎么样，会下雨吗")
+    assert reply.intent == "out_of_scope"
+    assert "超出" in reply.text or reply.fallback
+
+
+async def test_asking_for_a_human_sets_handoff(bot: FaqBot) -> None:
+    reply = await ask(bot, "我要转人工客服")
+    assert (reply.intent, reply.handoff, reply.fallback) == ("human_agent", True, False)
+    other = await ask(bot, "你好")
+    assert (other.intent, other.handoff) == ("greeting", False)
+
+
+async def test_respond_yields_typing_then_the_reply(bot: FaqBot) -> None:
+    events = [event async for event in bot.respond(Turn("c", "谢谢，再见"))]
+    assert isinstance(events[0], Typing)
+    assert len(events) == 2 and isinstance(events[1], Reply)
+    assert events[1].intent == "thanks_goodbye"
+
+
+async def test_very_long_text_is_answered() -> None:
+    bot = build_bot("faq", {"watch": False})
+    await bot.start()
+    try:
+        reply = await bot.answer(Turn("c", "我的银行卡丢了怎么挂失" + "啊" * 10_000))
+    finally:
+        await bot.close()
+    assert reply.intent == "card_lost_report"
+
+
+async def test_answer_before_start_is_a_bot_error() -> None:
+    bot = build_bot("faq", {"watch": False})
+    with pytest.raises(BotError, match="start"):
+        await bot.answer(Turn("c", "你好"))
