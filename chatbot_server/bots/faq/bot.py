@@ -39,6 +39,7 @@ class FaqBot(Bot):
         # The (mtime, size) of a file that failed to load, so the watcher logs it only once.
         self._rejected: tuple[int, int] | None = None
         self._generation = 0
+        self._attempts = 0
         self._swapped = asyncio.Condition()
 
     @classmethod
@@ -56,15 +57,35 @@ class FaqBot(Bot):
         """How many knowledge bases have been installed: 1 after start(), +1 per successful reload."""
         return self._generation
 
+    @property
+    def reload_attempts(self) -> int:
+        """How many reloads (manual or by the watcher) have finished, successful or not."""
+        return self._attempts
+
+    @property
+    def watching(self) -> bool:
+        """True while the file watcher task runs."""
+        return self._watcher is not None and not self._watcher.done()
+
     async def wait_for_generation(self, generation: int) -> None:
         """Wait until knowledge base number `generation` is installed (bound it with a timeout)."""
         async with self._swapped:
             await self._swapped.wait_for(lambda: self._generation >= generation)
 
+    async def wait_for_reload_attempts(self, attempts: int) -> None:
+        """Wait until `attempts` reloads have finished, whatever their outcome."""
+        async with self._swapped:
+            await self._swapped.wait_for(lambda: self._attempts >= attempts)
+
     async def _install(self, index: Index) -> None:
         async with self._swapped:
             self._index = index
             self._generation += 1
+            self._swapped.notify_all()
+
+    async def _attempted(self) -> None:
+        async with self._swapped:
+            self._attempts += 1
             self._swapped.notify_all()
 
     async def start(self) -> None:
@@ -100,10 +121,12 @@ class FaqBot(Bot):
                 with contextlib.suppress(OSError):
                     self._rejected = file_signature(path)
                 logger.error("faq knowledge base not reloaded, keeping the previous one: %s", exc)
-                return
-            await self._install(index)
-            self._rejected = None
-            logger.info("faq knowledge base %s reloaded: %d entries", path, len(index.kb.entries))
+            else:
+                await self._install(index)
+                self._rejected = None
+                logger.info("faq knowledge base %s reloaded: %d entries", path, len(index.kb.entries))
+            finally:
+                await self._attempted()
 
     async def respond(self, turn: Turn) -> AsyncIterator[BotEvent]:
         """Yield Typing, then the answer computed in a worker thread."""
