@@ -189,12 +189,21 @@ def load_settings(
         base_dir = file.resolve().parent
         data = _read_yaml(file)
     env = os.environ if env is None else env
+    origins: dict[str, str] = {}  # dotted key -> where a value not from the file came from
     for var, key in ENV_OVERRIDES.items():
         if var in env:
-            _set_dotted(data, key, _parse_env_value(env[var]), source=f"environment {var}")
+            origins[key] = f"environment variable {var}"
+            _set_dotted(data, key, _parse_env_value(env[var]), source=origins[key])
     for key, value in (overrides or {}).items():
-        _set_dotted(data, key, value, source="command line")
-    settings = _build(Settings, data, prefix="", source=source)
+        origins[key] = "command line"
+        _set_dotted(data, key, value, source=origins[key])
+    try:
+        settings = _build(Settings, data, prefix="", source=source)
+    except ConfigError as exc:
+        if exc.key in origins:
+            message = str(exc).split(f"{exc.key}: ", 1)[-1]
+            raise ConfigError(message, key=exc.key, source=origins[exc.key]) from None
+        raise
     return dataclasses.replace(settings, base_dir=base_dir)
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode
 
@@ -21,6 +22,7 @@ class ConnectionRegistry:
     def __init__(self) -> None:
         self._consumers: weakref.WeakSet[WebsocketConsumer] = weakref.WeakSet()
         self._changed = asyncio.Condition()
+        self._cleanups: set[asyncio.Task[None]] = set()
         self.accepting = True
 
     def __len__(self) -> int:
@@ -28,6 +30,13 @@ class ConnectionRegistry:
 
     def add(self, consumer: WebsocketConsumer) -> None:
         self._consumers.add(consumer)
+
+    def keep_alive(self, cleanup: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a consumer's clean-up as a task held here until it is done (so it cannot vanish)."""
+        task = asyncio.get_running_loop().create_task(cleanup)
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+        return task
 
     async def discard(self, consumer: WebsocketConsumer) -> None:
         """Forget a consumer whose clean-up has finished."""
@@ -49,3 +58,5 @@ class ConnectionRegistry:
             await asyncio.gather(
                 *(c.close(code=code, message=message, notify=True) for c in consumers), return_exceptions=True
             )
+        if self._cleanups:
+            await asyncio.gather(*self._cleanups, return_exceptions=True)

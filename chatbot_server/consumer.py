@@ -109,7 +109,9 @@ class WebsocketConsumer:
             await self.close(code=WSCloseCode.INTERNAL_ERROR, message="internal error")
         finally:
             self.close_code = ws.close_code
-            await self._finish()
+            # Clean-up must finish even if the handler task is cancelled (handler_cancellation=True,
+            # as in aiohttp's test server): it runs in a task the registry keeps alive.
+            await asyncio.shield(self._registry.keep_alive(self._finish()))
         return ws
 
     def refuse(self) -> web.StreamResponse | None:

@@ -1,0 +1,90 @@
+"""Writing your own consumer: hooks, groups cleaned up on disconnect, dispatch by message type."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, ClassVar
+
+import pytest
+from aiohttp import web
+
+from chatbot_server import NotSetUpError, WebsocketConsumer, get_layer, setup
+from chatbot_server.keys import CONNECTIONS_KEY
+from chatbot_server.layers import Message
+
+from .helpers import make_settings, receive_json
+
+
+class RoomConsumer(WebsocketConsumer):
+    """A tiny chat room: everyone in group "room" hears every line."""
+
+    groups: ClassVar[tuple[str, ...]] = ("lobby",)
+    events: ClassVar[list[str]] = []
+
+    async def on_connect(self) -> None:
+        self.events.append("connect")
+        await self.group_add("room")
+        await self.send_json({"hello": self.channel_name})
+
+    async def on_receive_text(self, text: str) -> None:
+        await self.layer.group_send("room", {"type": "room.line", "text": text})
+
+    async def on_disconnect(self, code: int | None) -> None:
+        self.events.append(f"disconnect {code}")
+
+    async def room_line(self, message: Message) -> None:
+        await self.send_json({"line": message["text"]})
+
+
+@pytest.fixture
+async def room_client(aiohttp_client: Any) -> Any:
+    RoomConsumer.events = []
+    app = web.Application()
+    setup(app, make_settings())
+    app.router.add_get("/room", RoomConsumer.as_handler())  # the one line a user writes
+    return await aiohttp_client(app)
+
+
+async def test_custom_consumer_hooks_and_dispatch(room_client: Any) -> None:
+    async with room_client.ws_connect("/room") as a, room_client.ws_connect("/room") as b:
+        await receive_json(a)
+        await receive_json(b)
+        await a.send_str("大家好")
+        assert await receive_json(a) == {"line": "大家好"}
+        assert await receive_json(b) == {"line": "大家好"}
+    async with asyncio.timeout(5):
+        await room_client.app[CONNECTIONS_KEY].wait_until(0)
+    assert RoomConsumer.events.count("connect") == 2
+    assert sum(e.startswith("disconnect") for e in RoomConsumer.events) == 2
+
+
+async def test_groups_are_left_on_disconnect(room_client: Any) -> None:
+    layer = get_layer(room_client.app)
+    async with room_client.ws_connect("/room") as ws:
+        await receive_json(ws)
+        assert len(layer.group_members("room")) == 1  # type: ignore[attr-defined]
+        assert len(layer.group_members("lobby")) == 1  # type: ignore[attr-defined]
+    async with asyncio.timeout(5):
+        await room_client.app[CONNECTIONS_KEY].wait_until(0)
+    assert layer.group_members("room") == [] and layer.group_members("lobby") == []  # type: ignore[attr-defined]
+
+
+async def test_layer_messages_cannot_reach_base_methods(room_client: Any) -> None:
+    layer = get_layer(room_client.app)
+    async with room_client.ws_connect("/room") as ws:
+        await receive_json(ws)
+        for kind in ("close", "run", "on.disconnect", "group.discard", "_drain", "dispatch", "send.json"):
+            await layer.group_send("room", {"type": kind})
+        await layer.group_send("room", {"type": "room.line", "text": "still here"})
+        assert await receive_json(ws) == {"line": "still here"}
+    assert "disconnect" not in " ".join(RoomConsumer.events[:-1])
+
+
+async def test_a_consumer_on_an_app_without_setup_is_a_clear_error(aiohttp_client: Any) -> None:
+    app = web.Application()
+    app.router.add_get("/room", RoomConsumer.as_handler())
+    client = await aiohttp_client(app)
+    response = await client.get("/room")
+    assert response.status == 500
+    with pytest.raises(NotSetUpError, match=r"chatbot_server.setup\(app, ...\) must be called first"):
+        get_layer(app)
