@@ -23,7 +23,12 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import ChannelFull, InvalidMessageError, InvalidNameError, LayerUnavailableError
+from ..errors import (
+    ChannelFull,
+    InvalidMessageError,
+    InvalidNameError,
+    LayerUnavailableError,
+)
 from . import redis_scripts as scripts
 from .base import (
     ChannelLayer,
@@ -178,6 +183,9 @@ class RedisChannelLayer(ChannelLayer):
         tasks = [task for task in (self._supervisor, self._flusher) if task is not None]
         for task in tasks:
             task.cancel()
+        # redis-py can swallow a cancellation that lands while a connection is being set up and then
+        # block in a read; closing the blocking sockets ends any such read.
+        await self._blocking.connection_pool.disconnect()
         await asyncio.gather(*tasks, return_exceptions=True)
         closed = LayerUnavailableError("the channel layer is closed")
         while self._pending:
@@ -255,11 +263,11 @@ class RedisChannelLayer(ChannelLayer):
 
     async def _supervise(self) -> None:
         delay = BACKOFF_MIN
-        while True:
+        while not self._closed:
             if not self._up:
                 try:
                     await self._connect()
-                except Exception as error:  # noqa: BLE001 - any failure means "try again later"
+                except Exception as error:
                     if not isinstance(error, DOWN_ERRORS + (LayerUnavailableError,)):
                         log.exception("unexpected error while connecting to Redis at %s", self.url)
                     self._mark_down(error)
@@ -305,17 +313,19 @@ class RedisChannelLayer(ChannelLayer):
     async def _read_inbox(self) -> None:
         key = self._inbox_key
         client = self._blocking
-        while True:
+        while not self._closed:
             entries: list[bytes]
             if self._blmpop:
-                reply = await client.execute_command("BLMPOP", BLOCK_SECONDS, 1, key, "LEFT", "COUNT", READ_BATCH)
+                reply: Any = await client.execute_command(
+                    "BLMPOP", BLOCK_SECONDS, 1, key, "LEFT", "COUNT", READ_BATCH
+                )
                 entries = list(reply[1]) if reply else []
-            else:
-                popped = await client.blpop([key], timeout=BLOCK_SECONDS)
+            else:  # Redis < 7: one blocking pop, then take what else is queued
+                popped: Any = await client.blpop([key], timeout=BLOCK_SECONDS)
                 if not popped:
                     continue
                 entries = [popped[1]]
-                more = await client.lpop(key, READ_BATCH)
+                more: Any = await client.lpop(key, READ_BATCH)
                 if more:
                     entries.extend(more)
             now_ms = time.time() * 1000
@@ -479,7 +489,7 @@ class RedisChannelLayer(ChannelLayer):
     async def group_members(self, group: str) -> list[str]:
         """The members of a group as Redis holds them (for tests and diagnostics)."""
         validate_group_name(group)
-        members = await self._client.zrange(self._key("group", group), 0, -1)
+        members: Any = await self._client.zrange(self._key("group", group), 0, -1)
         return [member.decode() for member in members]
 
     # -- batched membership writes ----------------------------------------------------------
@@ -507,7 +517,7 @@ class RedisChannelLayer(ChannelLayer):
                 except DOWN_ERRORS as down:
                     self._mark_down(down)
                     error = down
-                except Exception as unexpected:  # noqa: BLE001 - reported to every waiting caller
+                except Exception as unexpected:
                     log.exception("Redis membership write failed")
                     error = unexpected
             else:
@@ -515,9 +525,7 @@ class RedisChannelLayer(ChannelLayer):
             for ops, future in batch:
                 if future.done():
                     continue
-                if error is None:
-                    future.set_result(None)
-                elif self._settle_failed(ops):
+                if error is None or self._settle_failed(ops):
                     future.set_result(None)
                 else:
                     future.set_exception(self._unavailable())
