@@ -14,15 +14,23 @@
   var form = document.getElementById("composer");
   var input = document.getElementById("input");
   var sendButton = document.getElementById("send");
+  var logoEl = document.querySelector(".chat-logo");
+  var SUGGESTIONS_LABEL = "猜您想问";
+  var PENDING_TEXT = "发送中…";
 
   var socket = null;
   var retries = 0;
   var reconnectTimer = null;
   var stopped = false;          // the server asked us not to reconnect by ourselves (idle)
+  var resumeTarget = null;      // the conversation the current socket asked to carry on
   var pending = {};             // client id -> {text, el}: sent, not yet confirmed by the server
   var pendingOrder = [];
   var waitingReplies = 0;
-  var state = loadState();      // {conversation, lastSeq}
+  var state = loadState();      // {conversation, lastSeq}: lastSeq is the newest frame on screen
+  // A (re)loaded page shows nothing yet, so it asks for the whole conversation, not just what came
+  // after the saved lastSeq; otherwise a reload would resume the conversation with an empty screen.
+  var hadConversation = Boolean(state.conversation);
+  state.lastSeq = 0;
 
   function loadState() {
     try {
@@ -45,6 +53,7 @@
   function socketUrl() {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     var url = scheme + location.host + config.wsPath;
+    resumeTarget = state.conversation;
     if (state.conversation) {
       url += "?conversation=" + encodeURIComponent(state.conversation) + "&last_seq=" + state.lastSeq;
     }
@@ -68,37 +77,72 @@
 
   function scrollDown() { historyEl.scrollTop = historyEl.scrollHeight; }
 
-  // Build one message bubble; every piece of text goes in with textContent.
+  // Who said it, for screen readers (sighted users see it from the bubble's side and colour).
+  var SPEAKER = { user: "我", bot: "智能客服", greeting: "智能客服", agent: "人工客服", system: "系统消息", error: "提示" };
+
+  function avatar(kind, name) {
+    var el;
+    if (kind === "agent") {
+      el = document.createElement("span");
+      el.textContent = (name || SPEAKER.agent).charAt(0);
+    } else {
+      // The bot wears the page's logo, whatever the site configured.
+      el = logoEl ? logoEl.cloneNode(true) : document.createElement("span");
+      el.removeAttribute("id");
+    }
+    el.className = "avatar avatar-" + kind;
+    el.setAttribute("aria-hidden", "true");
+    if (el.tagName === "IMG") el.alt = "";
+    return el;
+  }
+
+  // Build one message; every piece of text goes in with textContent, never as markup.
   function addMessage(kind, text, ts, extra) {
     var stick = isNearBottom();
     var li = document.createElement("li");
     li.className = "msg msg-" + kind;
-    if (extra && extra.agent) {
-      var who = document.createElement("span");
-      who.className = "who";
-      who.textContent = extra.agent;
-      li.appendChild(who);
-    }
+    var agentName = extra && extra.agent;
+    if (kind === "bot" || kind === "greeting" || kind === "agent") li.appendChild(avatar(kind, agentName));
+    var body = document.createElement("div");
+    body.className = "msg-body";
+    var who = document.createElement("span");
+    who.className = kind === "agent" ? "who" : "who visually-hidden";
+    who.textContent = agentName || SPEAKER[kind] || SPEAKER.bot;
+    body.appendChild(who);
     var bubble = document.createElement("div");
     bubble.className = "bubble";
     bubble.textContent = text;
-    li.appendChild(bubble);
-    if (extra && extra.suggestions && extra.suggestions.length) {
-      var box = document.createElement("div");
-      box.className = "suggestions";
-      extra.suggestions.forEach(function (q) { box.appendChild(chip(q)); });
-      li.appendChild(box);
-    }
+    body.appendChild(bubble);
     if (kind !== "system") {
       var meta = document.createElement("time");
       meta.className = "meta";
-      meta.textContent = formatTime(ts);
-      if (ts) meta.dateTime = new Date(ts).toISOString();
-      li.appendChild(meta);
+      setTime(meta, ts);
+      body.appendChild(meta);
     }
+    if (extra && extra.suggestions && extra.suggestions.length) {
+      var box = document.createElement("div");
+      box.className = "suggestions";
+      box.setAttribute("role", "group");
+      box.setAttribute("aria-label", SUGGESTIONS_LABEL);
+      var label = document.createElement("span");
+      label.className = "suggestions-label";
+      label.setAttribute("aria-hidden", "true");
+      label.textContent = SUGGESTIONS_LABEL;
+      box.appendChild(label);
+      extra.suggestions.forEach(function (q) { if (typeof q === "string" && q) box.appendChild(chip(q)); });
+      body.appendChild(box);
+    }
+    li.appendChild(body);
     messagesEl.appendChild(li);
     if (stick || kind === "user") scrollDown();
     return li;
+  }
+
+  function setTime(el, ts) {
+    el.textContent = formatTime(ts);
+    var d = ts ? new Date(ts) : new Date();
+    el.dateTime = d.toISOString();
+    el.title = d.toLocaleString("zh-CN");
   }
 
   function chip(question) {
@@ -111,9 +155,14 @@
   }
 
   function setThinking(on) {
-    waitingReplies = Math.max(0, waitingReplies + (on ? 1 : -1));
+    showThinking(Math.max(0, waitingReplies + (on ? 1 : -1)));
+  }
+
+  function showThinking(count) {
+    var stick = isNearBottom();
+    waitingReplies = count;
     thinkingEl.hidden = waitingReplies === 0;
-    if (!thinkingEl.hidden && isNearBottom()) scrollDown();
+    if (!thinkingEl.hidden && stick) scrollDown();
   }
 
   function clearThinking() { waitingReplies = 0; thinkingEl.hidden = true; }
@@ -166,12 +215,15 @@
     switch (f.type) {
       case "greeting":
         addMessage("greeting", f.msg, f.ts);
+        // A greeting for another conversation than the one asked for means a fresh start (not a
+        // replay): the server knows nothing of what is pending, so send it now.
+        if (f.conversation !== resumeTarget) resendPending();
         break;
       case "user":
         confirmUser(f);
         break;
       case "typing":
-        thinkingEl.hidden = false;
+        showThinking(Math.max(1, waitingReplies));
         break;
       case "reply":
         setThinking(false);
@@ -183,6 +235,7 @@
         break;
       case "system":
         if (f.msg) addMessage("system", f.msg, f.ts);
+        if (f.event === "resumed") resendPending();
         break;
       case "error":
         setThinking(false);
@@ -197,6 +250,7 @@
     var entry = f.id && pending[f.id];
     if (entry) {
       entry.el.classList.remove("pending");
+      setTime(entry.el.querySelector(".meta"), f.ts);
       delete pending[f.id];
       pendingOrder = pendingOrder.filter(function (id) { return id !== f.id; });
     } else {
@@ -212,6 +266,7 @@
     var id = newId();
     var el = addMessage("user", text);
     el.classList.add("pending");
+    el.querySelector(".meta").textContent = PENDING_TEXT;
     pending[id] = { text: text, el: el };
     pendingOrder.push(id);
     setThinking(true);
@@ -225,11 +280,11 @@
   // After a reconnect, messages the server never confirmed are sent again with the same id;
   // the server ignores ids it has already answered.
   function resendPending() {
+    if (!pendingOrder.length || !socket || socket.readyState !== WebSocket.OPEN) return;
     pendingOrder.forEach(function (id) {
-      if (socket && socket.readyState === WebSocket.OPEN) {
-        socket.send(JSON.stringify({ type: "message", text: pending[id].text, id: id }));
-      }
+      socket.send(JSON.stringify({ type: "message", text: pending[id].text, id: id }));
     });
+    showThinking(pendingOrder.length);
   }
 
   form.addEventListener("submit", function (event) {
@@ -261,13 +316,6 @@
     if (document.visibilityState === "visible" && !socket && stopped) connect();
   });
 
-  // The server confirms the resumed conversation before anything else; then resend what is pending.
-  var originalHandle = handleFrame;
-  handleFrame = function (f) {
-    originalHandle(f);
-    if (f.type === "greeting" || (f.type === "system" && f.event === "resumed")) resendPending();
-  };
-
-  if (state.conversation) quickEl.hidden = true;
+  if (hadConversation) quickEl.hidden = true;
   connect();
 })();
