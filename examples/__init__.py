@@ -1,0 +1,1 @@
+"""Runnable examples for chatbot_server (see docs/consumers.md)."""
