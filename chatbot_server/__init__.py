@@ -4,13 +4,13 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .app import create_app, get_layer, setup  # noqa: E402
-from .bots import Bot, Reply, Turn, Typing  # noqa: E402
-from .chat import ChatConsumer  # noqa: E402
-from .config import Settings, load_settings, settings_from_dict  # noqa: E402
-from .consumer import WebsocketConsumer  # noqa: E402
-from .errors import ChannelFull, ChatbotServerError, ConfigError, NotSetUpError  # noqa: E402
-from .layers import ChannelLayer, MemoryChannelLayer  # noqa: E402
+from .app import create_app, get_layer, setup
+from .bots import Bot, Reply, Turn, Typing
+from .chat import ChatConsumer
+from .config import Settings, load_settings, settings_from_dict
+from .consumer import WebsocketConsumer
+from .errors import ChannelFull, ChatbotServerError, ConfigError, NotSetUpError
+from .layers import ChannelLayer, MemoryChannelLayer
 
 __all__ = [
     "Bot", "ChannelFull", "ChannelLayer", "ChatConsumer", "ChatbotServerError", "ConfigError",

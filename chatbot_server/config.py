@@ -198,7 +198,7 @@ def load_settings(
         origins[key] = "command line"
         _set_dotted(data, key, value, source=origins[key])
     try:
-        settings = _build(Settings, data, prefix="", source=source)
+        settings: Settings = _build(Settings, data, prefix="", source=source)
     except ConfigError as exc:
         if exc.key in origins:
             message = str(exc).split(f"{exc.key}: ", 1)[-1]
@@ -209,7 +209,8 @@ def load_settings(
 
 def settings_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Settings:
     """Build settings from a mapping shaped like config.yaml (for embedding and tests)."""
-    return _build(Settings, dict(data), prefix="", source=source)
+    settings: Settings = _build(Settings, dict(data), prefix="", source=source)
+    return settings
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:
@@ -272,7 +273,7 @@ def _build(cls: type[Any], data: Any, *, prefix: str, source: str) -> Any:
 
 def _convert(hint: Any, value: Any, *, key: str, source: str) -> Any:
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, {} if value is None else value, prefix=f"{key}.", source=source)
     if origin is Literal:
         allowed = typing.get_args(hint)
@@ -321,7 +322,8 @@ def defaults_as_dict() -> dict[str, Any]:
     """The embedded defaults shaped like config.yaml (used to keep config.yaml in step)."""
     raw = dataclasses.asdict(Settings())
     raw.pop("base_dir", None)
-    return _plain(raw)
+    plain: dict[str, Any] = _plain(raw)
+    return plain
 
 
 def _plain(value: Any) -> Any:

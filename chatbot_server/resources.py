@@ -1,27 +1,24 @@
-"""Where the packaged templates and static files are, installed or in a source checkout."""
+"""Where the packaged templates and static files are, installed from a wheel or in a checkout."""
 
 from __future__ import annotations
 
-import importlib.resources
 from pathlib import Path
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
 
-def _package_dir(package: str, fallback: str) -> Path:
-    try:
-        located = Path(str(importlib.resources.files(package)))
-        if located.is_dir():
-            return located
-    except (ModuleNotFoundError, TypeError):
-        pass
-    # A plain source checkout (tests run from the repository): the top-level folder.
-    return Path(__file__).resolve().parent.parent / fallback
+
+def _locate(name: str) -> Path:
+    inside = _PACKAGE_DIR / name  # a wheel maps the top-level folder into the package
+    if inside.is_dir():
+        return inside
+    return _PACKAGE_DIR.parent / name  # a source checkout or an editable install
 
 
 def templates_dir() -> Path:
     """The folder holding chat.html and friends."""
-    return _package_dir("chatbot_server.templates", "templates")
+    return _locate("templates")
 
 
 def static_dir() -> Path:
     """The folder holding chat.js, chat.css and images."""
-    return _package_dir("chatbot_server.static", "static")
+    return _locate("static")

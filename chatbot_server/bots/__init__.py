@@ -15,8 +15,16 @@ BUILTIN_BOTS: dict[str, str] = {
 }
 
 __all__ = [
-    "BUILTIN_BOTS", "Bot", "BotContext", "BotEvent", "HistoryEntry", "Reply", "Turn", "Typing",
-    "load_bot_class", "build_bot",
+    "BUILTIN_BOTS",
+    "Bot",
+    "BotContext",
+    "BotEvent",
+    "HistoryEntry",
+    "Reply",
+    "Turn",
+    "Typing",
+    "build_bot",
+    "load_bot_class",
 ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .base import ChannelLayer, LayerHealth, Message
@@ -17,7 +17,11 @@ __all__ = ["ChannelLayer", "LayerHealth", "MemoryChannelLayer", "Message", "make
 
 def make_layer(settings: LayerSettings) -> ChannelLayer:
     """Build (not start) the layer named by `settings.backend`: memory, redis or "pkg.mod:Class"."""
-    common = {"capacity": settings.capacity, "expiry": settings.expiry, "group_expiry": settings.group_expiry}
+    common: dict[str, Any] = {
+        "capacity": settings.capacity,
+        "expiry": settings.expiry,
+        "group_expiry": settings.group_expiry,
+    }
     if settings.backend == "memory":
         return MemoryChannelLayer(**common)
     if settings.backend == "redis":

@@ -1,0 +1,74 @@
+"""The built wheel carries templates, static files and the knowledge base, and runs from a fresh venv."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import urllib.request
+import venv
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.timeout(180)
+def test_wheel_installs_into_a_fresh_venv_and_serves(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
+        check=True, capture_output=True, timeout=170,
+    )
+    (wheel,) = wheels.glob("chatbot_server-*.whl")
+
+    # A fresh venv outside the source tree; the dependencies come from this interpreter's
+    # site-packages so the test needs no network, the package itself only from the wheel.
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    python = env_dir / "bin" / "python"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
+        check=True, capture_output=True, timeout=120,
+    )
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATBOT_", "PYTHONPATH"))}
+    located = subprocess.run(
+        [str(python), "-c", "import chatbot_server; print(chatbot_server.__file__)"],
+        check=True, capture_output=True, text=True, cwd=tmp_path, env=clean_env,
+    ).stdout.strip()
+    assert located.startswith(str(env_dir)), located
+
+    port = free_port()
+    # No config: the embedded defaults (memory layer, FAQ bot with its packaged knowledge base).
+    server = subprocess.Popen(
+        [str(python), "-m", "chatbot_server", "--port", str(port)],
+        cwd=tmp_path, env=clean_env, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert server.stderr is not None
+        seen = []
+        for line in server.stderr:  # wait for the "listening" log line, not for a timer
+            seen.append(line)
+            if "listening" in line:
+                break
+        else:
+            pytest.fail(f"server exited with {server.wait()} before listening:\n{''.join(seen)}")
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/", timeout=10) as page:
+            html = page.read().decode()
+        assert "聊天记录" in html and "chat.js" in html
+        with urllib.request.urlopen(f"{base}/static/chat.js", timeout=10) as script:
+            assert b"WebSocket" in script.read()
+        with urllib.request.urlopen(f"{base}/healthz", timeout=10) as health:
+            assert b'"ok"' in health.read()
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
