@@ -269,8 +269,8 @@
     el.querySelector(".meta").textContent = PENDING_TEXT;
     pending[id] = { text: text, el: el };
     pendingOrder.push(id);
-    setThinking(true);
     if (socket && socket.readyState === WebSocket.OPEN) {
+      setThinking(true);
       socket.send(JSON.stringify({ type: "message", text: text, id: id }));
     } else if (stopped) {
       connect();
@@ -278,7 +278,7 @@
   }
 
   // After a reconnect, messages the server never confirmed are sent again with the same id;
-  // the server ignores ids it has already answered.
+  // the server ignores ids it has already answered. Offline they only say "sending", not "thinking".
   function resendPending() {
     if (!pendingOrder.length || !socket || socket.readyState !== WebSocket.OPEN) return;
     pendingOrder.forEach(function (id) {

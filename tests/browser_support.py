@@ -143,3 +143,44 @@ def screenshot_path(nodeid: str) -> Path:
     """Where a failing test's screenshot goes: test-artifacts/<test name>.png."""
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in nodeid.split("::")[-1])
     return ARTIFACTS / f"{name}.png"
+
+
+async def save_screenshots(folder: Path) -> list[Path]:
+    """Screenshots of a real conversation with the echo bot, desktop (1280×800) and phone (375×667)."""
+    from playwright.async_api import async_playwright, expect
+
+    from .helpers import make_settings
+
+    questions = ("银行卡丢了怎么挂失?", "挂失以后多久能补办新卡?")
+    folder.mkdir(parents=True, exist_ok=True)
+    saved = []
+    async with live_server(make_settings()) as server, async_playwright() as playwright:
+        browser = await launch_browser(playwright)
+        try:
+            for name, viewport in (("desktop", (1280, 800)), ("phone", (375, 667))):
+                context = await browser.new_context(
+                    viewport={"width": viewport[0], "height": viewport[1]}, locale="zh-CN", device_scale_factor=1
+                )
+                page = await context.new_page()
+                await page.goto(server.url)
+                await expect(page.locator("body")).to_have_attribute("data-connection", "connected")
+                await page.locator("#quick .chip").nth(1).click()
+                for question in questions:
+                    await page.locator("#input").fill(question)
+                    await page.locator("#input").press("Enter")
+                await expect(page.locator("#messages .msg-bot")).to_have_count(1 + len(questions))
+                await page.locator("#input").fill("信用卡")
+                saved.append(folder / f"{name}.png")
+                await page.screenshot(path=str(saved[-1]))
+                await context.close()
+        finally:
+            await browser.close()
+    return saved
+
+
+if __name__ == "__main__":
+    import asyncio
+    import sys
+
+    for path in asyncio.run(save_screenshots(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/screenshots"))):
+        print(path)
