@@ -43,6 +43,9 @@ class RankerParams:
     # An intent whose other questions also match is more likely right than one lucky question.
     second_weight: float = 0.7
     include_titles: bool = True
+    # A long story around a question should not dilute its confidence: the query's side of the
+    # coverage is capped at this multiple of the largest question's information content.
+    query_cap: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,7 @@ class Index:
         # A question without features can never score; the floor only avoids dividing by zero.
         self.doc_ideal = np.maximum(np.array(ideals, dtype=np.float64), 1e-9)
         self.n_docs = n
+        self.ideal_cap = float(self.doc_ideal.max()) * p.query_cap if n and p.query_cap > 0 else math.inf
 
     def rank(self, text: str, limit: int = 3) -> list[Match]:
         """Return up to `limit` intents, best first, each with a confidence in 0..1."""
@@ -211,7 +215,7 @@ class Index:
             return []
         scores = np.bincount(np.concatenate(doc_parts), np.concatenate(weight_parts), minlength=self.n_docs)
         a = self.params.doc_coverage
-        conf = (1.0 - a) * (scores / ideal) + a * np.minimum(1.0, scores / self.doc_ideal)
+        conf = (1.0 - a) * np.minimum(1.0, scores / min(ideal, self.ideal_cap)) + a * np.minimum(1.0, scores / self.doc_ideal)
         if self.n_docs > self.CANDIDATES:
             top = np.argpartition(conf, -self.CANDIDATES)[-self.CANDIDATES:]
         else:

@@ -56,4 +56,5 @@ def add_words(words: Iterable[str]) -> None:
 
 def cut(text: str) -> list[str]:
     """Segment already-normalised text into words (no HMM: unknown typos stay as characters)."""
-    return tokenizer().lcut(text, HMM=False)
+    words: list[str] = tokenizer().lcut(text, HMM=False)
+    return words
