@@ -161,6 +161,21 @@ async def test_release_removes_memberships_from_redis(make_layer: MakeLayer) -> 
     assert await layer.group_members("b") == [staying]
 
 
+async def test_process_without_members_gets_no_group_entries(
+    make_layer: MakeLayer, redis: aioredis.Redis
+) -> None:
+    one, two = await make_layer(), await make_layer()
+    mine, theirs = await one.new_channel(), await two.new_channel()
+    await one.group_add("users", mine)
+    await two.group_add("users", theirs)
+    await two.release_channel(theirs)  # its last member left: it is no longer a target
+    assert await redis.zrange(f"{one.prefix}:targets:users", 0, -1) == [f"p:{one.process_id}".encode()]
+    before = await rpush_calls(redis)
+    await one.group_send("users", {"type": "only-mine"})
+    assert await rpush_calls(redis) - before == 0
+    assert (await recv(one, mine))["type"] == "only-mine"
+
+
 async def test_burst_of_joins_and_releases_leaves_no_members(
     make_layer: MakeLayer, redis: aioredis.Redis
 ) -> None:
@@ -171,7 +186,7 @@ async def test_burst_of_joins_and_releases_leaves_no_members(
     assert len(await layer.group_members("burst")) == 2000
     await asyncio.gather(*(layer.release_channel(channel) for channel in channels))
     assert await layer.group_members("burst") == []
-    assert await redis.exists(f"{layer.prefix}:group:burst") == 0
+    assert await redis.exists(f"{layer.prefix}:group:burst", f"{layer.prefix}:targets:burst") == 0
     # Coalesced into pipelines: the burst needed no more than a couple of extra connections.
     assert (await redis.info("clients"))["connected_clients"] - clients_before <= 2
 

@@ -17,6 +17,10 @@ class LocalGroups:
     def __len__(self) -> int:
         return sum(len(members) for members in self._groups.values())
 
+    def has(self, group: str) -> bool:
+        """Whether any local channel belongs to `group`."""
+        return group in self._groups
+
     def add(self, group: str, channel: str, joined: float) -> None:
         """Record (or renew) a membership."""
         self._groups.setdefault(group, {})[channel] = joined

@@ -44,7 +44,8 @@ from .redis_groups import LocalGroups
 log = logging.getLogger(__name__)
 
 # Errors that mean "Redis is not reachable right now" (BusyLoadingError is a ConnectionError).
-DOWN_ERRORS: tuple[type[BaseException], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+CONNECT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, LayerUnavailableError)
 BLOCK_SECONDS = 2.0  # a blocking pop returns at least this often, so a dead socket is noticed
 READ_BATCH = 256  # inbox entries taken per round trip
 OP_BATCH = 2000  # group_add/discard operations per pipeline
@@ -66,6 +67,12 @@ def redact(url: str) -> str:
         host = f"{host}:{parts.port}"
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _consume(future: asyncio.Future[None]) -> None:
+    # Nobody awaits background writes; their failure was logged or will be retried on reconnect.
+    if not future.cancelled():
+        future.exception()
 
 
 class RedisChannelLayer(ChannelLayer):
@@ -125,6 +132,7 @@ class RedisChannelLayer(ChannelLayer):
         self._process_key = self._key("process", self.process_id)
         self._groups = LocalGroups()
         self._unsynced: set[tuple[str, str]] = set()  # discards Redis missed while away
+        self._syncing: set[str] = set()  # groups with a queued "do we still belong" check
         self._pending: deque[tuple[list[Op], asyncio.Future[None]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -162,7 +170,7 @@ class RedisChannelLayer(ChannelLayer):
             return
         try:
             await self._connect()
-        except DOWN_ERRORS + (LayerUnavailableError,) as error:
+        except CONNECT_ERRORS as error:
             if self.required:
                 await self._close_clients()
                 raise LayerUnavailableError(
@@ -209,13 +217,17 @@ class RedisChannelLayer(ChannelLayer):
     async def _remove_traces(self) -> None:
         # A clean shutdown leaves no members, heartbeat or inbox behind (a SIGKILL relies on the sweep).
         pipe = self._client.pipeline(transaction=False)
+        groups = set()
         for group, channel, _ in self._groups.entries():
             pipe.zrem(self._key("group", group), channel)
+            groups.add(group)
+        for group in groups:
+            pipe.zrem(self._key("targets", group), f"p:{self.process_id}")
         pipe.delete(self._process_key, self._inbox_key)
         try:
             async with asyncio.timeout(self.socket_timeout):
                 await pipe.execute()
-        except DOWN_ERRORS + (TimeoutError,) as error:
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as error:
             log.warning("could not remove this process's keys from Redis at %s: %s", self.url, error)
 
     # -- connection state -------------------------------------------------------------------
@@ -268,7 +280,7 @@ class RedisChannelLayer(ChannelLayer):
                 try:
                     await self._connect()
                 except Exception as error:
-                    if not isinstance(error, DOWN_ERRORS + (LayerUnavailableError,)):
+                    if not isinstance(error, CONNECT_ERRORS):
                         log.exception("unexpected error while connecting to Redis at %s", self.url)
                     self._mark_down(error)
                     await asyncio.sleep(delay * random.uniform(0.5, 1.0))
@@ -299,14 +311,24 @@ class RedisChannelLayer(ChannelLayer):
         if self._up:
             self._mark_down(RuntimeError("background task stopped"))
 
+    def _heartbeat_ttl_ms(self) -> int:
+        return max(1000, int(self.heartbeat_interval * 3000))
+
     async def _beat(self) -> None:
-        ttl = max(1000, int(self.heartbeat_interval * 3000))
-        await self._client.set(self._process_key, b"1", px=ttl)
+        await self._client.set(self._process_key, b"1", px=self._heartbeat_ttl_ms())
 
     async def _heartbeat(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.heartbeat_interval)
+            if await self._client.pexpire(self._process_key, self._heartbeat_ttl_ms()):
+                continue
+            # Our heartbeat lapsed while connected (a stalled event loop?), so other processes may
+            # have swept us from every group: register again.
             await self._beat()
+            entries = self._groups.entries()
+            log.warning("heartbeat of process %s had lapsed; re-registering %d memberships",
+                        self.process_id, len(entries))
+            await self._submit([("add", group, channel, joined) for group, channel, joined in entries])
 
     # -- the inbox reader -------------------------------------------------------------------
 
@@ -316,7 +338,8 @@ class RedisChannelLayer(ChannelLayer):
         while not self._closed:
             entries: list[bytes]
             if self._blmpop:
-                reply: Any = await client.execute_command(
+                # Raw command: the keyword for COUNT differs between redis-py releases.
+                reply: Any = await client.execute_command(  # type: ignore[no-untyped-call]
                     "BLMPOP", BLOCK_SECONDS, 1, key, "LEFT", "COUNT", READ_BATCH
                 )
                 entries = list(reply[1]) if reply else []
@@ -338,16 +361,27 @@ class RedisChannelLayer(ChannelLayer):
                 return  # waited longer than `expiry`
             doc = orjson.loads(raw[scripts.HEADER_WIDTH :])
             local = self.local
-            if "m" in doc:
+            if "g" in doc:
+                group = doc["g"]
+                members = self._groups.members(group, time.time() - self.group_expiry)
+                message = doc["m"]
+                for channel in members:
+                    if channel in local:  # a released channel gets nothing more
+                        local.deliver(channel, message, strict=False)
+                if not members:
+                    self._schedule_sync(group)  # stop others sending us this group
+            elif "m" in doc:
                 message = doc["m"]
                 for channel in doc["c"]:
-                    if channel in local:  # a released channel gets nothing more
+                    if channel in local:
                         local.deliver(channel, message, strict=False)
             elif "j" in doc:
                 if doc["c"] in local:
                     self._groups.add(doc["j"], doc["c"], float(doc["t"]))
             elif "l" in doc:
                 self._groups.discard(doc["l"], doc["c"])
+                if not self._groups.has(doc["l"]):
+                    self._schedule_sync(doc["l"])
         except (ValueError, KeyError, TypeError) as error:
             log.warning("dropped a malformed inbox entry in %s: %s", self._inbox_key, error)
 
@@ -476,13 +510,15 @@ class RedisChannelLayer(ChannelLayer):
             now - self.group_expiry,
             scripts.header(now + self.expiry),
             payload,
+            group,
             self.inbox_capacity,
             self._expiry_ms(),
             self.capacity,
             self._expiry_ms(),
         ]
+        keys = [self._key("group", group), self._key("targets", group)]
         try:
-            await self._group_send_script(keys=[self._key("group", group)], args=args)
+            await self._group_send_script(keys=keys, args=args)
         except DOWN_ERRORS as error:
             self._mark_down(error)
 
@@ -534,36 +570,72 @@ class RedisChannelLayer(ChannelLayer):
         """Remember failed writes of our own channels for re-registration; False if any is remote."""
         own = True
         for kind, group, channel, _ in ops:
-            if process_of(channel) != self.process_id:
+            if kind == "sync":
+                self._syncing.discard(group)
+            elif process_of(channel) != self.process_id:
                 own = False
             elif kind == "discard":
                 self._unsynced.add((group, channel))
         return own
 
+    def _schedule_sync(self, group: str) -> None:
+        """Queue a check of whether this process still belongs in `group`'s targets (not awaited)."""
+        if group in self._syncing or not self._up or self._closed:
+            return
+        self._syncing.add(group)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)
+        self._pending.append(([("sync", group, "", 0.0)], future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_pending())
+
     async def _write_ops(self, ops: list[Op]) -> None:
         pipe = self._client.pipeline(transaction=False)
         added: set[str] = set()
+        own_groups: set[str] = set()
         control_expiry = scripts.header(time.time() + self.group_expiry)
         for (kind, group), run_iter in itertools.groupby(ops, key=lambda op: (op[0], op[1])):
             run = list(run_iter)
-            key = self._key("group", group)
+            members_key, targets_key = self._key("group", group), self._key("targets", group)
+            if kind == "sync":
+                self._syncing.discard(group)
+                own_groups.add(group)
+                continue
+            channels = [channel for _, _, channel, _ in run]
             if kind == "add":
-                pipe.zadd(key, {channel: score for _, _, channel, score in run})
-                added.add(key)
+                pipe.zadd(members_key, {channel: score for _, _, channel, score in run})
+                targets: dict[str, float] = {}
+                for _, _, channel, score in run:
+                    owner = process_of(channel)
+                    target = f"c:{channel}" if owner is None else f"p:{owner}"
+                    targets[target] = max(score, targets.get(target, 0.0))
+                pipe.zadd(targets_key, targets)
+                added.add(group)
             else:
-                pipe.zrem(key, *[channel for _, _, channel, _ in run])
+                pipe.zrem(members_key, *channels)
+                shared = [f"c:{channel}" for channel in channels if process_of(channel) is None]
+                if shared:
+                    pipe.zrem(targets_key, *shared)
             for _, _, channel, score in run:
                 owner = process_of(channel)
-                if owner is not None and owner != self.process_id:
+                if owner == self.process_id:
+                    own_groups.add(group)
+                elif owner is not None:
                     # Tell the owner, which delivers to its own members from memory.
                     doc = {"j": group, "c": channel, "t": score} if kind == "add" else {"l": group, "c": channel}
                     inbox = self._key("inbox", owner)
                     pipe.rpush(inbox, control_expiry + orjson.dumps(doc))
                     pipe.pexpire(inbox, self._expiry_ms())
+        # Decided on the state after the whole batch: adds above already listed us as a target.
+        for group in own_groups:
+            if not self._groups.has(group):
+                pipe.zrem(self._key("targets", group), f"p:{self.process_id}")
         oldest = time.time() - self.group_expiry
-        for key in added:
-            pipe.zremrangebyscore(key, "-inf", f"({oldest}")
-            pipe.pexpire(key, max(1, int(self.group_expiry * 1000)))
+        ttl = max(1, int(self.group_expiry * 1000))
+        for group in added:
+            for key in (self._key("group", group), self._key("targets", group)):
+                pipe.zremrangebyscore(key, "-inf", f"({oldest}")
+                pipe.pexpire(key, ttl)
         await pipe.execute()
 
     # -- maintenance ------------------------------------------------------------------------

@@ -6,6 +6,7 @@ reader check expiry without decoding JSON.
 
 Inbox documents:
   {"c": [channel, ...], "m": message}      a message for some channels of the owning process
+  {"g": group, "m": message}               a group message: the owner delivers to its own members
   {"j": group, "c": channel, "t": unix_s}  another process added one of our channels to a group
   {"l": group, "c": channel}               another process removed one of our channels from a group
 Shared channel documents are the bare message.
@@ -51,61 +52,69 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 
-# KEYS[1] group
-# ARGV: prefix, own process id, oldest live score, header, message JSON,
+# KEYS[1] group (channel names scored by join time), KEYS[2] its targets index: "p:<process>" for
+# each process with members, "c:<channel>" for each shared channel, scored by the latest join.
+# ARGV: prefix, own process id, oldest live score, header, message JSON, group name,
 #       inbox cap, inbox pexpire ms, channel capacity, channel pexpire ms
-# Returns {inbox entries written, members swept, shared channel entries written}.
-# Members of this process are skipped: the caller delivers to them from its own memory.
+# Returns {inbox entries written, dead processes swept, shared channel entries written}.
+# The work is one step per process (and shared channel), not per member: each process delivers
+# to its own members from memory. This process is skipped: the caller delivered locally.
 GROUP_SEND = """
-local group = KEYS[1]
+local group, targets_key = KEYS[1], KEYS[2]
 local prefix, own = ARGV[1], ARGV[2]
-redis.call('ZREMRANGEBYSCORE', group, '-inf', '(' .. ARGV[3])
-local members = redis.call('ZRANGE', group, 0, -1)
-local byproc, order, shared = {}, {}, {}
-for _, ch in ipairs(members) do
-  local bang = string.find(ch, '!', 1, true)
-  if bang then
-    local proc = string.match(string.sub(ch, 1, bang - 1), '([^.]*)$')
-    if proc ~= own then
-      local list = byproc[proc]
-      if not list then
-        list = {}
-        byproc[proc] = list
-        order[#order + 1] = proc
-      end
-      list[#list + 1] = ch
-    end
-  else
-    shared[#shared + 1] = ch
-  end
-end
+redis.call('ZREMRANGEBYSCORE', targets_key, '-inf', '(' .. ARGV[3])
+local targets = redis.call('ZRANGE', targets_key, 0, -1)
+local inbox_cap, capacity = tonumber(ARGV[7]), tonumber(ARGV[9])
+local entry = ARGV[4] .. '{"g":"' .. ARGV[6] .. '","m":' .. ARGV[5] .. '}'
+local dead = {}
 local written, swept, queued = 0, 0, 0
-local inbox_cap = tonumber(ARGV[6])
-for _, proc in ipairs(order) do
-  local list = byproc[proc]
-  if redis.call('EXISTS', prefix .. ':process:' .. proc) == 0 then
-    -- The owner stopped beating: its members would never read again.
-    for i = 1, #list, 1000 do
-      redis.call('ZREM', group, unpack(list, i, math.min(i + 999, #list)))
+for _, target in ipairs(targets) do
+  local kind, name = string.sub(target, 1, 2), string.sub(target, 3)
+  if kind == 'p:' and name ~= own then
+    if redis.call('EXISTS', prefix .. ':process:' .. name) == 0 then
+      -- The process stopped beating: its members would never read again.
+      redis.call('ZREM', targets_key, target)
+      dead[name] = true
+      swept = swept + 1
+    else
+      local inbox = prefix .. ':inbox:' .. name
+      if redis.call('LLEN', inbox) < inbox_cap then
+        redis.call('RPUSH', inbox, entry)
+        redis.call('PEXPIRE', inbox, ARGV[8])
+        written = written + 1
+      end
     end
-    swept = swept + #list
-  else
-    local inbox = prefix .. ':inbox:' .. proc
-    if redis.call('LLEN', inbox) < inbox_cap then
-      -- Names passed validation ([A-Za-z0-9._-] and one "!"), so they need no JSON escaping.
-      redis.call('RPUSH', inbox, ARGV[4] .. '{"c":["' .. table.concat(list, '","') .. '"],"m":' .. ARGV[5] .. '}')
-      redis.call('PEXPIRE', inbox, ARGV[7])
-      written = written + 1
+  elseif kind == 'c:' then
+    local key = prefix .. ':channel:' .. name
+    if redis.call('LLEN', key) < capacity then
+      redis.call('RPUSH', key, ARGV[4] .. ARGV[5])
+      redis.call('PEXPIRE', key, ARGV[10])
+      queued = queued + 1
     end
   end
 end
-local capacity = tonumber(ARGV[8])
-for _, ch in ipairs(shared) do
-  local key = prefix .. ':channel:' .. ch
-  if redis.call('LLEN', key) < capacity then
-    redis.call('RPUSH', key, ARGV[4] .. ARGV[5])
-    redis.call('PEXPIRE', key, ARGV[9])
-    queued = queued + 1
+if swept > 0 then
+  -- Rare (once per dead process): drop its channels from the member list as well.
+  local find, sub = string.find, string.sub
+  local gone = {}
+  for _, ch in ipairs(redis.call('ZRANGE', group, 0, -1)) do
+    local bang = find(ch, '!', 1, true)
+    if bang then
+      local start = 1
+      while true do
+        local dot = find(ch, '.', start, true)
+        if not dot or dot > bang then
+          break
+        end
+        start = dot + 1
+      end
+      if dead[sub(ch, start, bang - 1)] then
+        gone[#gone + 1] = ch
+      end
+    end
+  end
+  for i = 1, #gone, 1000 do
+    redis.call('ZREM', group, unpack(gone, i, math.min(i + 999, #gone)))
   end
 end
 return {written, swept, queued}
