@@ -24,6 +24,9 @@ import asyncio
 import json
 import os
 import resource
+import select
+import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -66,7 +69,7 @@ FrameHandler = Callable[["Conn", bytes], None]
 class Conn(asyncio.Protocol):
     """One websocket client connection; `handler(conn, payload)` is called per data frame."""
 
-    __slots__ = ("transport", "buf", "upgraded", "handler", "ready", "request", "t_sent", "greeting")
+    __slots__ = ("buf", "greeting", "handler", "ready", "request", "t_sent", "transport", "upgraded")
 
     def __init__(self, request: bytes, ready: asyncio.Future[None]) -> None:
         self.request = request
@@ -249,9 +252,10 @@ async def scenario_rtt(args: argparse.Namespace) -> dict[str, Any]:
     t_start = pc() + args.warmup
     t_end = t_start + args.duration
     measuring = False
+    errors = 0
 
     def on_reply(c: Conn, payload: bytes) -> None:
-        nonlocal measuring
+        nonlocal measuring, errors
         now = pc()
         if now >= t_start:
             if now >= t_end:
@@ -260,7 +264,12 @@ async def scenario_rtt(args: argparse.Namespace) -> dict[str, Any]:
                 measuring = True
                 meter.start()
                 sample.append(payload)
-            record(now - c.t_sent)
+            if b'"error"' in payload:  # e.g. rate_limited: not a reply, so it must not count as one
+                errors += 1
+                if len(sample) < 2:
+                    sample.append(payload)
+            else:
+                record(now - c.t_sent)
         c.t_sent = now
         c.transport.write(frame)  # type: ignore[union-attr]
 
@@ -277,10 +286,12 @@ async def scenario_rtt(args: argparse.Namespace) -> dict[str, Any]:
         "clients": len(conns),
         "failed": failed,
         "messages": len(latencies),
+        "error_frames": errors,
         "msgs_per_s": len(latencies) / args.duration,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "sample_reply": sample[0].decode("utf-8", "replace") if sample else "",
+        "sample_error": sample[1].decode("utf-8", "replace") if len(sample) > 1 else "",
         **cpu,
     }
 
@@ -306,6 +317,156 @@ async def scenario_conn(args: argparse.Namespace) -> dict[str, Any]:
         "rss_after": after,
         "rss_per_socket": (after - before) / n if n else float("nan"),
         "connects_per_s": n / connect_s if connect_s else float("nan"),
+    }
+
+
+def blocking_connect(url: str) -> socket.socket:
+    """Open one websocket with plain blocking calls and read its greeting (epoll engine)."""
+    host, port, request = handshake(url)
+    sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed during handshake")
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(head.split(b"\r\n", 1)[0].decode("latin-1"))
+    while len(rest) < 2 or len(rest) < 2 + (rest[1] & 0x7F if rest[1] & 0x7F < 126 else 2):
+        rest += sock.recv(65536)
+    length = rest[1] & 0x7F
+    start = 2
+    if length == 126:
+        length, start = int.from_bytes(rest[2:4], "big"), 4
+    while len(rest) < start + length:  # the greeting; nothing else is sent before our first message
+        rest += sock.recv(65536)
+    sock.setblocking(False)
+    return sock
+
+
+def scenario_rtt_epoll(args: argparse.Namespace) -> dict[str, Any]:
+    """The rtt scenario on a bare epoll loop: no asyncio, about half the client CPU per message.
+
+    Per reply: one recv, a header walk, one send of a pre-built frame. This keeps the client well
+    below one core even when raw aiohttp answers tens of thousands of messages per second.
+    """
+    socks: list[socket.socket] = []
+    failed = 0
+    for i in range(args.clients):
+        try:
+            socks.append(blocking_connect(args.url[i % len(args.url)]))
+        except OSError as error:
+            failed += 1
+            if failed == 1:
+                print(f"loadgen: connection failed: {error!r}", file=sys.stderr)
+    if not socks:
+        raise SystemExit("loadgen: no connection could be opened")
+    frame = text_frame(json.dumps({"text": args.text}, ensure_ascii=False).encode())
+    ep = select.epoll()
+    # fd -> [socket, time sent, leftover bytes, active]
+    state: dict[int, list[Any]] = {}
+    for sock in socks:
+        ep.register(sock.fileno(), select.EPOLLIN)
+        state[sock.fileno()] = [sock, 0.0, b"", True]
+    meter = CpuMeter(args.watch)
+    latencies: list[float] = []
+    record = latencies.append
+    errors = 0
+    sample: list[bytes] = []
+    measuring = False
+    t_start = pc() + args.warmup
+    t_end = t_start + args.duration
+    for st in state.values():
+        st[1] = pc()
+        st[0].send(frame)
+    active = len(state)
+    poll = ep.poll
+    while active:
+        for fd, _ in poll(0.5):
+            st = state[fd]
+            sock = st[0]
+            try:
+                data = sock.recv(65536)
+            except BlockingIOError:
+                continue
+            if not data:
+                ep.unregister(fd)
+                if st[3]:
+                    active -= 1
+                    st[3] = False
+                continue
+            if st[2]:
+                data = st[2] + data
+            pos = 0
+            n = len(data)
+            got = 0
+            while n - pos >= 2:
+                length = data[pos + 1] & 0x7F
+                start = pos + 2
+                if length == 126:
+                    if n - pos < 4:
+                        break
+                    length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+                    start = pos + 4
+                elif length == 127:
+                    if n - pos < 10:
+                        break
+                    length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                    start = pos + 10
+                end = start + length
+                if end > n:
+                    break
+                opcode = data[pos] & 0x0F
+                if opcode == 1 or opcode == 2:
+                    got += 1
+                elif opcode == 9:
+                    sock.send(control_frame(0xA, data[start:end]))
+                pos = end
+            st[2] = data[pos:] if pos < n else b""
+            if not got:
+                continue
+            now = pc()
+            if now >= t_start:
+                if now >= t_end:
+                    if st[3]:
+                        st[3] = False
+                        active -= 1
+                    continue
+                if not measuring:
+                    measuring = True
+                    meter.start()
+                    sample.append(data[2:])  # a short frame's payload, for the eye
+                if b'"error"' in data:  # e.g. rate_limited: not a reply
+                    errors += got
+                    if len(sample) < 2:
+                        sample.append(data[2:])
+                else:
+                    record(now - st[1])
+            st[1] = now
+            sock.send(frame)
+        if pc() > t_end + 5:
+            break  # replies that never come must not hang the run
+    cpu = meter.stop() if measuring else {"client_cpu": float("nan"), "watched_cpu": {}}
+    for sock in socks:
+        sock.close()
+    ep.close()
+    latencies.sort()
+    return {
+        "scenario": "rtt",
+        "engine": "epoll",
+        "clients": len(socks),
+        "failed": failed,
+        "messages": len(latencies),
+        "error_frames": errors,
+        "msgs_per_s": len(latencies) / args.duration,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+        "sample_reply": sample[0].decode("utf-8", "replace") if sample else "",
+        "sample_error": sample[1].decode("utf-8", "replace") if len(sample) > 1 else "",
+        **cpu,
     }
 
 
@@ -350,6 +511,172 @@ class RedisTrigger:
 
     async def close(self) -> None:
         await self.layer.close()
+
+
+async def scenario_trigger(args: argparse.Namespace) -> dict[str, Any]:
+    """Child of the epoll fan-out: read sequence numbers on stdin, fire one broadcast per line."""
+    loop = asyncio.get_running_loop()
+    trigger = RedisTrigger(args.trigger, args.prefix) if args.trigger.startswith("redis") else HttpTrigger(args.trigger)
+    await trigger.start()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    tasks: set[asyncio.Task[None]] = set()
+    fired = 0
+    while line := await reader.readline():
+        task = asyncio.create_task(trigger.fire(f"bcast:{int(line)}:"))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        fired += 1
+    await asyncio.gather(*tasks)
+    await trigger.close()
+    return {"scenario": "trigger", "fired": fired}
+
+
+def scenario_fanout_epoll(args: argparse.Namespace) -> dict[str, Any]:
+    """Fan-out with members on a bare epoll loop and the trigger in a child process.
+
+    Receiving 1,000 frames per broadcast is the client's whole job here; asyncio Protocols cost
+    about 10 us a frame, which would cap raw aiohttp's rate at the client's. The trigger (an HTTP
+    POST or a RedisChannelLayer.group_send) runs in its own process, told by a pipe, so the
+    member loop never waits for it; latency counts from the write to that pipe.
+    """
+    socks: list[socket.socket] = []
+    failed = 0
+    for i in range(args.members):
+        try:
+            socks.append(blocking_connect(args.url[i % len(args.url)]))
+        except OSError as error:
+            failed += 1
+            if failed == 1:
+                print(f"loadgen: connection failed: {error!r}", file=sys.stderr)
+    members = len(socks)
+    child = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "trigger", "--url", "-", "--trigger", args.trigger,
+         "--prefix", args.prefix],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    if child.stdout is None or child.stdin is None or child.stdout.readline().strip() != "ready":
+        raise SystemExit("loadgen: the trigger process did not start")
+    pipe = child.stdin
+    ep = select.epoll()
+    leftovers: dict[int, bytes] = {}
+    by_fd: dict[int, socket.socket] = {}
+    for sock in socks:
+        ep.register(sock.fileno(), select.EPOLLIN)
+        by_fd[sock.fileno()] = sock
+        leftovers[sock.fileno()] = b""
+    counts: dict[int, int] = {}
+    started: dict[int, float] = {}
+    next_seq = 0
+    sample: list[bytes] = []
+
+    def fire() -> None:
+        nonlocal next_seq
+        next_seq += 1
+        started[next_seq] = pc()
+        pipe.write(f"{next_seq}\n")
+        pipe.flush()
+
+    def phase(window: int, duration: float) -> tuple[list[float], int, float]:
+        latencies: list[float] = []
+        lost = 0
+        t0 = pc()
+        end = t0 + duration
+        for _ in range(window):
+            fire()
+        last = t0
+        while started:
+            events = ep.poll(0.2)
+            now = pc()
+            for fd, _ in events:
+                sock = by_fd[fd]
+                try:
+                    data = sock.recv(262144)
+                except BlockingIOError:
+                    continue
+                if not data:
+                    ep.unregister(fd)
+                    continue
+                if leftovers[fd]:
+                    data = leftovers[fd] + data
+                pos = 0
+                n = len(data)
+                while n - pos >= 2:
+                    length = data[pos + 1] & 0x7F
+                    start = pos + 2
+                    if length == 126:
+                        if n - pos < 4:
+                            break
+                        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+                        start = pos + 4
+                    elif length == 127:
+                        if n - pos < 10:
+                            break
+                        length = int.from_bytes(data[pos + 2 : pos + 10], "big")
+                        start = pos + 10
+                    end_ = start + length
+                    if end_ > n:
+                        break
+                    opcode = data[pos] & 0x0F
+                    if opcode == 9:
+                        sock.send(control_frame(0xA, data[start:end_]))
+                    elif opcode == 1:
+                        i = data.find(b"bcast:", start, end_)
+                        if i >= 0:
+                            seq = int(data[i + 6 : data.index(b":", i + 6)])
+                            c = counts.get(seq, 0) + 1
+                            if c == members:
+                                counts.pop(seq, None)
+                                t = started.pop(seq, None)
+                                if t is not None:
+                                    now = pc()
+                                    latencies.append(now - t)
+                                    last = now
+                                    if not sample:
+                                        sample.append(data[start:end_])
+                                    if now < end:
+                                        fire()
+                            else:
+                                counts[seq] = c
+                    pos = end_
+                leftovers[fd] = data[pos:] if pos < n else b""
+            for seq, t in list(started.items()):
+                if now - t > 5.0:  # a member missed it (dropped or never sent)
+                    lost += 1
+                    del started[seq]
+                    counts.pop(seq, None)
+                    if now < end:
+                        fire()
+        return latencies, lost, last - t0
+
+    phase(1, args.warmup)
+    meter = CpuMeter(args.watch)
+    meter.start()
+    lat, lost1, elapsed1 = phase(1, args.duration)
+    cpu = meter.stop()
+    done, lost2, elapsed = phase(args.window, args.duration)
+    pipe.close()
+    child.wait(30)
+    for sock in socks:
+        sock.close()
+    ep.close()
+    lat.sort()
+    return {
+        "scenario": "fanout",
+        "engine": "epoll",
+        "members": members,
+        "failed": failed,
+        "broadcasts_per_s": len(done) / elapsed if elapsed else float("nan"),
+        "window": args.window,
+        "closed_loop_per_s": len(lat) / elapsed1 if elapsed1 else float("nan"),
+        "p50_ms": percentile(lat, 50) * 1000,
+        "p99_ms": percentile(lat, 99) * 1000,
+        "lost": lost1 + lost2,
+        "sample_frame": sample[0].decode("utf-8", "replace") if sample else "",
+        **cpu,
+    }
 
 
 async def scenario_fanout(args: argparse.Namespace) -> dict[str, Any]:
@@ -434,7 +761,7 @@ async def scenario_fanout(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="lean websocket load generator (see module docstring)")
-    parser.add_argument("scenario", choices=["rtt", "conn", "fanout"])
+    parser.add_argument("scenario", choices=["rtt", "conn", "fanout", "trigger"])
     parser.add_argument("--url", action="append", required=True, help="ws://host:port/path (repeatable)")
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--members", type=int, default=1000)
@@ -445,10 +772,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--trigger", default="", help="fanout: http://.../bench/broadcast or redis://...")
     parser.add_argument("--prefix", default="chatbot", help="fanout over redis: the layer's key prefix")
     parser.add_argument("--window", type=int, default=4, help="fanout: broadcasts in flight (rate phase)")
+    parser.add_argument("--engine", choices=["epoll", "asyncio"], default="epoll",
+                        help="rtt and fanout: bare epoll loop (leaner, default) or asyncio Protocols")
     parser.add_argument("--watch", type=int, action="append", default=[], help="pid to report CPU share of")
     args = parser.parse_args(argv)
     raise_nofile()
-    run = {"rtt": scenario_rtt, "conn": scenario_conn, "fanout": scenario_fanout}[args.scenario]
+    if args.engine == "epoll" and args.scenario in ("rtt", "fanout"):
+        sync = scenario_rtt_epoll if args.scenario == "rtt" else scenario_fanout_epoll
+        print(json.dumps(sync(args), ensure_ascii=False))
+        return
+    run = {"rtt": scenario_rtt, "conn": scenario_conn, "fanout": scenario_fanout, "trigger": scenario_trigger}[
+        args.scenario
+    ]
     result = asyncio.run(run(args))
     print(json.dumps(result, ensure_ascii=False))
 

@@ -148,11 +148,31 @@ class Env:
     redis_url: str
     redis_pid: int
     log_level: str
+    extra: dict[str, Any] = field(default_factory=dict)  # --set dotted.key=value for chatbot configs
     serial: int = 0
 
     def prefix(self, name: str) -> str:
         self.serial += 1
         return f"bench{self.serial}{name.replace('-', '')}"
+
+
+def bench_limits() -> dict[str, Any]:
+    """Limits that let one load generator on 127.0.0.1 open 10,000 sockets and send flat out.
+
+    Only keys this checkout's LimitSettings knows are set, so the runner works across versions.
+    """
+    sys.path.insert(0, str(ROOT))
+    from chatbot_server.config import LimitSettings
+
+    wanted = {
+        "max_connections": 50_000,
+        "max_connections_per_ip": 50_000,
+        "rate_per_second": 1e9,
+        "rate_burst": 1_000_000_000,
+        "abuse_strikes": 1_000_000_000,
+    }
+    known = {f.name for f in dataclasses.fields(LimitSettings)}
+    return {k: v for k, v in wanted.items() if k in known}
 
 
 def chatbot_yaml(env: Env, port: int, backend: str, prefix: str) -> Path:
@@ -162,10 +182,16 @@ def chatbot_yaml(env: Env, port: int, backend: str, prefix: str) -> Path:
     config = {
         "server": {"host": "127.0.0.1", "port": port},
         "bot": {"name": "echo"},
-        "limits": {"max_connections": 50_000},
+        "limits": bench_limits(),
         "layer": layer,
         "logging": {"level": env.log_level},
     }
+    for dotted, value in env.extra.items():
+        node = config
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
     path = env.logdir / f"{prefix}.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
     return path
@@ -265,6 +291,8 @@ def run_round(env: Env, plan: Plan, rtt_targets: Sequence[str], fanout_targets: 
                     r = loadgen(["rtt", "--url", s.ws_urls[0], "--clients", str(n), "--warmup",
                                  str(plan.rtt_warmup), "--duration", str(plan.rtt_duration), *watch_args(s.watch)])
                     results[f"rtt@{n}"][target].append(r)
+                    if r["error_frames"]:
+                        progress(f"WARNING {r['error_frames']} error frames, e.g. {r['sample_error'][:200]}")
                     progress(f"rtt    {target:<14} {n:>5} clients {r['msgs_per_s']:9.0f} msg/s  p99 "
                              f"{r['p99_ms']:7.2f} ms  server cpu {server_cpu(r, s.server_pids):.2f}  "
                              f"client cpu {r['client_cpu']:.2f}")
@@ -274,7 +302,8 @@ def run_round(env: Env, plan: Plan, rtt_targets: Sequence[str], fanout_targets: 
         s = start_target(env, target, fanout=True, processes=processes)
         label = fanout_label(target, processes)
         with running(*s.procs):
-            r = loadgen(["fanout", *sum((["--url", u] for u in s.ws_urls), []), "--members", str(plan.fanout_members),
+            urls = [a for u in s.ws_urls for a in ("--url", u)]
+            r = loadgen(["fanout", *urls, "--members", str(plan.fanout_members),
                          "--warmup", str(plan.fanout_warmup), "--duration", str(plan.fanout_duration),
                          "--window", str(plan.fanout_window), *s.trigger, *watch_args(s.watch)])
             results[f"fanout@{plan.fanout_members}"][label].append(r)
@@ -307,6 +336,11 @@ def fmt(value: float, spec: str = ".0f") -> str:
     return "-" if value != value else format(value, spec)
 
 
+def client_bound(rs: Sequence[dict[str, Any]]) -> str:
+    """A flag for rows where the load generator, not the server, was the busy one."""
+    return "  client-bound: use x raw/cpu" if med([r["client_cpu"] for r in rs]) > 0.85 else ""
+
+
 def fanout_cost(r: dict[str, Any]) -> float:
     """Server CPU milliseconds per broadcast (closed-loop phase), all server processes together."""
     per_s = r["closed_loop_per_s"]
@@ -335,6 +369,7 @@ def report(results: Results, plan: Plan) -> tuple[str, list[tuple[str, bool | No
                     f"{fmt(med([r['p50_ms'] for r in rs]), '.2f'):>9}{fmt(med([r['p99_ms'] for r in rs]), '.2f'):>9}"
                     f"{fmt(med([r['watched_cpu_server'] for r in rs]), '.2f'):>9}{fmt(1e6 / eff, '.0f'):>8}"
                     f"{fmt(eff / raw_eff, '.2f'):>10}{fmt(med([r['client_cpu'] for r in rs]), '.2f'):>9}"
+                    + client_bound(rs)
                 )
         elif kind == "conn":
             out.append(f"conn, {key.split('@')[1]} idle sockets (server RSS after - before, / sockets)")
@@ -361,6 +396,7 @@ def report(results: Results, plan: Plan) -> tuple[str, list[tuple[str, bool | No
                     f"{fmt(med([r['watched_cpu_server'] for r in rs]), '.2f'):>9}{fmt(cost, '.2f'):>9}"
                     f"{fmt(raw_cost / cost, '.2f'):>10}"
                     f"{fmt(med([r['client_cpu'] for r in rs]), '.2f'):>9}{sum(r['lost'] for r in rs):>6}"
+                    + client_bound(rs)
                 )
     verdicts: list[tuple[str, bool | None, str]] = []
 
@@ -371,7 +407,8 @@ def report(results: Results, plan: Plan) -> tuple[str, list[tuple[str, bool | No
         verdicts.append((name, None if value != value else ok, shown))
 
     raw100 = rate("rtt@100", "raw", "msgs_per_s")
-    raw100_eff = med([r["msgs_per_s"] / max(r["watched_cpu_server"], 1e-9) for r in results.get("rtt@100", {}).get("raw", [])])
+    raw100_eff = med([r["msgs_per_s"] / max(r["watched_cpu_server"], 1e-9)
+                      for r in results.get("rtt@100", {}).get("raw", [])])
     for target, floor in (("memory", 0.85), ("redis", 0.8)):
         ratio = rate("rtt@100", target, "msgs_per_s") / raw100
         eff = med([r["msgs_per_s"] / max(r["watched_cpu_server"], 1e-9)
@@ -427,6 +464,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="chatbot_server's logging.level (default INFO, the shipped default)")
     parser.add_argument("--conn-sockets", type=int, help="idle sockets of the conn scenario")
+    parser.add_argument("--rtt-clients", help="comma-separated client counts of the rtt scenario (default 1,100,1000)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra chatbot_server config, e.g. --set bot.history_turns=0 (value parsed as JSON)")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("uvloop") is not None:
         print("uvloop is importable: chatbot_server's CLI would use it and raw aiohttp would not; "
@@ -445,6 +485,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = dataclasses.replace(plan, rounds=args.rounds)
     if args.conn_sockets:
         plan = dataclasses.replace(plan, conn_sockets=args.conn_sockets)
+    if args.rtt_clients:
+        plan = dataclasses.replace(plan, rtt_clients=tuple(int(n) for n in args.rtt_clients.split(",")))
+    extra: dict[str, Any] = {}
+    for item in args.set:
+        key, _, raw_value = item.partition("=")
+        try:
+            extra[key] = json.loads(raw_value)
+        except ValueError:
+            extra[key] = raw_value
     only = set(args.only.split(","))
     nofile = raise_nofile()
     if nofile < plan.conn_sockets + 1000:
@@ -466,7 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     redis_port = free_port()
     redis = Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
                   "no", "--maxclients", "20000"], logdir=logdir, name="redis", port=redis_port)
-    env = Env(logdir, f"redis://127.0.0.1:{redis_port}/0", redis.pid, args.log_level)
+    env = Env(logdir, f"redis://127.0.0.1:{redis_port}/0", redis.pid, args.log_level, extra)
     progress(f"{'quick' if args.quick else 'full'} run, {plan.rounds} rounds; logs in {logdir}; "
              f"load average at start {info['loadavg']}")
     try:
