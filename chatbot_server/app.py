@@ -22,7 +22,7 @@ from .history import ConversationStore, MemoryConversationStore
 from .keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY
 from .layers import ChannelLayer, make_layer
 from .resources import static_dir, templates_dir
-from .views import chat_page, healthz
+from .views import chat_page, healthz, metrics
 
 log = logging.getLogger("chatbot_server.app")
 
@@ -63,13 +63,15 @@ def setup(
     target[LAYER_KEY] = layer
     target[BOT_KEY] = bot
     target[STORE_KEY] = store
-    registry = ConnectionRegistry()
+    registry = ConnectionRegistry(max_per_ip=settings.limits.max_connections_per_ip)
+    registry.stats.bind(lambda: len(registry), layer)
     target[CONNECTIONS_KEY] = registry
     _setup_templates(target, settings)
 
     target.router.add_get("/", chat_page, name="chatbot_page")
     target.router.add_get("/ws", consumer.as_handler(), name="chatbot_ws")
     target.router.add_get("/healthz", healthz, name="chatbot_healthz")
+    target.router.add_get("/metrics", metrics, name="chatbot_metrics")
     target.router.add_static("/static", static_dir(), name="chatbot_static")
 
     async def resources(_: web.Application) -> AsyncIterator[None]:

@@ -14,6 +14,7 @@ from .errors import ProtocolError
 from .history import ConversationStore
 from .keys import BOT_KEY, STORE_KEY
 from .layers import Message
+from .masking import mask_sensitive
 from .protocol import (
     CLOSE_IDLE,
     Frame,
@@ -26,6 +27,8 @@ from .protocol import (
 )
 
 log = logging.getLogger("chatbot_server.chat")
+
+_CARD_NUMBER_WARNING = "为保护您的账户安全,请不要在对话中发送完整的卡号或身份证号,我们已自动隐藏。"
 
 _ROLE_OF_FRAME = {"user": "user", "reply": "bot", "greeting": "bot", "agent": "agent", "system": "system"}
 
@@ -41,6 +44,7 @@ class ChatConsumer(WebsocketConsumer):
         self.bot: Bot = request.config_dict[BOT_KEY]
         self.store: ConversationStore = request.config_dict[STORE_KEY]
         self.conversation = ""
+        self._warned_about_numbers = False
 
     # ------------------------------------------------------------------ hooks
     async def on_connect(self) -> None:
@@ -79,6 +83,7 @@ class ChatConsumer(WebsocketConsumer):
             inbound = parse_inbound(text, max_text_length=self.settings.limits.max_text_length)
         except ProtocolError as exc:
             log.info("ws.bad_frame conn=%s code=%s size=%d", self.connection_id, exc.code, len(text))
+            self.stats.error(exc.code)
             await self.send_json(error_frame(exc.code, str(exc)))
             return
         match inbound:
@@ -89,8 +94,13 @@ class ChatConsumer(WebsocketConsumer):
             case HandoffRequest():
                 await self.send_json(error_frame("unsupported", "暂不支持转人工服务。"))
 
+    async def on_rate_limited(self) -> None:
+        await self.send_json(error_frame("rate_limited", "您发送得太快了,请稍后再试。"))
+        await super().on_rate_limited()
+
     async def on_receive_bytes(self, data: bytes) -> None:
         log.info("ws.bad_frame conn=%s code=binary size=%d", self.connection_id, len(data))
+        self.stats.error("binary_not_supported")
         await self.send_json(error_frame("binary_not_supported", "不支持二进制消息,请发送 JSON 文本。"))
 
     async def notify_close(self, code: int, message: str) -> None:
@@ -110,19 +120,23 @@ class ChatConsumer(WebsocketConsumer):
         ):
             log.info("ws.duplicate conn=%s", self.connection_id)
             return
-        user_frame = frame("user", message.text, talk=True)
+        text = mask_sensitive(message.text)
+        user_frame = frame("user", text, talk=True)
         if message.client_id is not None:
             user_frame["id"] = message.client_id
         await self.store.append(self.conversation, user_frame)  # type: ignore[arg-type]
         if message.typed:
             await self.send_json(user_frame)
-        log.info("ws.message conn=%s size=%d", self.connection_id, len(message.text))
-        await self.answer(message)
+        log.info("ws.message conn=%s size=%d", self.connection_id, len(text))
+        if text != message.text and not self._warned_about_numbers:
+            self._warned_about_numbers = True
+            await self.emit(frame("system", _CARD_NUMBER_WARNING, talk=False, event="masked"))
+        await self.answer(text, message.client_id)
 
-    async def answer(self, message: UserMessage) -> None:
+    async def answer(self, text: str, client_id: str | None = None) -> None:
         """Run the bot on one message within the configured timeout; apologise if it fails."""
-        turn = Turn(self.conversation, message.text, await self.recent_history())
-        extra: dict[str, Any] = {} if message.client_id is None else {"reply_to": message.client_id}
+        turn = Turn(self.conversation, text, await self.recent_history())
+        extra: dict[str, Any] = {} if client_id is None else {"reply_to": client_id}
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -131,12 +145,15 @@ class ChatConsumer(WebsocketConsumer):
                     if isinstance(event, Typing):
                         await self.send_json(frame("typing", "", talk=False))
                     else:
+                        self.stats.bot_latency.observe(loop.time() - started)
                         await self.emit(reply_frame(event, **extra))
         except TimeoutError:
             log.warning("bot.timeout conn=%s after=%.2fs", self.connection_id, loop.time() - started)
+            self.stats.error("bot_timeout")
             await self.emit(apology_frame(self.settings.ui.error_text, "bot_timeout", **extra))
         except Exception:
             log.exception("bot.error conn=%s", self.connection_id)
+            self.stats.error("bot_error")
             await self.emit(apology_frame(self.settings.ui.error_text, "bot_error", **extra))
 
     async def resume(self, resume: Resume) -> bool:

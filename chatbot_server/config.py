@@ -98,6 +98,11 @@ class LimitSettings:
     heartbeat: float = 30.0
     idle_timeout: float = 900.0
     max_connections: int = 20000
+    max_connections_per_ip: int = 200
+    rate_per_second: float = 5.0
+    rate_burst: int = 10
+    abuse_strikes: int = 20
+    send_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -163,6 +168,11 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "limits.heartbeat": (lambda v: v >= 0, "seconds >= 0 (0 turns it off)"),
     "limits.idle_timeout": (lambda v: v >= 0, "seconds >= 0 (0 turns it off)"),
     "limits.max_connections": (lambda v: v >= 1, "an integer >= 1"),
+    "limits.max_connections_per_ip": (lambda v: v >= 1, "an integer >= 1"),
+    "limits.rate_per_second": (lambda v: v > 0, "messages per second > 0"),
+    "limits.rate_burst": (lambda v: v >= 1, "an integer >= 1"),
+    "limits.abuse_strikes": (lambda v: v >= 1, "an integer >= 1"),
+    "limits.send_timeout": (lambda v: v > 0, "seconds > 0"),
     "ui.primary_color": (
         lambda v: len(v) in (4, 7) and v.startswith("#") and all(c in "0123456789abcdefABCDEF" for c in v[1:]),
         "a colour like #c8102e",

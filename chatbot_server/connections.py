@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode
 
+from .metrics import ServerStats
+from .ratelimit import ConnectionsPerIp
+
 if TYPE_CHECKING:
     from .consumer import WebsocketConsumer
 
@@ -19,8 +22,10 @@ log = logging.getLogger("chatbot_server.connections")
 class ConnectionRegistry:
     """Open consumers of one application, held weakly so a crashed handler never leaks."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_per_ip: int = 200) -> None:
         self._consumers: weakref.WeakSet[WebsocketConsumer] = weakref.WeakSet()
+        self.per_ip = ConnectionsPerIp(max_per_ip)
+        self.stats = ServerStats()
         self._changed = asyncio.Condition()
         self._cleanups: set[asyncio.Task[None]] = set()
         self.accepting = True
@@ -28,8 +33,11 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._consumers)
 
-    def add(self, consumer: WebsocketConsumer) -> None:
+    async def add(self, consumer: WebsocketConsumer) -> None:
+        """Count an accepted consumer."""
         self._consumers.add(consumer)
+        async with self._changed:
+            self._changed.notify_all()
 
     def keep_alive(self, cleanup: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a consumer's clean-up as a task held here until it is done (so it cannot vanish)."""

@@ -25,11 +25,18 @@ from .jsonutil import dumpb
 from .keys import CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY
 from .layers import ChannelLayer, Message
 from .origin import origin_allowed
-from .protocol import CLOSE_IDLE
+from .protocol import CLOSE_IDLE, CLOSE_SLOW_READER
+from .ratelimit import TokenBucket, client_ip
 
 log = logging.getLogger("chatbot_server.consumer")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Bytes aiohttp may queue for one socket before a send waits for the client to read.
+_WRITER_LIMIT = 64 * 1024
+# A send that leaves less than this in the transport's buffer never waits (asyncio pauses writing
+# at 64 KiB by default), so it needs no timeout on the hot path.
+_NEVER_BLOCKS = 16 * 1024
 
 
 class WebsocketConsumer:
@@ -48,16 +55,23 @@ class WebsocketConsumer:
         except KeyError:
             raise NotSetUpError() from None
         self.request = request
+        limits = self.settings.limits
         self.ws = web.WebSocketResponse(
-            heartbeat=self.settings.limits.heartbeat or None,
-            max_msg_size=self.settings.limits.max_msg_size,
+            heartbeat=limits.heartbeat or None,
+            max_msg_size=limits.max_msg_size,
             compress=False,  # chat frames are small; deflate would cost CPU and ~100 KiB per socket
+            writer_limit=_WRITER_LIMIT,
         )
+        self.stats = self._registry.stats
+        self.client_ip = client_ip(request, self.settings.server.trusted_proxies)
         self.connection_id = secrets.token_hex(6)
         self.channel_name = ""
         self.close_code: int | None = None
         self._groups: set[str] = set()
         self._drain_task: asyncio.Task[None] | None = None
+        self._bucket = TokenBucket(limits.rate_per_second, limits.rate_burst)
+        self._strikes = 0
+        self._ip_counted = False
 
     # ----------------------------------------------------------------- routing
     @classmethod
@@ -77,9 +91,16 @@ class WebsocketConsumer:
         if refusal is not None:
             return refusal
         ws = self.ws
-        await ws.prepare(self.request)
-        self._registry.add(self)
+        try:
+            await ws.prepare(self.request)
+        except BaseException:
+            self._release_ip()
+            raise
+        await self._registry.add(self)
+        self.stats.connections_total += 1
         idle = self.settings.limits.idle_timeout or None
+        stats = self.stats
+        take_token = self._bucket.take
         try:
             self.channel_name = await self.layer.new_channel(self.channel_prefix)
             self.layer.set_listener(self.channel_name, self._on_layer_message)
@@ -93,12 +114,20 @@ class WebsocketConsumer:
                     log.info("ws.idle conn=%s", self.connection_id)
                     await self.close(code=CLOSE_IDLE, message="idle timeout", notify=True)
                     break
-                if msg.type is WSMsgType.TEXT:
-                    await self.on_receive_text(msg.data)
-                elif msg.type is WSMsgType.BINARY:
-                    await self.on_receive_bytes(msg.data)
-                elif msg.type is WSMsgType.ERROR:
+                kind = msg.type
+                if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                    stats.messages_in += 1
+                    if not take_token():
+                        await self.on_rate_limited()
+                        continue
+                    self._strikes = 0
+                    if kind is WSMsgType.TEXT:
+                        await self.on_receive_text(msg.data)
+                    else:
+                        await self.on_receive_bytes(msg.data)
+                elif kind is WSMsgType.ERROR:
                     log.info("ws.error conn=%s error=%s", self.connection_id, msg.data)
+                    stats.error(f"close_{ws.close_code}")
                     break
                 else:  # CLOSE, CLOSING, CLOSED
                     break
@@ -121,10 +150,23 @@ class WebsocketConsumer:
         if len(self._registry) >= self.settings.limits.max_connections:
             log.warning("ws.refused reason=max_connections")
             return web.Response(status=503, text="too many connections")
-        if not origin_allowed(self.request, self.settings.security.allowed_origins):
+        if not origin_allowed(
+            self.request, self.settings.security.allowed_origins, self.settings.server.trusted_proxies
+        ):
             log.warning("ws.refused reason=origin origin=%r", self.request.headers.get("Origin", "")[:100])
+            self.stats.error("origin_refused")
             return web.Response(status=403, text="origin not allowed")
+        if not self._registry.per_ip.acquire(self.client_ip):
+            log.warning("ws.refused reason=per_ip_limit ip=%s", self.client_ip)
+            self.stats.error("ip_limit")
+            return web.Response(status=429, text="too many connections from this address")
+        self._ip_counted = True
         return None
+
+    def _release_ip(self) -> None:
+        if self._ip_counted:
+            self._ip_counted = False
+            self._registry.per_ip.release(self.client_ip)
 
     async def _finish(self) -> None:
         try:
@@ -143,6 +185,7 @@ class WebsocketConsumer:
                         log.warning("ws.group_discard_failed group=%s error=%s", group, exc)
                 self._groups.clear()
                 await self.layer.release_channel(self.channel_name)
+            self._release_ip()
             await self._registry.discard(self)
 
     # ------------------------------------------------------------------ hooks
@@ -158,15 +201,48 @@ class WebsocketConsumer:
     async def on_disconnect(self, code: int | None) -> None:
         """Called once when the socket has closed, whatever the reason; groups are left after it."""
 
+    async def on_rate_limited(self) -> None:
+        """Called for a frame over the rate limit (it is dropped); closes 1008 on sustained abuse."""
+        self._strikes += 1
+        self.stats.error("rate_limited")
+        if self._strikes >= self.settings.limits.abuse_strikes:
+            log.warning("ws.abuse conn=%s ip=%s", self.connection_id, self.client_ip)
+            await self.close(code=WSCloseCode.POLICY_VIOLATION, message="rate limit exceeded")
+
     # ---------------------------------------------------------------- sending
     async def send_json(self, payload: Any) -> None:
-        """Send one JSON text frame; a closed socket drops it silently."""
-        if self.ws.closed:
+        """Send one JSON text frame; a closed socket drops it silently.
+
+        A client that stops reading cannot make the server buffer without bound: aiohttp blocks the
+        send once `_WRITER_LIMIT` bytes are queued, and after `limits.send_timeout` seconds blocked the
+        connection is dropped (logged and counted with close code 4001).
+        """
+        ws = self.ws
+        if ws.closed:
             return
+        data = dumpb(payload)
+        transport = self.request.transport
         try:
-            await self.ws.send_frame(dumpb(payload), WSMsgType.TEXT)
+            if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
+                # Below asyncio's write-buffer high-water mark: aiohttp cannot wait for a drain.
+                await ws.send_frame(data, WSMsgType.TEXT)
+            else:
+                async with asyncio.timeout(self.settings.limits.send_timeout):
+                    await ws.send_frame(data, WSMsgType.TEXT)
+            self.stats.messages_out += 1
+        except TimeoutError:
+            await self._drop_slow_reader()
         except ConnectionError:
             pass  # the peer went away; the receive loop will see the close
+
+    async def _drop_slow_reader(self) -> None:
+        # The client's buffers are full, so no close frame could reach it: reset the connection.
+        # The receive loop then sees the end of the stream and cleans up as for any disconnect.
+        log.warning("ws.slow_reader conn=%s ip=%s code=%d", self.connection_id, self.client_ip, CLOSE_SLOW_READER)
+        self.stats.error("slow_reader")
+        transport = self.request.transport
+        if transport is not None:
+            transport.abort()
 
     async def close(self, *, code: int = WSCloseCode.OK, message: str = "", notify: bool = False) -> None:
         """Close the socket with a code (and, if `notify`, a last system frame first)."""

@@ -28,6 +28,10 @@ class ConversationStore(abc.ABC):
     async def close(self) -> None:
         """Flush pending writes and close what `start` opened."""
 
+    async def health(self) -> tuple[bool, str]:
+        """Whether the store can keep frames right now, and why not."""
+        return True, ""
+
     @abc.abstractmethod
     async def create(self) -> str:
         """Start a new conversation and return its id."""

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 
-def origin_allowed(request: web.Request, allowed: Iterable[str]) -> bool:
+def origin_allowed(request: web.Request, allowed: Iterable[str], trusted_proxies: Iterable[str] = ()) -> bool:
     """Same-origin, or an Origin listed in `allowed`; a request without Origin (not a browser) passes."""
     origin = request.headers.get("Origin")
     if origin is None:
@@ -20,6 +20,9 @@ def origin_allowed(request: web.Request, allowed: Iterable[str]) -> bool:
     parts = urlsplit(origin)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return False
-    # The browser's Origin must name the host the page came from (behind a proxy: the forwarded one).
-    host = request.headers.get("X-Forwarded-Host") or request.host
+    # The browser's Origin must name the host the page came from (behind one of our proxies: the
+    # host it forwards).
+    host = request.host
+    if request.remote in set(trusted_proxies):
+        host = request.headers.get("X-Forwarded-Host") or host
     return parts.netloc == host.lower()

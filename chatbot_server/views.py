@@ -8,6 +8,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from . import __version__
+from .metrics import CONTENT_TYPE
 from .keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY
 
 
@@ -41,16 +42,24 @@ async def chat_page(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Layer and store health as JSON; 503 when the layer cannot pass messages."""
-    layer = request.config_dict[LAYER_KEY]
-    health = await layer.health()
+    """Layer and store health as JSON; 503 (with the reason) when either cannot work."""
+    health = await request.config_dict[LAYER_KEY].health()
+    store = request.config_dict[STORE_KEY]
+    store_ok, store_detail = await store.health()
+    ok = health.ok and store_ok
     body = {
-        "status": "ok" if health.ok else "degraded",
+        "status": "ok" if ok else "degraded",
         "layer": {"backend": health.backend, "ok": health.ok, "detail": health.detail},
-        "store": {"backend": request.config_dict[STORE_KEY].backend, "ok": True},
+        "store": {"backend": store.backend, "ok": store_ok, "detail": store_detail},
         "bot": type(request.config_dict[BOT_KEY]).__name__,
         "connections": len(request.config_dict[CONNECTIONS_KEY]),
         "version": __version__,
         "accepting": request.config_dict[CONNECTIONS_KEY].accepting,
     }
-    return web.json_response(body, status=200 if health.ok else 503)
+    return web.json_response(body, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: sockets, messages, errors by code, bot latency, layer counters."""
+    body = request.config_dict[CONNECTIONS_KEY].stats.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

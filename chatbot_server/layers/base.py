@@ -65,6 +65,18 @@ def new_token(nbytes: int = 12) -> str:
     return secrets.token_urlsafe(nbytes).replace("-", "a").replace("_", "b")
 
 
+@dataclass
+class LayerStats:
+    """Counters every layer keeps (plain ints, read by /metrics at scrape time)."""
+
+    sent: int = 0
+    group_sent: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    failures: int = 0
+    reconnects: int = 0
+
+
 @dataclass(frozen=True)
 class LayerHealth:
     """What /healthz reports for the layer."""
@@ -127,9 +139,10 @@ class Mailbox:
 class LocalMailboxes:
     """The channels this process delivers to, with capacity and expiry applied."""
 
-    def __init__(self, *, capacity: int, expiry: float) -> None:
+    def __init__(self, *, capacity: int, expiry: float, stats: LayerStats | None = None) -> None:
         self.capacity = capacity
         self.expiry = expiry
+        self.stats = stats if stats is not None else LayerStats()
         self._boxes: dict[str, Mailbox] = {}
 
     def __len__(self) -> int:
@@ -151,10 +164,12 @@ class LocalMailboxes:
         if len(box) >= self.capacity:
             box.drop_expired(now)
             if len(box) >= self.capacity:
+                self.stats.dropped += 1
                 if strict:
                     raise ChannelFull(f"channel {channel!r} is full ({self.capacity} messages)")
                 return False
         box.put(message, now + self.expiry)
+        self.stats.delivered += 1
         return True
 
     def get_nowait(self, channel: str) -> Message | None:
@@ -199,7 +214,8 @@ class ChannelLayer(abc.ABC):
         self.expiry = expiry
         self.group_expiry = group_expiry
         self.process_id = new_token(6)
-        self.local = LocalMailboxes(capacity=capacity, expiry=expiry)
+        self.stats = LayerStats()
+        self.local = LocalMailboxes(capacity=capacity, expiry=expiry, stats=self.stats)
 
     async def start(self) -> None:
         """Open connections and start background work; called once before use."""

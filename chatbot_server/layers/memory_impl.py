@@ -19,6 +19,7 @@ class MemoryChannelLayer(ChannelLayer):
     async def send(self, channel: str, message: Message) -> None:
         validate_channel_name(channel)
         validate_message(message)
+        self.stats.sent += 1
         self.local.deliver(channel, message, strict=True)
 
     async def receive(self, channel: str) -> Message:
@@ -43,6 +44,7 @@ class MemoryChannelLayer(ChannelLayer):
     async def group_send(self, group: str, message: Message) -> None:
         validate_group_name(group)
         validate_message(message)
+        self.stats.group_sent += 1
         members = self._groups.get(group)
         if not members:
             return

@@ -1,0 +1,68 @@
+"""Per-connection token bucket and per-IP connection counting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from aiohttp import web
+
+
+class TokenBucket:
+    """`rate` tokens per second up to `burst`; each accepted message takes one."""
+
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+
+    def take(self) -> bool:
+        """Take a token if there is one."""
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        return False
+
+
+def client_ip(request: web.Request, trusted_proxies: Iterable[str]) -> str:
+    """The client's address: X-Forwarded-For is believed only when the peer is a trusted proxy."""
+    peer = request.remote or ""
+    trusted = set(trusted_proxies)
+    if peer not in trusted:
+        return peer
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    # The rightmost address not added by one of our own proxies is the client.
+    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+        if hop not in trusted:
+            return hop
+    return peer
+
+
+class ConnectionsPerIp:
+    """Counts open sockets per client address."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+
+    def acquire(self, ip: str) -> bool:
+        """Count one more socket for `ip`, unless it already has `limit`."""
+        count = self._open.get(ip, 0)
+        if count >= self.limit:
+            return False
+        self._open[ip] = count + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        """Forget one socket of `ip`."""
+        count = self._open.get(ip, 0) - 1
+        if count > 0:
+            self._open[ip] = count
+        else:
+            self._open.pop(ip, None)

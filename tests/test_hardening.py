@@ -1,0 +1,189 @@
+"""Limits and abuse: rate limit, per-IP limit, proxies, slow readers, privacy masking, metrics, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import socket
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSCloseCode, web
+from aiohttp.test_utils import TestClient
+
+from chatbot_server import setup
+from chatbot_server.keys import CONNECTIONS_KEY, LAYER_KEY
+from chatbot_server.logs import JsonFormatter
+
+from .helpers import make_settings, receive_close, receive_json
+
+CARD = "6212345678901232"
+
+
+async def make_client(aiohttp_client: Any, **sections: Any) -> TestClient:
+    app = web.Application()
+    setup(app, make_settings(**sections))
+    return await aiohttp_client(app)
+
+
+async def test_rate_limit_gives_error_frames_then_1008(aiohttp_client: Any) -> None:
+    client = await make_client(
+        aiohttp_client, limits={"rate_per_second": 0.01, "rate_burst": 2, "abuse_strikes": 3}
+    )
+    async with client.ws_connect("/ws") as ws:
+        await receive_json(ws)
+        for n in range(2):
+            await ws.send_json({"text": f"q{n}"})
+            assert (await receive_json(ws))["type"] == "reply"
+        for _ in range(3):
+            await ws.send_json({"text": "too fast"})
+            error = await receive_json(ws)
+            assert error["code"] == "rate_limited"
+        await receive_close(ws)
+        assert ws.close_code == WSCloseCode.POLICY_VIOLATION
+
+
+async def test_per_ip_connection_limit(aiohttp_client: Any) -> None:
+    client = await make_client(aiohttp_client, limits={"max_connections_per_ip": 2})
+    async with client.ws_connect("/ws") as a, client.ws_connect("/ws") as b:
+        await receive_json(a)
+        await receive_json(b)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/ws")
+        assert refused.value.status == 429
+    async with asyncio.timeout(5):
+        await client.app[CONNECTIONS_KEY].wait_until(0)
+    async with client.ws_connect("/ws") as c:  # released on close
+        assert (await receive_json(c))["type"] == "greeting"
+
+
+async def test_forwarded_for_counts_only_behind_trusted_proxies(aiohttp_client: Any) -> None:
+    trusted = await make_client(
+        aiohttp_client, server={"trusted_proxies": ["127.0.0.1"]}, limits={"max_connections_per_ip": 1}
+    )
+    async with trusted.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.1"}) as a, trusted.ws_connect(
+        "/ws", headers={"X-Forwarded-For": "203.0.113.2"}
+    ) as b:
+        await receive_json(a)
+        await receive_json(b)  # two clients behind the proxy, one socket each
+    untrusted = await make_client(aiohttp_client, limits={"max_connections_per_ip": 1})
+    async with untrusted.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.1"}) as a:
+        await receive_json(a)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await untrusted.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.2"})  # spoofed: ignored
+        assert refused.value.status == 429
+
+
+async def test_forwarded_host_counts_only_from_trusted_proxies(aiohttp_client: Any) -> None:
+    headers = {"Origin": "https://bank.example", "X-Forwarded-Host": "bank.example"}
+    untrusted = await make_client(aiohttp_client)
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await untrusted.ws_connect("/ws", headers=headers)
+    assert refused.value.status == 403
+    trusted = await make_client(aiohttp_client, server={"trusted_proxies": ["127.0.0.1"]})
+    async with trusted.ws_connect("/ws", headers=headers) as ws:
+        assert (await receive_json(ws))["type"] == "greeting"
+
+
+async def test_a_client_that_stops_reading_is_dropped_with_4001(aiohttp_client: Any) -> None:
+    # No heartbeat: the test's good client only answers pings while it awaits a frame.
+    client = await make_client(aiohttp_client, limits={"send_timeout": 0.5, "heartbeat": 0})
+    registry = client.app[CONNECTIONS_KEY]
+    # A raw socket that completes the handshake and then never reads again.
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect((client.host, client.port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {client.host}:{client.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    async with asyncio.timeout(5):
+        await registry_has(registry, 1)
+    async with client.ws_connect("/ws") as good:
+        await receive_json(good)
+        big = "通知" * 4000
+        layer = client.app[LAYER_KEY]
+        async with asyncio.timeout(20):
+            while registry.stats.errors["slow_reader"] == 0:
+                await layer.group_send("users", {"type": "chat.broadcast", "text": big})
+                # The well-behaved client reads its copy, so only the raw socket falls behind.
+                assert (await receive_json(good))["event"] == "broadcast"
+        await registry.wait_until(1)
+        await good.send_json({"text": "我还在"})
+        assert (await receive_json(good))["msg"] == "我正在思考你的问题{我还在}"
+    # The dropped socket got the 4001 close frame (if its buffer had room) and then a reset.
+    raw.settimeout(5)
+    received = b""
+    try:
+        while chunk := raw.recv(65536):
+            received += chunk
+    except ConnectionResetError:
+        pass
+    finally:
+        raw.close()
+    assert received.startswith(b"HTTP/1.1 101")
+
+
+async def registry_has(registry: Any, count: int) -> None:
+    await registry.wait_until(count)
+
+
+async def test_card_numbers_are_masked_and_warned_once(aiohttp_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = await make_client(aiohttp_client)
+    async with client.ws_connect("/ws") as ws:
+        await receive_json(ws)
+        await ws.send_json({"type": "message", "text": f"卡号{CARD}丢了", "id": "c1"})
+        echo = await receive_json(ws)
+        warning = await receive_json(ws)
+        reply = await receive_json(ws)
+        await ws.send_json({"type": "message", "text": f"还是{CARD}", "id": "c2"})
+        second = [await receive_json(ws) for _ in range(2)]
+    assert echo["msg"] == "卡号************1232丢了"
+    assert warning["type"] == "system" and warning["event"] == "masked"
+    assert CARD not in reply["msg"] and "1232" in reply["msg"]
+    assert [f["type"] for f in second] == ["user", "reply"]  # warned once only
+    assert CARD not in caplog.text
+
+
+async def test_message_text_never_reaches_the_logs(aiohttp_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="chatbot_server")
+    client = await make_client(aiohttp_client)
+    async with client.ws_connect("/ws") as ws:
+        await receive_json(ws)
+        await ws.send_json({"text": "我的秘密问题ZXQ"})
+        await receive_json(ws)
+    assert "ZXQ" not in caplog.text
+    assert "ws.message" in caplog.text  # the event itself is logged, with its size
+
+
+def test_json_log_lines_parse() -> None:
+    record = logging.LogRecord("chatbot_server.chat", logging.INFO, __file__, 1, "ws.connect conn=%s", ("abc",), None)
+    line = JsonFormatter().format(record)
+    data = json.loads(line)
+    assert data["msg"] == "ws.connect conn=abc" and data["level"] == "INFO" and data["ts"].endswith("Z")
+
+
+async def test_metrics_in_prometheus_format(aiohttp_client: Any) -> None:
+    client = await make_client(aiohttp_client)
+    async with client.ws_connect("/ws") as ws:
+        await receive_json(ws)
+        await ws.send_json({"text": "hi"})
+        await receive_json(ws)
+        await ws.send_str("not json")
+        await receive_json(ws)
+        response = await client.get("/metrics")
+        text = await response.text()
+    assert response.status == 200 and response.content_type == "text/plain"
+    assert "chatbot_open_sockets 1.0" in text
+    assert "chatbot_messages_in_total 2.0" in text
+    assert 'chatbot_errors_total{code="bad_json"} 1.0' in text
+    assert "chatbot_bot_answer_seconds_count 1.0" in text
+    assert 'chatbot_layer_messages_total{backend="memory",op="delivered"}' in text
