@@ -8,12 +8,12 @@ from .app import create_app, get_layer, setup
 from .bots import Bot, Reply, Turn, Typing
 from .chat import ChatConsumer
 from .config import Settings, load_settings, settings_from_dict
-from .consumer import WebsocketConsumer
+from .consumer import WebsocketConsumer, message_handler
 from .errors import ChannelFull, ChatbotServerError, ConfigError, NotSetUpError
 from .layers import ChannelLayer, MemoryChannelLayer
 
 __all__ = [
     "Bot", "ChannelFull", "ChannelLayer", "ChatConsumer", "ChatbotServerError", "ConfigError",
     "MemoryChannelLayer", "NotSetUpError", "Reply", "Settings", "Turn", "Typing", "WebsocketConsumer",
-    "__version__", "create_app", "get_layer", "load_settings", "settings_from_dict", "setup",
+    "__version__", "create_app", "get_layer", "load_settings", "message_handler", "settings_from_dict", "setup",
 ]

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 from aiohttp import WSCloseCode
 
 from .bots import Bot, HistoryEntry, Reply, Turn, Typing
-from .consumer import WebsocketConsumer
+from .consumer import WebsocketConsumer, message_handler
 from .errors import ProtocolError
 from .history import ConversationStore
 from .keys import BOT_KEY, STORE_KEY
@@ -127,7 +127,8 @@ class ChatConsumer(WebsocketConsumer):
         await self.store.append(self.conversation, user_frame)  # type: ignore[arg-type]
         if message.typed:
             await self.send_json(user_frame)
-        log.info("ws.message conn=%s size=%d", self.connection_id, len(text))
+        if log.isEnabledFor(logging.DEBUG):  # one line per message is too much for INFO at scale
+            log.debug("ws.message conn=%s size=%d", self.connection_id, len(text))
         if text != message.text and not self._warned_about_numbers:
             self._warned_about_numbers = True
             await self.emit(frame("system", _CARD_NUMBER_WARNING, talk=False, event="masked"))
@@ -185,10 +186,9 @@ class ChatConsumer(WebsocketConsumer):
         wanted = self.settings.bot.history_turns
         if wanted <= 0:
             return []
-        since = max(0, await self.store.last_seq(self.conversation) - 2 * wanted - 1)
         entries = [
             HistoryEntry(role=_ROLE_OF_FRAME[f["type"]], text=f["msg"])  # type: ignore[arg-type]
-            for f in await self.store.read_since(self.conversation, since)
+            for f in await self.store.recent(self.conversation, 2 * wanted + 1)
             if f["type"] in _ROLE_OF_FRAME
         ]
         # The newest user line is the turn itself.
@@ -200,6 +200,7 @@ class ChatConsumer(WebsocketConsumer):
         await self.send_json(out)
 
     # --------------------------------------------------------- layer handlers
+    @message_handler
     async def chat_broadcast(self, message: Message) -> None:
         """A notice to every user: {"type": "chat.broadcast", "text": "..."} sent to group "users"."""
         await self.send_json(frame("system", str(message.get("text", "")), talk=False, event="broadcast"))

@@ -16,13 +16,14 @@ from . import __version__
 from .app import create_app
 from .bots import BotContext, build_bot
 from .config import ENV_OVERRIDES, Settings, load_settings
-from .errors import ConfigError
+from .errors import ConfigError, LayerUnavailableError
 from .layers import make_layer
 from .logs import configure_logging
 
 log = logging.getLogger("chatbot_server")
 
 EXIT_CONFIG_ERROR = 2
+EXIT_UNAVAILABLE = 1
 
 _EPILOG = """\
 Settings come from the built-in defaults, then the YAML file (--config or $CHATBOT_CONFIG), then
@@ -30,7 +31,9 @@ environment variables, then these flags. Environment overrides:
 """ + "\n".join(f"  {var:<22} {key}" for var, key in ENV_OVERRIDES.items()) + """
 
 Without a config file the server runs on the in-memory channel layer with the FAQ bot at
-http://127.0.0.1:8080/. See config.yaml for every key. Exit codes: 0 ok, 2 bad configuration.
+http://127.0.0.1:8080/. Every key is described in docs/configuration.md (and in config.yaml in
+the source repository). Exit codes: 0 ok, 1 cannot start (port taken, Redis required but
+unreachable), 2 bad configuration.
 """
 
 
@@ -78,6 +81,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         app = create_app(settings, handle_signals=True)
     except ConfigError as exc:
+        if not exc.source and config_path:
+            exc = ConfigError(str(exc).removeprefix(f"{exc.key}: "), key=exc.key, source=config_path)
         print(f"chatbot_server: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     configure_logging(settings.logging.level, settings.logging.format)
@@ -89,14 +94,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.layer.backend,
         settings.bot.name,
     )
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout,
-        print=lambda _: log.info("listening url=http://%s:%d/", settings.server.host, settings.server.port),
-        access_log=None,
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.server.host,
+            port=settings.server.port,
+            shutdown_timeout=settings.server.shutdown_timeout,
+            print=lambda _: log.info("listening url=http://%s:%d/", settings.server.host, settings.server.port),
+            access_log=None,
+        )
+    except LayerUnavailableError as exc:
+        print(f"chatbot_server: cannot start: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except OSError as exc:  # e.g. the port is taken
+        print(f"chatbot_server: cannot listen on {settings.server.host}:{settings.server.port}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return 0
 
 

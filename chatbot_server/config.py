@@ -159,7 +159,10 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         lambda v: v.startswith(("redis://", "rediss://", "unix://")),
         "a redis://, rediss:// or unix:// URL",
     ),
-    "layer.redis.prefix": (lambda v: bool(v) and ":" not in v, "a non-empty name without ':'"),
+    "layer.redis.prefix": (
+        lambda v: bool(v) and len(v) < 64 and all(c.isascii() and (c.isalnum() or c in "-_.") for c in v),
+        "a name of ASCII letters, digits, '-', '_' or '.'",
+    ),
     "layer.redis.pool_size": (lambda v: v >= 2, "an integer >= 2"),
     "bot.timeout": (lambda v: v > 0, "a number of seconds > 0"),
     "bot.history_turns": (lambda v: 0 <= v <= 100, "an integer 0..100"),
@@ -203,7 +206,7 @@ def load_settings(
     for var, key in ENV_OVERRIDES.items():
         if var in env:
             origins[key] = f"environment variable {var}"
-            _set_dotted(data, key, _parse_env_value(env[var]), source=origins[key])
+            _set_dotted(data, key, _parse_env_value(var, env[var]), source=origins[key])
     for key, value in (overrides or {}).items():
         origins[key] = "command line"
         _set_dotted(data, key, value, source=origins[key])
@@ -242,11 +245,17 @@ def _read_yaml(file: Path) -> dict[str, Any]:
     return loaded
 
 
-def _parse_env_value(raw: str) -> Any:
-    # Environment values are strings; let YAML turn "8081" into 8081 and "true" into True.
+# Environment variables whose value is a number, not text (the rest are taken as plain strings, so
+# CHATBOT_REDIS_PREFIX=2024 stays the string "2024").
+_NUMERIC_ENV = frozenset({"CHATBOT_PORT"})
+
+
+def _parse_env_value(var: str, raw: str) -> Any:
+    if var not in _NUMERIC_ENV:
+        return raw
     try:
-        return yaml.safe_load(raw) if raw.strip() else raw
-    except yaml.YAMLError:
+        return int(raw)
+    except ValueError:
         return raw
 
 

@@ -5,7 +5,8 @@ Subclass it, override the `on_*` hooks, and route it with one line:
     app.router.add_get("/ws", MyConsumer.as_handler())
 
 Channel-layer messages sent to the consumer's channel or to its groups are dispatched to methods
-by their "type": {"type": "chat.message"} calls `chat_message(message)`.
+by their "type": {"type": "chat.message"} calls `chat_message(message)`, if that method is marked
+with the `@message_handler` decorator (so no other method can ever be reached from a message).
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ from .ratelimit import TokenBucket, client_ip
 log = logging.getLogger("chatbot_server.consumer")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MessageHandler = Callable[[Any, Message], Awaitable[None]]
+_HANDLER_MARK = "__chatbot_message_handler__"
+
+
+def message_handler(method: MessageHandler) -> MessageHandler:
+    """Mark a consumer method as the handler of layer messages whose type maps to its name."""
+    setattr(method, _HANDLER_MARK, True)
+    return method
 
 # Bytes aiohttp may queue for one socket before a send waits for the client to read.
 _WRITER_LIMIT = 64 * 1024
@@ -293,11 +302,13 @@ class WebsocketConsumer:
 _BASE_ATTRIBUTES = frozenset(dir(WebsocketConsumer))
 
 
-def _handler_for(cls: type[WebsocketConsumer], kind: str) -> Callable[[Any, Message], Awaitable[None]] | None:
-    # The only string-to-method step. Lifecycle methods of the base class and private names can
-    # never be reached from a message, whatever its type says.
+def _handler_for(cls: type[WebsocketConsumer], kind: str) -> MessageHandler | None:
+    # The only string-to-method step: only methods marked with @message_handler are reachable,
+    # and never base-class or private names, whatever the message type says.
     name = kind.replace(".", "_")
     if name.startswith("_") or name in _BASE_ATTRIBUTES or not name.isidentifier():
         return None
     handler = getattr(cls, name, None)
-    return handler if callable(handler) else None
+    if handler is None or not getattr(handler, _HANDLER_MARK, False):
+        return None
+    return handler  # type: ignore[no-any-return]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import itertools
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -47,6 +48,11 @@ class ConversationStore(abc.ABC):
     @abc.abstractmethod
     async def read_since(self, conversation: str, after_seq: int) -> list[StoredFrame]:
         """The frames with seq > after_seq, oldest first."""
+
+    async def recent(self, conversation: str, count: int) -> list[StoredFrame]:
+        """The newest `count` frames, oldest first."""
+        last = await self.last_seq(conversation)
+        return await self.read_since(conversation, max(0, last - count))
 
     async def transcript(self, conversation: str) -> list[StoredFrame]:
         """Every kept frame of a conversation, oldest first."""
@@ -124,7 +130,10 @@ class MemoryConversationStore(ConversationStore):
         conv = self._get(conversation)
         if conv is None:
             return []
-        return [f for f in conv.frames if f["seq"] > after_seq]
+        frames = conv.frames
+        # Seqs are contiguous, so the wanted frames are the last (seq - after_seq) of the deque.
+        wanted = min(len(frames), max(0, conv.seq - after_seq))
+        return list(itertools.islice(frames, len(frames) - wanted, None))
 
     async def last_seq(self, conversation: str) -> int:
         conv = self._get(conversation)

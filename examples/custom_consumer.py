@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from aiohttp import web
 
 import chatbot_server
-from chatbot_server import WebsocketConsumer, get_layer
+from chatbot_server import WebsocketConsumer, get_layer, message_handler
 from chatbot_server.layers import Message
 
 log = logging.getLogger("examples.room")
@@ -48,7 +48,8 @@ class RoomConsumer(WebsocketConsumer):
     async def on_disconnect(self, code: int | None) -> None:
         log.info("room.left conn=%s code=%s", self.connection_id, code)
 
-    # Layer messages are dispatched by "type": "room.message" -> room_message().
+    # Layer messages are dispatched by "type": "room.message" -> room_message(), marked as a handler.
+    @message_handler
     async def room_message(self, message: Message) -> None:
         await self.send_json({"type": "message", "from": message["sender"], "text": message["text"]})
 

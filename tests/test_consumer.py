@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import pytest
 from aiohttp import web
 
-from chatbot_server import NotSetUpError, WebsocketConsumer, get_layer, setup
+from chatbot_server import NotSetUpError, WebsocketConsumer, get_layer, message_handler, setup
 from chatbot_server.keys import CONNECTIONS_KEY
 from chatbot_server.layers import Message
 
@@ -29,9 +29,14 @@ class RoomConsumer(WebsocketConsumer):
     async def on_receive_text(self, text: str) -> None:
         await self.layer.group_send("room", {"type": "room.line", "text": text})
 
+    async def shout(self, message: Message) -> None:
+        """Public, but not a handler: no message can call it."""
+        await self.send_json({"line": "SHOUTED"})
+
     async def on_disconnect(self, code: int | None) -> None:
         self.events.append(f"disconnect {code}")
 
+    @message_handler
     async def room_line(self, message: Message) -> None:
         await self.send_json({"line": message["text"]})
 
@@ -73,7 +78,7 @@ async def test_layer_messages_cannot_reach_base_methods(room_client: Any) -> Non
     layer = get_layer(room_client.app)
     async with room_client.ws_connect("/room") as ws:
         await receive_json(ws)
-        for kind in ("close", "run", "on.disconnect", "group.discard", "_drain", "dispatch", "send.json"):
+        for kind in ("close", "run", "on.disconnect", "group.discard", "_drain", "dispatch", "send.json", "shout"):
             await layer.group_send("room", {"type": kind})
         await layer.group_send("room", {"type": "room.line", "text": "still here"})
         assert await receive_json(ws) == {"line": "still here"}

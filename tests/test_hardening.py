@@ -161,7 +161,7 @@ async def test_message_text_never_reaches_the_logs(aiohttp_client: Any, caplog: 
         await ws.send_json({"text": "我的秘密问题ZXQ"})
         await receive_json(ws)
     assert "ZXQ" not in caplog.text
-    assert "ws.message" in caplog.text  # the event itself is logged, with its size
+    assert "ws.message" in caplog.text  # the event itself is logged (DEBUG), with its size
 
 
 def test_json_log_lines_parse() -> None:
