@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSCloseCode
 
 from .metrics import ServerStats
+from .protocol import CLOSE_IDLE
 from .ratelimit import ConnectionsPerIp
 
 if TYPE_CHECKING:
@@ -28,14 +30,18 @@ class ConnectionRegistry:
         self.stats = ServerStats()
         self._changed = asyncio.Condition()
         self._cleanups: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self.accepting = True
 
     def __len__(self) -> int:
         return len(self._consumers)
 
     async def add(self, consumer: WebsocketConsumer) -> None:
-        """Count an accepted consumer."""
+        """Count an accepted consumer (and start the idle sweep with the first one)."""
         self._consumers.add(consumer)
+        idle = consumer.settings.limits.idle_timeout
+        if idle and self._sweeper is None and self.accepting:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(idle))
         async with self._changed:
             self._changed.notify_all()
 
@@ -57,9 +63,24 @@ class ConnectionRegistry:
         async with self._changed:
             await self._changed.wait_for(lambda: len(self._consumers) == count)
 
+    async def _sweep_idle(self, idle: float) -> None:
+        # One task per application instead of a timer per socket and frame: every few seconds,
+        # close the sockets whose user has sent nothing for `idle` seconds.
+        period = max(0.05, min(idle / 4, 15.0))
+        while True:
+            await asyncio.sleep(period)
+            deadline = time.monotonic() - idle
+            for consumer in [c for c in self._consumers if c.last_active < deadline]:
+                log.info("ws.idle conn=%s", consumer.connection_id)
+                self.keep_alive(consumer.close(code=CLOSE_IDLE, message="idle timeout", notify=True))
+
     async def close_all(self, *, code: int = WSCloseCode.GOING_AWAY, message: str = "server shutdown") -> None:
         """Stop accepting and close every open socket (iterating over a copy)."""
         self.accepting = False
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
         consumers = list(self._consumers)
         if consumers:
             log.info("shutdown closing=%d", len(consumers))

@@ -12,9 +12,11 @@ with the `@message_handler` decorator (so no other method can ever be reached fr
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -26,18 +28,23 @@ from .jsonutil import dumpb
 from .keys import CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY
 from .layers import ChannelLayer, Message
 from .origin import origin_allowed
-from .protocol import CLOSE_IDLE, CLOSE_SLOW_READER
+from .protocol import CLOSE_SLOW_READER
 from .ratelimit import TokenBucket, client_ip
 
 log = logging.getLogger("chatbot_server.consumer")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-MessageHandler = Callable[[Any, Message], Awaitable[None]]
+MessageHandler = Callable[[Any, Message], Awaitable[None] | None]
 _HANDLER_MARK = "__chatbot_message_handler__"
 
 
 def message_handler(method: MessageHandler) -> MessageHandler:
-    """Mark a consumer method as the handler of layer messages whose type maps to its name."""
+    """Mark a consumer method as the handler of layer messages whose type maps to its name.
+
+    The method may be `async def` (it runs in the socket's drain task, in order) or a plain `def`
+    that only calls `send_json_nowait` (it runs as the message arrives, with no task: fastest for
+    broadcasts).
+    """
     setattr(method, _HANDLER_MARK, True)
     return method
 
@@ -81,6 +88,9 @@ class WebsocketConsumer:
         self._bucket = TokenBucket(limits.rate_per_second, limits.rate_burst)
         self._strikes = 0
         self._ip_counted = False
+        self._closed_with: int | None = None
+        self._dispatching = False
+        self.last_active = time.monotonic()
 
     # ----------------------------------------------------------------- routing
     @classmethod
@@ -107,9 +117,9 @@ class WebsocketConsumer:
             raise
         await self._registry.add(self)
         self.stats.connections_total += 1
-        idle = self.settings.limits.idle_timeout or None
         stats = self.stats
         take_token = self._bucket.take
+        clock = time.monotonic
         try:
             self.channel_name = await self.layer.new_channel(self.channel_prefix)
             self.layer.set_listener(self.channel_name, self._on_layer_message)
@@ -117,14 +127,12 @@ class WebsocketConsumer:
                 await self.group_add(group)
             await self.on_connect()
             while not ws.closed:
-                try:
-                    msg = await ws.receive(timeout=idle)
-                except TimeoutError:
-                    log.info("ws.idle conn=%s", self.connection_id)
-                    await self.close(code=CLOSE_IDLE, message="idle timeout", notify=True)
-                    break
+                msg = await ws.receive()
                 kind = msg.type
                 if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                    # Only frames the user sent count as activity (pongs to heartbeats do not);
+                    # the registry's idle sweep closes sockets quiet for limits.idle_timeout.
+                    self.last_active = clock()
                     stats.messages_in += 1
                     if not take_token():
                         await self.on_rate_limited()
@@ -146,7 +154,7 @@ class WebsocketConsumer:
             log.exception("ws.crash conn=%s", self.connection_id)
             await self.close(code=WSCloseCode.INTERNAL_ERROR, message="internal error")
         finally:
-            self.close_code = ws.close_code
+            self.close_code = self._closed_with if self._closed_with is not None else ws.close_code
             # Clean-up must finish even if the handler task is cancelled (handler_cancellation=True,
             # as in aiohttp's test server): it runs in a task the registry keeps alive.
             await asyncio.shield(self._registry.keep_alive(self._finish()))
@@ -244,6 +252,23 @@ class WebsocketConsumer:
         except ConnectionError:
             pass  # the peer went away; the receive loop will see the close
 
+    def send_json_nowait(self, payload: Any) -> None:
+        """Send one JSON text frame without waiting, for synchronous message handlers.
+
+        Written at once when the socket's buffer has room (the usual case); otherwise queued
+        behind a task that waits like send_json (and drops a client that stopped reading).
+        """
+        ws = self.ws
+        if ws.closed:
+            return
+        data = dumpb(payload)
+        transport = self.request.transport
+        if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
+            _run_now(ws.send_frame(data, WSMsgType.TEXT))
+            self.stats.messages_out += 1
+            return
+        self._registry.keep_alive(self.send_json(payload))
+
     async def _drop_slow_reader(self) -> None:
         # The client's buffers are full, so no close frame could reach it: reset the connection.
         # The receive loop then sees the end of the stream and cleans up as for any disconnect.
@@ -257,6 +282,7 @@ class WebsocketConsumer:
         """Close the socket with a code (and, if `notify`, a last system frame first)."""
         if self.ws.closed:
             return
+        self._closed_with = code
         if notify:
             await self.notify_close(code, message)
         await self.ws.close(code=code, message=message.encode()[:120])
@@ -277,18 +303,45 @@ class WebsocketConsumer:
 
     # ----------------------------------------------------- layer dispatching
     def _on_layer_message(self) -> None:
-        if self._drain_task is None or self._drain_task.done():
+        # Called synchronously by the layer for each message that arrives for this socket.
+        # Synchronous handlers (plain `def`, typically a send_json_nowait) run right here: a
+        # broadcast to 1,000 members costs no task at all. An async handler runs in a drain task,
+        # which keeps the order of everything queued behind it.
+        task = self._drain_task
+        if task is not None and not task.done():
+            return
+        if self._dispatching:  # a handler sent to its own socket: handle after it, in order
             self._drain_task = asyncio.get_running_loop().create_task(self._drain())
+            return
+        receive = self.layer.receive_nowait
+        self._dispatching = True
+        try:
+            while (message := receive(self.channel_name)) is not None:
+                handler = _handler_for(type(self), message["type"])
+                if handler is None or inspect.iscoroutinefunction(handler):
+                    self._drain_task = asyncio.get_running_loop().create_task(self._drain(message))
+                    return
+                try:
+                    handler(self, message)
+                except Exception:
+                    log.exception("ws.dispatch_failed conn=%s type=%s", self.connection_id, message["type"][:64])
+        finally:
+            self._dispatching = False
 
-    async def _drain(self) -> None:
+    async def _drain(self, first: Message | None = None) -> None:
+        if first is not None:
+            await self._dispatch_logged(first)
         receive = self.layer.receive_nowait
         while (message := receive(self.channel_name)) is not None:
-            try:
-                await self.dispatch(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("ws.dispatch_failed conn=%s type=%s", self.connection_id, message.get("type"))
+            await self._dispatch_logged(message)
+
+    async def _dispatch_logged(self, message: Message) -> None:
+        try:
+            await self.dispatch(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("ws.dispatch_failed conn=%s type=%s", self.connection_id, message.get("type"))
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler method named by the message type ("chat.message" → chat_message)."""
@@ -296,10 +349,28 @@ class WebsocketConsumer:
         if handler is None:
             log.warning("ws.no_handler conn=%s type=%s", self.connection_id, message["type"][:64])
             return
-        await handler(self, message)
+        result = handler(self, message)
+        if inspect.isawaitable(result):
+            await result
 
 
 _BASE_ATTRIBUTES = frozenset(dir(WebsocketConsumer))
+
+
+def _run_now(coro: Coroutine[Any, Any, None]) -> None:
+    """Run aiohttp's send of an uncompressed frame to its end, here and now.
+
+    aiohttp writes such a frame synchronously and can only suspend afterwards, to wait for a drain
+    (which a socket with room in its buffer never needs). If it does suspend, the frame is already
+    written and only that wait is skipped. No user code ever runs outside its task this way.
+    """
+    try:
+        coro.send(None)
+    except StopIteration:
+        return
+    except ConnectionError:
+        return  # the peer went away; the receive loop will see the close
+    coro.close()
 
 
 def _handler_for(cls: type[WebsocketConsumer], kind: str) -> MessageHandler | None:

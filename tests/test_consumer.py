@@ -93,3 +93,52 @@ async def test_a_consumer_on_an_app_without_setup_is_a_clear_error(aiohttp_clien
     assert response.status == 500
     with pytest.raises(NotSetUpError, match=r"chatbot_server.setup\(app, ...\) must be called first"):
         get_layer(app)
+
+
+class OrderConsumer(WebsocketConsumer):
+    """Sync and async handlers mixed: frames must still come out in the order messages arrived."""
+
+    release: ClassVar[asyncio.Event]
+
+    async def on_connect(self) -> None:
+        await self.send_json({"ready": True})
+
+    @message_handler
+    def fast(self, message: Message) -> None:
+        self.send_json_nowait({"n": message["n"]})
+
+    @message_handler
+    async def slow(self, message: Message) -> None:
+        await self.release.wait()
+        await self.send_json({"n": message["n"]})
+
+    @message_handler
+    def broken(self, message: Message) -> None:
+        raise RuntimeError("handler bug")
+
+    @message_handler
+    def echo_self(self, message: Message) -> None:
+        # Re-entrant: a sync handler that sends to its own channel is handled after it, in order.
+        self.send_json_nowait({"n": message["n"]})
+        asyncio.get_running_loop().create_task(self.layer.send(self.channel_name, {"type": "fast", "n": 99}))
+
+
+async def test_sync_and_async_handlers_keep_the_order(aiohttp_client: Any) -> None:
+    OrderConsumer.release = asyncio.Event()
+    app = web.Application()
+    setup(app, make_settings())
+    app.router.add_get("/order", OrderConsumer.as_handler())
+    client = await aiohttp_client(app)
+    layer = get_layer(app)
+    async with client.ws_connect("/order") as ws:
+        await receive_json(ws)
+        group = "order-test"
+        consumer = next(iter(client.app[CONNECTIONS_KEY]._consumers))
+        await layer.group_add(group, consumer.channel_name)
+        await layer.group_send(group, {"type": "fast", "n": 1})
+        await layer.group_send(group, {"type": "slow", "n": 2})
+        await layer.group_send(group, {"type": "broken", "n": 0})
+        await layer.group_send(group, {"type": "fast", "n": 3})
+        OrderConsumer.release.set()
+        await layer.group_send(group, {"type": "echo.self", "n": 4})
+        assert [(await receive_json(ws))["n"] for _ in range(5)] == [1, 2, 3, 4, 99]

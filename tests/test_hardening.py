@@ -187,3 +187,23 @@ async def test_metrics_in_prometheus_format(aiohttp_client: Any) -> None:
     assert 'chatbot_errors_total{code="bad_json"} 1.0' in text
     assert "chatbot_bot_answer_seconds_count 1.0" in text
     assert 'chatbot_layer_messages_total{backend="memory",op="delivered"}' in text
+
+
+async def test_idle_sockets_are_closed_even_when_they_answer_pings(aiohttp_client: Any) -> None:
+    client = await make_client(aiohttp_client, limits={"idle_timeout": 0.4, "heartbeat": 0.1})
+    async with client.ws_connect("/ws") as ws:  # the client answers every ping while it waits
+        await receive_json(ws)
+        notice = await receive_json(ws)
+        assert notice["type"] == "system" and notice["event"] == "closing"
+        await receive_close(ws)
+        assert ws.close_code == 4000
+
+
+async def test_activity_keeps_a_socket_open(aiohttp_client: Any) -> None:
+    client = await make_client(aiohttp_client, limits={"idle_timeout": 0.6})
+    async with client.ws_connect("/ws") as ws:
+        await receive_json(ws)
+        for n in range(4):  # 4 × 0.25 s > idle_timeout, but never idle that long
+            await asyncio.sleep(0.25)  # the passing of time is what is tested
+            await ws.send_json({"text": f"still here {n}"})
+            assert (await receive_json(ws))["type"] == "reply"
