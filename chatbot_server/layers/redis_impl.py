@@ -234,6 +234,8 @@ class RedisChannelLayer(ChannelLayer):
 
     def _mark_down(self, error: BaseException) -> None:
         self._last_error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if self._up:
+            self.stats.failures += 1
         self._up = False
         self._ready.clear()
         self._down.set()
@@ -271,6 +273,7 @@ class RedisChannelLayer(ChannelLayer):
         self._outage_logged = False
         self._ready.set()
         if recovered:
+            self.stats.reconnects += 1
             log.warning("Redis at %s is reachable again; re-registered %d memberships", self.url, len(ops))
 
     async def _supervise(self) -> None:
@@ -398,6 +401,7 @@ class RedisChannelLayer(ChannelLayer):
         validate_channel_name(channel)
         validate_message(message)
         payload = self._dumps(message)  # same rules for local and remote targets
+        self.stats.sent += 1
         owner = process_of(channel)
         if owner == self.process_id:
             self.local.deliver(channel, message, strict=True)
@@ -497,6 +501,7 @@ class RedisChannelLayer(ChannelLayer):
         validate_group_name(group)
         validate_message(message)
         payload = self._dumps(message)
+        self.stats.group_sent += 1
         now = time.time()
         local = self.local
         for channel in self._groups.members(group, now - self.group_expiry):
