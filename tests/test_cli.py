@@ -59,7 +59,7 @@ def test_unknown_bot_exits_2(tmp_path: Path) -> None:
     config.write_text("bot: {name: 'nosuch.module:Bot'}\n", encoding="utf-8")
     result = run_cli("--config", str(config), "--check-config")
     assert result.returncode == 2
-    assert "bot.name" in result.stderr and "Traceback" not in result.stderr
+    assert "bot.name" in result.stderr and str(config) in result.stderr and "Traceback" not in result.stderr
 
 
 def test_bad_bot_options_exit_2(tmp_path: Path) -> None:
@@ -76,3 +76,17 @@ def test_config_from_environment_variable(tmp_path: Path) -> None:
     result = run_cli("--check-config", env={"CHATBOT_CONFIG": str(config), "CHATBOT_PORT": "9301"})
     assert result.returncode == 0, result.stderr
     assert "9301" in result.stdout
+
+
+def test_taken_port_exits_1_without_traceback(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = tmp_path / "c.yaml"
+        config.write_text("bot: {name: echo}\n", encoding="utf-8")
+        result = run_cli("--config", str(config), "--port", str(port))
+    assert result.returncode == 1
+    assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
