@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Iterable
 
@@ -44,8 +45,19 @@ def client_ip(request: web.Request, trusted_proxies: Iterable[str]) -> str:
     return peer
 
 
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
 class ConnectionsPerIp:
-    """Counts open sockets per client address."""
+    """Counts open sockets per client address; loopback peers are not limited.
+
+    A proxy on the same host that is not listed in server.trusted_proxies makes every user look
+    like 127.0.0.1: limiting that address would lock everyone out, so loopback is left alone.
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -53,6 +65,8 @@ class ConnectionsPerIp:
 
     def acquire(self, ip: str) -> bool:
         """Count one more socket for `ip`, unless it already has `limit`."""
+        if _is_loopback(ip):
+            return True
         count = self._open.get(ip, 0)
         if count >= self.limit:
             return False
@@ -61,6 +75,8 @@ class ConnectionsPerIp:
 
     def release(self, ip: str) -> None:
         """Forget one socket of `ip`."""
+        if _is_loopback(ip):
+            return
         count = self._open.get(ip, 0) - 1
         if count > 0:
             self._open[ip] = count

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import WSCloseCode, web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, make_mocked_request
 
 from chatbot_server import setup
 from chatbot_server.keys import CONNECTIONS_KEY, LAYER_KEY
@@ -48,16 +48,24 @@ async def test_rate_limit_gives_error_frames_then_1008(aiohttp_client: Any) -> N
 
 
 async def test_per_ip_connection_limit(aiohttp_client: Any) -> None:
-    client = await make_client(aiohttp_client, limits={"max_connections_per_ip": 2})
-    async with client.ws_connect("/ws") as a, client.ws_connect("/ws") as b:
+    # The test client is on loopback, which is never limited: it speaks through a trusted proxy.
+    client = await make_client(
+        aiohttp_client, server={"trusted_proxies": ["127.0.0.1"]}, limits={"max_connections_per_ip": 2}
+    )
+    headers = {"X-Forwarded-For": "198.51.100.7"}
+    async with client.ws_connect("/ws", headers=headers) as a, client.ws_connect("/ws", headers=headers) as b:
         await receive_json(a)
         await receive_json(b)
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await client.ws_connect("/ws")
+            await client.ws_connect("/ws", headers=headers)
         assert refused.value.status == 429
+        async with client.ws_connect("/ws", headers={"X-Forwarded-For": "198.51.100.8"}) as other:
+            assert (await receive_json(other))["type"] == "greeting"  # other addresses are fine
+        async with client.ws_connect("/ws") as direct:
+            assert (await receive_json(direct))["type"] == "greeting"  # loopback itself is not limited
     async with asyncio.timeout(5):
         await client.app[CONNECTIONS_KEY].wait_until(0)
-    async with client.ws_connect("/ws") as c:  # released on close
+    async with client.ws_connect("/ws", headers=headers) as c:  # released on close
         assert (await receive_json(c))["type"] == "greeting"
 
 
@@ -70,12 +78,16 @@ async def test_forwarded_for_counts_only_behind_trusted_proxies(aiohttp_client: 
     ) as b:
         await receive_json(a)
         await receive_json(b)  # two clients behind the proxy, one socket each
-    untrusted = await make_client(aiohttp_client, limits={"max_connections_per_ip": 1})
-    async with untrusted.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.1"}) as a:
-        await receive_json(a)
-        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-            await untrusted.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.2"})  # spoofed: ignored
-        assert refused.value.status == 429
+    # From an untrusted peer the header is ignored: the per-IP count is the peer's own address.
+    from chatbot_server.ratelimit import client_ip
+
+    class Peer:
+        def get_extra_info(self, name: str, default: Any = None) -> Any:
+            return ("198.51.100.9", 40000) if name == "peername" else default
+
+    request = make_mocked_request("GET", "/ws", headers={"X-Forwarded-For": "203.0.113.1"}, transport=Peer())
+    assert client_ip(request, ["10.0.0.1"]) == "198.51.100.9"  # spoofed header from an untrusted peer
+    assert client_ip(request, ["198.51.100.9"]) == "203.0.113.1"  # the same header via a trusted proxy
 
 
 async def test_forwarded_host_counts_only_from_trusted_proxies(aiohttp_client: Any) -> None:
