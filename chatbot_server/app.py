@@ -57,7 +57,7 @@ def setup(
         settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir)
     )
     owned_store = store is None
-    store = store if store is not None else MemoryConversationStore()
+    store = store if store is not None else make_store(settings, layer)
 
     target[SETTINGS_KEY] = settings
     target[LAYER_KEY] = layer
@@ -105,6 +105,26 @@ def setup(
         # The host may want to broadcast from its own handlers: get_layer(app) works there too.
         app[LAYER_KEY] = layer
     return layer
+
+
+def make_store(settings: Settings, layer: ChannelLayer) -> ConversationStore:
+    """Build (not start) the conversation store named by `history.backend` ("auto": as the layer)."""
+    history = settings.history
+    backend = history.backend
+    if backend == "auto":
+        backend = "redis" if settings.layer.backend == "redis" else "memory"
+    if backend == "redis":
+        from .history_redis import RedisConversationStore
+
+        redis = settings.layer.redis
+        return RedisConversationStore(
+            url=redis.url,
+            prefix=redis.prefix,
+            process_id=layer.process_id,
+            ttl=history.ttl,
+            max_frames=history.max_frames,
+        )
+    return MemoryConversationStore(ttl=history.ttl, max_frames=history.max_frames)
 
 
 def _setup_templates(app: web.Application, settings: Settings) -> None:

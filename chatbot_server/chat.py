@@ -32,6 +32,16 @@ _CARD_NUMBER_WARNING = "为保护您的账户安全,请不要在对话中发送�
 
 _ROLE_OF_FRAME = {"user": "user", "reply": "bot", "greeting": "bot", "agent": "agent", "system": "system"}
 
+# Close code for a socket whose conversation was carried on by a newer socket (another tab or a
+# reconnect): the page must not reconnect by itself, or two tabs would take it from each other.
+CLOSE_TAKEN_OVER = 4002
+_TAKEN_OVER_TEXT = "此会话已在其他窗口继续。"
+
+
+def conversation_group(conversation: str) -> str:
+    """The layer group of the one socket holding a conversation (its owner)."""
+    return f"conv.{conversation}"
+
 
 class ChatConsumer(WebsocketConsumer):
     """Greets, answers each {"text": ...} with the configured bot, keeps the conversation's history."""
@@ -45,6 +55,15 @@ class ChatConsumer(WebsocketConsumer):
         self.store: ConversationStore = request.config_dict[STORE_KEY]
         self.conversation = ""
         self._warned_about_numbers = False
+        # True while this socket holds (owns) the conversation: it alone appends its frames.
+        self.holding = False
+        # Frames sent to us by others before we finished taking the conversation over.
+        self._early: list[Frame] | None = None
+        # Client message ids being answered right now (in this socket, or by the previous holder).
+        self._answering: set[str] = set()
+        self._inherited: set[str] = set()
+        self._takeover_ack: asyncio.Future[list[str]] | None = None
+        self._wanted = ""
 
     # ------------------------------------------------------------------ hooks
     async def on_connect(self) -> None:
@@ -59,7 +78,9 @@ class ChatConsumer(WebsocketConsumer):
 
     async def start_conversation(self, *, expired: bool = False) -> None:
         """Open a new conversation and greet; say so first if the one asked for is gone."""
-        self.conversation = await self.store.create()
+        conversation = await self.store.create()
+        await self.group_add(conversation_group(conversation))
+        self._hold(conversation)
         log.info("ws.connect conn=%s conversation=%s", self.connection_id, self.conversation[:8])
         if expired:
             await self.emit(
@@ -77,6 +98,80 @@ class ChatConsumer(WebsocketConsumer):
 
     async def on_disconnect(self, code: int | None) -> None:
         log.info("ws.disconnect conn=%s code=%s", self.connection_id, code)
+        await self.let_go()
+
+    # ------------------------------------------------------------ ownership
+    def _hold(self, conversation: str) -> None:
+        self.conversation = conversation
+        self.holding = True
+        self.store.holders[conversation] = self
+
+    async def let_go(self) -> None:
+        """Stop holding the conversation: write it out, and pass frames still queued for us on."""
+        if not self.holding:
+            return
+        conversation = self.conversation
+        self.holding = False
+        if self.store.holders.get(conversation) is self:
+            del self.store.holders[conversation]
+            try:
+                await self.store.release(conversation)
+            except Exception:
+                log.exception("history.release_failed conversation=%s", conversation[:8])
+        await self.group_discard(conversation_group(conversation))
+        # Frames the layer already queued for this socket would die with it: hand them on.
+        while (message := self.layer.receive_nowait(self.channel_name)) is not None:
+            if message.get("type") == "conv.deliver" and message.get("conversation") == conversation:
+                await self.deliver(message["frame"])
+
+    async def take_over(self, conversation: str) -> None:
+        """Become the conversation's holder; the old holder (any process) writes out and stops first."""
+        old = self.store.holders.get(conversation)
+        if old is not None and old is not self:
+            self._inherited = set(old._answering)
+            await old.give_up(conversation)
+        self._early = []
+        self._wanted = conversation
+        await self.group_add(conversation_group(conversation))
+        previous = await self.store.acquire(conversation)
+        if previous is not None:
+            self._takeover_ack = asyncio.get_running_loop().create_future()
+            await self.layer.group_send(
+                conversation_group(conversation),
+                {"type": "conv.takeover", "conversation": conversation, "reply_channel": self.channel_name,
+                 "process": self.store.process_id},
+            )
+            try:
+                async with asyncio.timeout(self.settings.history.takeover_timeout):
+                    self._inherited |= set(await self._takeover_ack)
+            except TimeoutError:
+                # The old owner died: what it wrote out is all there is.
+                log.warning("history.takeover_timeout conversation=%s owner=%s", conversation[:8], previous)
+            finally:
+                self._takeover_ack = None
+        await self.store.adopt(conversation)
+        self._hold(conversation)
+        self._wanted = ""
+
+    async def give_up(self, conversation: str) -> None:
+        """Another socket carries on this conversation: stop holding it and close this socket."""
+        if not self.holding or self.conversation != conversation:
+            return
+        self.holding = False
+        if self.store.holders.get(conversation) is self:
+            del self.store.holders[conversation]
+        await self.group_discard(conversation_group(conversation))
+        await self.send_json(frame("system", _TAKEN_OVER_TEXT, talk=False, event="taken_over"))
+        await self.close(code=CLOSE_TAKEN_OVER, message="taken over")
+
+    async def deliver(self, out: Frame) -> None:
+        """Append a frame to a conversation this socket does not hold: directly, or via its holder."""
+        conversation = self.conversation
+        if await self.store.append_if_unowned(conversation, out) is None:  # type: ignore[arg-type]
+            await self.layer.group_send(
+                conversation_group(conversation),
+                {"type": "conv.deliver", "conversation": conversation, "frame": out},
+            )
 
     async def on_receive_text(self, text: str) -> None:
         try:
@@ -115,18 +210,30 @@ class ChatConsumer(WebsocketConsumer):
     # -------------------------------------------------------------- messages
     async def handle_message(self, message: UserMessage) -> None:
         """Record the user's message, ask the bot, and send (and record) its answer."""
-        if message.client_id is not None and not await self.store.claim_client_id(
-            self.conversation, message.client_id
-        ):
-            log.info("ws.duplicate conn=%s", self.connection_id)
+        client_id = message.client_id
+        if client_id is not None and not await self.store.claim_client_id(self.conversation, client_id):
+            # Sent again after a reconnect. Answered (or being answered) already: ignore it. Stored
+            # but never answered (the server died in between): answer it now.
+            if (
+                client_id in self._answering
+                or client_id in self._inherited
+                or await self.store.reply_stored(self.conversation, client_id)
+            ):
+                log.info("ws.duplicate conn=%s", self.connection_id)
+                return
+            log.info("ws.unanswered conn=%s", self.connection_id)
+            await self.answer(mask_sensitive(message.text), client_id)
             return
         text = mask_sensitive(message.text)
         user_frame = frame("user", text, talk=True)
         if message.client_id is not None:
             user_frame["id"] = message.client_id
-        await self.store.append(self.conversation, user_frame)  # type: ignore[arg-type]
-        if message.typed:
-            await self.send_json(user_frame)
+        if self.holding:
+            await self.store.append(self.conversation, user_frame)  # type: ignore[arg-type]
+            if message.typed:
+                await self.send_json(user_frame)
+        else:
+            await self.deliver(user_frame)
         if log.isEnabledFor(logging.DEBUG):  # one line per message is too much for INFO at scale
             log.debug("ws.message conn=%s size=%d", self.connection_id, len(text))
         if text != message.text and not self._warned_about_numbers:
@@ -140,6 +247,8 @@ class ChatConsumer(WebsocketConsumer):
         extra: dict[str, Any] = {} if client_id is None else {"reply_to": client_id}
         loop = asyncio.get_running_loop()
         started = loop.time()
+        if client_id is not None:
+            self._answering.add(client_id)
         try:
             async with asyncio.timeout(self.settings.bot.timeout):
                 async for event in self.bot.respond(turn):
@@ -156,12 +265,18 @@ class ChatConsumer(WebsocketConsumer):
             log.exception("bot.error conn=%s", self.connection_id)
             self.stats.error("bot_error")
             await self.emit(apology_frame(self.settings.ui.error_text, "bot_error", **extra))
+        finally:
+            if client_id is not None:
+                self._answering.discard(client_id)
 
     async def resume(self, resume: Resume) -> bool:
         """Carry on an earlier conversation: replay its frames after `last_seq`; False if it is gone."""
-        if not await self.store.exists(resume.conversation):
+        if resume.conversation == self.conversation and self.holding:
+            pass
+        elif not await self.store.exists(resume.conversation):
             return False
-        self.conversation = resume.conversation
+        else:
+            await self.take_over(resume.conversation)
         replay = await self.store.read_since(self.conversation, resume.last_seq)
         for old in replay:
             await self.send_json(old)
@@ -174,10 +289,31 @@ class ChatConsumer(WebsocketConsumer):
         log.info(
             "ws.resume conn=%s conversation=%s replayed=%d", self.connection_id, self.conversation[:8], len(replay)
         )
+        early, self._early = self._early, None
+        for out in early or ():
+            await self.emit(out)
+        await self.answer_orphans()
         return True
+
+    async def answer_orphans(self) -> None:
+        """Answer the user's last messages if their answer was lost (the old server died mid-answer)."""
+        transcript = await self.store.recent(self.conversation, 20)
+        orphans: list[dict[str, Any]] = []
+        for stored in reversed(transcript):
+            if stored.get("type") != "user":
+                break
+            orphans.append(stored)
+        for old in reversed(orphans):
+            client_id = old.get("id")
+            if client_id is None or client_id in self._inherited or client_id in self._answering:
+                continue
+            if not await self.store.reply_stored(self.conversation, client_id):
+                await self.answer(old["msg"], client_id)
 
     async def handle_resume(self, resume: Resume) -> None:
         """A resume frame on an open socket: switch to that conversation, or start a fresh one."""
+        if resume.conversation != self.conversation:
+            await self.let_go()
         if not await self.resume(resume):
             await self.start_conversation(expired=True)
 
@@ -195,11 +331,61 @@ class ChatConsumer(WebsocketConsumer):
         return entries[-wanted - 1 : -1] if entries else []
 
     async def emit(self, out: Frame) -> None:
-        """Record a conversational frame (it gets its seq) and send it."""
+        """Record a conversational frame (it gets its seq) and send it; via the holder if not us."""
+        if not self.holding:
+            await self.deliver(out)
+            return
         await self.store.append(self.conversation, out)  # type: ignore[arg-type]
         await self.send_json(out)
 
     # --------------------------------------------------------- layer handlers
+    @message_handler
+    async def conv_takeover(self, message: Message) -> None:
+        """A socket on another process carries on our conversation: write out, hand over, close."""
+        conversation = message.get("conversation")
+        if message.get("reply_channel") == self.channel_name or message.get("process") == self.store.process_id:
+            return
+        if not self.holding or conversation != self.conversation:
+            return
+        answering = sorted(self._answering)
+        self.holding = False
+        if self.store.holders.get(conversation) is self:
+            del self.store.holders[conversation]
+        try:
+            await self.store.release(conversation)
+        finally:
+            await self.layer.send(
+                message["reply_channel"],
+                {"type": "conv.released", "conversation": conversation, "answering": answering},
+            )
+        await self.group_discard(conversation_group(conversation))
+        await self.send_json(frame("system", _TAKEN_OVER_TEXT, talk=False, event="taken_over"))
+        await self.close(code=CLOSE_TAKEN_OVER, message="taken over")
+
+    @message_handler
+    async def conv_released(self, message: Message) -> None:
+        """The old owner wrote the conversation out: the takeover may read the store."""
+        ack = self._takeover_ack
+        if ack is not None and not ack.done() and message.get("conversation") == self.conversation_wanted():
+            ack.set_result([str(i) for i in message.get("answering", [])])
+
+    def conversation_wanted(self) -> str:
+        """The conversation being taken over (or held)."""
+        return self._wanted or self.conversation
+
+    @message_handler
+    async def conv_deliver(self, message: Message) -> None:
+        """A frame made elsewhere (an agent's reply, a late bot answer) for the conversation we hold."""
+        out = message.get("frame")
+        if not isinstance(out, dict) or message.get("conversation") != self.conversation_wanted():
+            return
+        if self._early is not None:  # taking over: sent after the replay, in order
+            self._early.append(out)  # type: ignore[arg-type]
+        elif self.holding:
+            await self.emit(out)  # type: ignore[arg-type]
+        else:
+            await self.deliver(out)  # type: ignore[arg-type]
+
     @message_handler
     async def chat_broadcast(self, message: Message) -> None:
         """A notice to every user: {"type": "chat.broadcast", "text": "..."} sent to group "users"."""

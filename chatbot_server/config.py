@@ -114,6 +114,38 @@ class SecuritySettings:
 
 
 @dataclass(frozen=True)
+class HistorySettings:
+    """Where conversations are kept so a reconnecting page (on any process) can resume."""
+
+    backend: str = "auto"  # auto (same as layer.backend) | memory | redis (uses layer.redis url/prefix)
+    ttl: float = 86400.0
+    max_frames: int = 500
+    takeover_timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class AgentAccount:
+    """One human agent who may sign in to the console at /agent."""
+
+    username: str = ""
+    name: str = ""
+    password_hash: str = ""
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Handoff to human agents and their console."""
+
+    enabled: bool = True
+    accounts: tuple[AgentAccount, ...] = ()
+    session_secret: str = ""
+    session_ttl: float = 43200.0
+    fallback_handoff: int = 3
+    login_failures: int = 5
+    login_window: float = 300.0
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     """How log lines look."""
 
@@ -131,6 +163,8 @@ class Settings:
     ui: UISettings = field(default_factory=UISettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
+    agents: AgentSettings = field(default_factory=AgentSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     # Directory that relative paths in the config resolve against (the config file's folder).
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
@@ -146,6 +180,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "CHATBOT_BOT": "bot.name",
     "CHATBOT_LOG_LEVEL": "logging.level",
     "CHATBOT_LOG_FORMAT": "logging.format",
+    "CHATBOT_SESSION_SECRET": "agents.session_secret",
 }
 
 # Value checks beyond types: dotted key -> (predicate, what a good value is).
@@ -176,6 +211,14 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "limits.rate_burst": (lambda v: v >= 1, "an integer >= 1"),
     "limits.abuse_strikes": (lambda v: v >= 1, "an integer >= 1"),
     "limits.send_timeout": (lambda v: v > 0, "seconds > 0"),
+    "history.backend": (lambda v: v in ("auto", "memory", "redis"), "auto, memory or redis"),
+    "history.ttl": (lambda v: v > 0, "a number of seconds > 0"),
+    "history.max_frames": (lambda v: 1 <= v <= 100_000, "an integer 1..100000"),
+    "history.takeover_timeout": (lambda v: v > 0, "a number of seconds > 0"),
+    "agents.session_ttl": (lambda v: v > 0, "a number of seconds > 0"),
+    "agents.fallback_handoff": (lambda v: v >= 0, "an integer >= 0 (0 turns it off)"),
+    "agents.login_failures": (lambda v: v >= 1, "an integer >= 1"),
+    "agents.login_window": (lambda v: v > 0, "a number of seconds > 0"),
     "ui.primary_color": (
         lambda v: len(v) in (4, 7) and v.startswith("#") and all(c in "0123456789abcdefABCDEF" for c in v[1:]),
         "a colour like #c8102e",

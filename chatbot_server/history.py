@@ -1,4 +1,9 @@
-"""Conversation store: append a frame → its seq; read frames after a seq; transcripts with a TTL."""
+"""Conversation store: append a frame → its seq; read frames after a seq; transcripts with a TTL.
+
+A conversation has at most one *owner* process at a time: the one whose socket holds it. The owner
+appends locally (the Redis store writes behind, see history_redis.py); frames made elsewhere (an
+agent's reply) are appended with `append_if_unowned` or, while an owner exists, sent to it.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,12 @@ class ConversationStore(abc.ABC):
     """Keeps each conversation's frames in order, so a reconnecting client can catch up."""
 
     backend: str = "abstract"
+    #: Names this process as a conversation's owner (the Redis store shares it across processes).
+    process_id: str = "local"
+
+    def __init__(self) -> None:
+        # The socket (consumer) of this process that holds each conversation, for local takeovers.
+        self.holders: dict[str, Any] = {}
 
     async def start(self) -> None:
         """Open connections; called once before use."""
@@ -35,7 +46,7 @@ class ConversationStore(abc.ABC):
 
     @abc.abstractmethod
     async def create(self) -> str:
-        """Start a new conversation and return its id."""
+        """Start a new conversation owned by this process and return its id."""
 
     @abc.abstractmethod
     async def exists(self, conversation: str) -> bool:
@@ -62,9 +73,38 @@ class ConversationStore(abc.ABC):
     async def last_seq(self, conversation: str) -> int:
         """The seq of the newest frame (0 for an empty or unknown conversation)."""
 
-    @abc.abstractmethod
     async def claim_client_id(self, conversation: str, client_id: str) -> bool:
-        """Record a client message id; False if this conversation has seen it already."""
+        """Record a client message id; False if this conversation has a user frame with it already."""
+        return not any(
+            f.get("id") == client_id and f.get("type") == "user" for f in await self.transcript(conversation)
+        )
+
+    async def reply_stored(self, conversation: str, client_id: str) -> bool:
+        """Whether a frame answering the client message `client_id` (its reply_to) is stored."""
+        return any(f.get("reply_to") == client_id for f in await self.transcript(conversation))
+
+    # ------------------------------------------------------------- ownership
+    @abc.abstractmethod
+    async def acquire(self, conversation: str) -> str | None:
+        """Make this process the owner; return the previous owner if it was another process."""
+
+    @abc.abstractmethod
+    async def release(self, conversation: str) -> None:
+        """Write out pending frames and stop owning the conversation (if this process still does)."""
+
+    @abc.abstractmethod
+    def owns(self, conversation: str) -> bool:
+        """Whether this process owns the conversation (appends need no round trip)."""
+
+    @abc.abstractmethod
+    async def append_if_unowned(self, conversation: str, frame: StoredFrame) -> int | None:
+        """Append atomically if no process owns the conversation; None if one does (send it there)."""
+
+    async def adopt(self, conversation: str) -> None:
+        """Load an acquired conversation's state after its previous owner wrote it out."""
+
+    async def flush(self) -> None:
+        """Write out every pending frame now."""
 
 
 @dataclass
@@ -73,6 +113,7 @@ class _Conversation:
     client_ids: OrderedDict[str, None] = field(default_factory=OrderedDict)
     seq: int = 0
     touched: float = field(default_factory=time.monotonic)
+    owned: bool = False
 
 
 class MemoryConversationStore(ConversationStore):
@@ -81,6 +122,7 @@ class MemoryConversationStore(ConversationStore):
     backend = "memory"
 
     def __init__(self, *, ttl: float = 86400, max_frames: int = 500, max_conversations: int = 100_000) -> None:
+        super().__init__()
         self.ttl = ttl
         self.max_frames = max_frames
         self.max_conversations = max_conversations
@@ -108,7 +150,7 @@ class MemoryConversationStore(ConversationStore):
 
     async def create(self) -> str:
         conversation = new_conversation_id()
-        self._conversations[conversation] = _Conversation(frames=deque(maxlen=self.max_frames))
+        self._conversations[conversation] = _Conversation(frames=deque(maxlen=self.max_frames), owned=True)
         self._evict()
         return conversation
 
@@ -122,6 +164,10 @@ class MemoryConversationStore(ConversationStore):
         conv.seq += 1
         frame["seq"] = conv.seq
         conv.frames.append(frame)
+        if frame.get("type") == "user" and "id" in frame:
+            conv.client_ids[frame["id"]] = None
+            if len(conv.client_ids) > self.max_frames:
+                conv.client_ids.popitem(last=False)
         conv.touched = time.monotonic()
         self._conversations.move_to_end(conversation)
         return conv.seq
@@ -149,3 +195,23 @@ class MemoryConversationStore(ConversationStore):
         if len(conv.client_ids) > self.max_frames:
             conv.client_ids.popitem(last=False)
         return True
+
+    async def acquire(self, conversation: str) -> str | None:
+        conv = self._get(conversation)
+        if conv is not None:
+            conv.owned = True
+        return None  # one process: there is never another owner
+
+    async def release(self, conversation: str) -> None:
+        conv = self._conversations.get(conversation)
+        if conv is not None:
+            conv.owned = False
+
+    def owns(self, conversation: str) -> bool:
+        conv = self._conversations.get(conversation)
+        return conv is not None and conv.owned
+
+    async def append_if_unowned(self, conversation: str, frame: StoredFrame) -> int | None:
+        if self.owns(conversation):
+            return None
+        return await self.append(conversation, frame)

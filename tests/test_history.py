@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from chatbot_server.history import ConversationStore, MemoryConversationStore
+from chatbot_server.history_redis import RedisConversationStore
+
+from .redis_server import unique_prefix
 
 StoreFactory = Callable[..., Awaitable[ConversationStore]]
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 async def store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
     made: list[ConversationStore] = []
+    redis_url = request.getfixturevalue("redis_server") if request.param == "redis" else ""
+    prefix = unique_prefix()
 
     async def make(**options: Any) -> ConversationStore:
-        store = MemoryConversationStore(**options)
+        store: ConversationStore
+        if request.param == "redis":
+            store = RedisConversationStore(
+                url=redis_url, prefix=prefix, process_id=f"p{len(made)}", **options
+            )
+        else:
+            store = MemoryConversationStore(**options)
         await store.start()
         made.append(store)
         return store
@@ -75,7 +87,60 @@ async def test_conversations_expire(store_factory: StoreFactory) -> None:
     store = await store_factory(ttl=0.05)
     conv = await store.create()
     await store.append(conv, {"type": "user", "msg": "x"})
-    import asyncio
+    await store.release(conv)  # an owned conversation lives while its socket does
 
     await asyncio.sleep(0.1)  # the passing of time is what is tested
     assert not await store.exists(conv)
+
+
+async def test_released_frames_are_read_by_another_process(store_factory: StoreFactory) -> None:
+    one = await store_factory()
+    conv = await one.create()
+    sent = [{"type": "user", "msg": str(n), "id": f"m{n}"} for n in range(20)]
+    for f in sent:
+        await one.append(conv, dict(f))
+    await one.release(conv)
+    two = await store_factory() if one.backend == "redis" else one
+    assert await two.exists(conv)
+    assert [f["msg"] for f in await two.transcript(conv)] == [f["msg"] for f in sent]
+    assert await two.acquire(conv) is None
+    await two.adopt(conv)
+    assert await two.last_seq(conv) == 20
+    assert not await two.claim_client_id(conv, "m3")
+    assert await two.append(conv, {"type": "reply", "msg": "ok", "reply_to": "m19"}) == 21
+    assert await two.reply_stored(conv, "m19") and not await two.reply_stored(conv, "m18")
+
+
+async def test_owner_is_reported_and_unowned_appends_are_atomic(store_factory: StoreFactory) -> None:
+    one = await store_factory()
+    conv = await one.create()
+    await one.append(conv, {"type": "greeting", "msg": "hi"})
+    if one.backend == "redis":
+        two = await store_factory()
+        # Only one writer: while one owns it, the other is told to send the frame to the owner.
+        assert await two.append_if_unowned(conv, {"type": "agent", "msg": "x"}) is None
+        assert await two.acquire(conv) == one.process_id
+        await one.release(conv)  # the takeover: the old owner writes out and stops
+        await two.adopt(conv)
+        assert await two.last_seq(conv) == 1
+        await two.release(conv)
+    else:
+        assert await one.append_if_unowned(conv, {"type": "agent", "msg": "x"}) is None
+        await one.release(conv)
+        two = one
+    seqs = await asyncio.gather(
+        *(two.append_if_unowned(conv, {"type": "agent", "msg": str(n)}) for n in range(10))
+    )
+    assert sorted(s for s in seqs if s is not None) == list(range(2, 12))
+    assert [f["seq"] for f in await two.transcript(conv)] == list(range(1, 12))
+
+
+async def test_write_behind_does_not_wait_and_survives_close(store_factory: StoreFactory) -> None:
+    one = await store_factory()
+    conv = await one.create()
+    for n in range(100):
+        await one.append(conv, {"type": "reply", "msg": str(n)})
+    await one.close()  # flushes
+    two = await store_factory()
+    if one.backend == "redis":
+        assert [f["seq"] for f in await two.transcript(conv)] == list(range(1, 101))

@@ -1,0 +1,295 @@
+"""Conversation store in Redis, shared by every server process using the same key prefix.
+
+The process whose socket holds a conversation owns it and is its single writer: it assigns seqs
+in memory and writes frames behind, in batched pipelines from one owned background task, so the
+reply path never waits on Redis. A resume on another process first takes ownership over (the chat
+consumer asks the old owner to write out and stop, through the channel layer), then `adopt`s the
+stored state. Frames made while no process owns a conversation are appended by an atomic script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .history import ConversationStore, StoredFrame, new_conversation_id
+
+log = logging.getLogger(__name__)
+
+# KEYS: seq, frames, owner. ARGV: frame JSON without seq, max_frames, ttl_ms, force ("1": ignore owner).
+_APPEND = """
+if ARGV[4] == '0' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local body = ARGV[1]
+local entry
+if body == '{}' then entry = '{"seq":' .. seq .. '}' else entry = '{"seq":' .. seq .. ',' .. string.sub(body, 2) end
+redis.call('RPUSH', KEYS[2], entry)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return seq
+"""
+# KEYS: owner. ARGV: process, ttl_ms. Returns the previous owner (nil if none).
+_ACQUIRE = """
+local old = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return old
+"""
+# KEYS: owner. ARGV: process. Deletes the owner key only if this process still owns it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+RETRY_DELAY = 0.2
+CLOSE_TIMEOUT = 5.0
+
+
+@dataclass
+class _Owned:
+    """The in-memory state of a conversation this process owns."""
+
+    frames: deque[StoredFrame]
+    seq: int = 0
+    client_ids: set[str] = field(default_factory=set)
+    replied: set[str] = field(default_factory=set)
+
+    def add(self, frame: StoredFrame) -> None:
+        self.frames.append(frame)
+        if frame.get("type") == "user" and "id" in frame:
+            self.client_ids.add(frame["id"])
+        reply_to = frame.get("reply_to")
+        if reply_to is not None:
+            self.replied.add(reply_to)
+
+
+class RedisConversationStore(ConversationStore):
+    """Conversations under `<prefix>:conv:<id>:*`, expiring `ttl` seconds after their last write."""
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        *,
+        url: str = "redis://127.0.0.1:6379/0",
+        prefix: str = "chatbot",
+        process_id: str,
+        ttl: float = 86400,
+        max_frames: int = 500,
+        client: aioredis.Redis | None = None,
+    ) -> None:
+        super().__init__()
+        if ttl <= 0 or max_frames < 1:
+            raise ValueError("ttl must be positive and max_frames at least 1")
+        self.prefix = prefix
+        self.process_id = process_id
+        self.ttl_ms = int(ttl * 1000)
+        self.max_frames = max_frames
+        self._own_client = client is None
+        self._client = client if client is not None else aioredis.Redis.from_url(url)
+        self._append = self._client.register_script(_APPEND)
+        self._acquire = self._client.register_script(_ACQUIRE)
+        self._release = self._client.register_script(_RELEASE)
+        self._owned: dict[str, _Owned] = {}
+        self._pending: dict[str, list[StoredFrame]] = {}
+        self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._writer: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_error = ""
+
+    def _keys(self, conversation: str) -> tuple[str, str, str]:
+        base = f"{self.prefix}:conv:{conversation}"
+        return f"{base}:seq", f"{base}:frames", f"{base}:owner"
+
+    # -------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_behind())
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            # Never cancel a pipeline half-written: let the writer finish its batch and stop.
+            self._stopping = True
+            self._wake.set()
+            try:
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await asyncio.shield(self._writer)
+            except TimeoutError:
+                self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        try:
+            await self._write_pending()
+            for conversation in list(self._owned):
+                await self.release(conversation)
+        except RedisError as exc:
+            log.warning("history.close_failed error=%s", exc)
+        if self._own_client:
+            await self._client.aclose()
+
+    async def health(self) -> tuple[bool, str]:
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            return False, f"redis: {exc}"
+        return True, self._last_error
+
+    # ------------------------------------------------------------ write-behind
+    async def _write_behind(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._write_pending()
+                self._last_error = ""
+            except (RedisError, OSError) as exc:
+                self._last_error = f"write-behind failing: {exc}"
+                log.warning("history.write_failed error=%s", exc)
+                if not self._stopping:
+                    await asyncio.sleep(RETRY_DELAY)  # Redis is down: retry the kept frames later
+                self._wake.set()
+
+    async def _write_pending(self) -> None:
+        """Write every pending frame in one pipeline; on failure they are kept for the next try."""
+        async with self._write_lock:
+            batch, self._pending = self._pending, {}
+            if not batch:
+                return
+            pipe = self._client.pipeline(transaction=False)
+            for conversation, frames in batch.items():
+                seq_key, frames_key, owner_key = self._keys(conversation)
+                pipe.rpush(frames_key, *[orjson.dumps(f) for f in frames])
+                pipe.ltrim(frames_key, -self.max_frames, -1)
+                pipe.pexpire(frames_key, self.ttl_ms)
+                pipe.set(seq_key, frames[-1]["seq"], px=self.ttl_ms)
+                pipe.pexpire(owner_key, self.ttl_ms)
+            try:
+                await pipe.execute()
+            except BaseException:
+                for conversation, frames in self._pending.items():
+                    batch.setdefault(conversation, []).extend(frames)
+                self._pending = batch
+                raise
+
+    async def flush(self) -> None:
+        await self._write_pending()
+
+    # ------------------------------------------------------------ ownership
+    def owns(self, conversation: str) -> bool:
+        return conversation in self._owned
+
+    async def create(self) -> str:
+        conversation = new_conversation_id()
+        seq_key, _, owner_key = self._keys(conversation)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.set(owner_key, self.process_id, px=self.ttl_ms)
+        pipe.set(seq_key, 0, px=self.ttl_ms)
+        await pipe.execute()
+        self._owned[conversation] = _Owned(frames=deque(maxlen=self.max_frames))
+        return conversation
+
+    async def acquire(self, conversation: str) -> str | None:
+        if conversation in self._owned:
+            return None
+        old = await self._acquire(keys=[self._keys(conversation)[2]], args=[self.process_id, self.ttl_ms])
+        if old is None:
+            return None
+        previous = old.decode() if isinstance(old, bytes) else str(old)
+        return None if previous == self.process_id else previous
+
+    async def adopt(self, conversation: str) -> None:
+        if conversation in self._owned:
+            return
+        seq_key, frames_key, _ = self._keys(conversation)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(seq_key)
+        pipe.lrange(frames_key, 0, -1)
+        raw_seq, raw_frames = await pipe.execute()
+        state = _Owned(frames=deque(maxlen=self.max_frames), seq=int(raw_seq or 0))
+        for raw in raw_frames:
+            state.add(orjson.loads(raw))
+        self._owned[conversation] = state
+
+    async def release(self, conversation: str) -> None:
+        if self._owned.pop(conversation, None) is None:
+            return
+        # Pending frames of this conversation are in the batch written here (or the running one,
+        # which holds the lock until written).
+        await self._write_pending()
+        await self._release(keys=[self._keys(conversation)[2]], args=[self.process_id])
+
+    # ---------------------------------------------------------------- frames
+    async def exists(self, conversation: str) -> bool:
+        if conversation in self._owned:
+            return True
+        return bool(await self._client.exists(self._keys(conversation)[0]))
+
+    async def append(self, conversation: str, frame: StoredFrame) -> int:
+        state = self._owned.get(conversation)
+        if state is None:
+            seq = await self._script_append(conversation, frame, force=True)
+            return seq
+        state.seq += 1
+        frame["seq"] = state.seq
+        state.add(frame)
+        pending = self._pending.get(conversation)
+        if pending is None:
+            self._pending[conversation] = [frame]
+        else:
+            pending.append(frame)
+        self._wake.set()
+        return state.seq
+
+    async def append_if_unowned(self, conversation: str, frame: StoredFrame) -> int | None:
+        seq = await self._script_append(conversation, frame, force=False)
+        return None if seq < 0 else seq
+
+    async def _script_append(self, conversation: str, frame: StoredFrame, *, force: bool) -> int:
+        frame.pop("seq", None)
+        seq = int(
+            await self._append(
+                keys=list(self._keys(conversation)),
+                args=[orjson.dumps(frame), self.max_frames, self.ttl_ms, "1" if force else "0"],
+            )
+        )
+        if seq >= 0:
+            frame["seq"] = seq
+        return seq
+
+    async def read_since(self, conversation: str, after_seq: int) -> list[StoredFrame]:
+        state = self._owned.get(conversation)
+        if state is not None:
+            frames = state.frames
+            wanted = min(len(frames), max(0, state.seq - after_seq))
+            return list(frames)[len(frames) - wanted :]
+        raw_frames = await self._client.lrange(self._keys(conversation)[1], 0, -1)
+        out = [orjson.loads(raw) for raw in raw_frames]
+        return [f for f in out if f["seq"] > after_seq]
+
+    async def last_seq(self, conversation: str) -> int:
+        state = self._owned.get(conversation)
+        if state is not None:
+            return state.seq
+        raw = await self._client.get(self._keys(conversation)[0])
+        return int(raw or 0)
+
+    async def claim_client_id(self, conversation: str, client_id: str) -> bool:
+        state = self._owned.get(conversation)
+        if state is None:
+            return await super().claim_client_id(conversation, client_id)
+        # The user frame carrying the id is appended right after a successful claim.
+        if client_id in state.client_ids:
+            return False
+        state.client_ids.add(client_id)
+        return True
+
+    async def reply_stored(self, conversation: str, client_id: str) -> bool:
+        state = self._owned.get(conversation)
+        if state is None:
+            return await super().reply_stored(conversation, client_id)
+        return client_id in state.replied
