@@ -23,7 +23,15 @@ _STOPWORD_TEXT = (
     "多少 几 给 把 被 让 对 又 再 很 太 了解 咨询 问 问下 帮 帮我 麻烦 现在 刚刚 刚才 今天 然后 但是 "
     "可是 因为 所以 如果 已经 还是 一直 这样 那样 办 怎么办 咋 咋办 咋整 弄 搞 下 好 吧 嗯 哈"
 )
-STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+# Customers mix English into Chinese ("my card got locked 怎么办"); its function words are as
+# empty as 的/了, and as unseen features they would count against confidence at full weight.
+_ENGLISH_STOPWORD_TEXT = (
+    "a an the i me my mine you your we our it its is am are was were be been being do does did to of in on "
+    "at for from with by and or but so if not no can could would should will shall may might must have has "
+    "had get got how what why when where which who whom this that these those there here please pls plz "
+    "help want need let just about any some up out now today yesterday again still also very too much"
+)
+STOPWORDS = frozenset(_STOPWORD_TEXT.split()) | frozenset(_ENGLISH_STOPWORD_TEXT.split())
 
 
 @dataclass(frozen=True, slots=True)
