@@ -22,24 +22,23 @@ _NAME_RE = re.compile(r"^[a-zA-Z0-9\-_.]+$")
 _CHANNEL_RE = re.compile(r"^[a-zA-Z0-9\-_.]+(![a-zA-Z0-9\-_.]*)?$")
 
 
-def validate_group_name(name: object) -> str:
-    """Return `name` if it is a valid group name, else raise InvalidNameError naming it."""
-    if not isinstance(name, str) or len(name) >= MAX_NAME_LENGTH or not _NAME_RE.match(name):
+def _validate_name(name: object, pattern: re.Pattern[str], what: str, extra: str) -> str:
+    if not isinstance(name, str) or len(name) >= MAX_NAME_LENGTH or not pattern.match(name):
         raise InvalidNameError(
-            f"invalid group name {name!r}: use ASCII letters, digits, '-', '_' or '.', "
+            f"invalid {what} name {name!r}: use ASCII letters, digits, '-', '_' or '.'{extra}, "
             f"under {MAX_NAME_LENGTH} characters"
         )
     return name
 
 
+def validate_group_name(name: object) -> str:
+    """Return `name` if it is a valid group name, else raise InvalidNameError naming it."""
+    return _validate_name(name, _NAME_RE, "group", "")
+
+
 def validate_channel_name(name: object) -> str:
     """Return `name` if it is a valid channel name, else raise InvalidNameError naming it."""
-    if not isinstance(name, str) or len(name) >= MAX_NAME_LENGTH or not _CHANNEL_RE.match(name):
-        raise InvalidNameError(
-            f"invalid channel name {name!r}: use ASCII letters, digits, '-', '_' or '.' "
-            f"(and one '!' for process-specific channels), under {MAX_NAME_LENGTH} characters"
-        )
-    return name
+    return _validate_name(name, _CHANNEL_RE, "channel", " (and one '!' for process-specific channels)")
 
 
 def validate_message(message: object) -> Message:
