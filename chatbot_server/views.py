@@ -8,8 +8,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from . import __version__
-from .metrics import CONTENT_TYPE
 from .keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY
+from .metrics import CONTENT_TYPE
 
 
 async def chat_page(request: web.Request) -> web.Response:
