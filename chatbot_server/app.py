@@ -73,6 +73,10 @@ def setup(
     target.router.add_get("/healthz", healthz, name="chatbot_healthz")
     target.router.add_get("/metrics", metrics, name="chatbot_metrics")
     target.router.add_static("/static", static_dir(), name="chatbot_static")
+    if settings.agents.enabled and settings.agents.accounts:
+        from .agents.routes import make_queue, setup_agents
+
+        setup_agents(target, settings, make_queue(settings, store.backend))
 
     async def resources(_: web.Application) -> AsyncIterator[None]:
         if owned_layer:

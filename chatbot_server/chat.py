@@ -8,12 +8,14 @@ from typing import Any, ClassVar
 
 from aiohttp import WSCloseCode
 
+from .agents.keys import AGENTS_GROUP, QUEUE_GROUP, QUEUE_KEY, watch_group
+from .agents.queue import HandoffQueue, Mode
 from .bots import Bot, HistoryEntry, Reply, Turn, Typing
 from .consumer import WebsocketConsumer, message_handler
 from .errors import ProtocolError
-from .history import ConversationStore
+from .history import ConversationStore, StoredFrame
 from .keys import BOT_KEY, STORE_KEY
-from .layers import Message
+from .layers import ChannelLayer, Message
 from .masking import mask_sensitive
 from .protocol import (
     CLOSE_IDLE,
@@ -38,9 +40,27 @@ CLOSE_TAKEN_OVER = 4002
 _TAKEN_OVER_TEXT = "此会话已在其他窗口继续。"
 
 
+_QUEUED_TEXT = "正在为您转接人工客服,您前面还有 {ahead} 位用户,请稍候。"
+_QUEUE_MOVED_TEXT = "您前面还有 {ahead} 位用户,请稍候。"
+_NO_AGENTS_TEXT = "暂不支持转人工服务。"
+
+
 def conversation_group(conversation: str) -> str:
     """The layer group of the one socket holding a conversation (its owner)."""
     return f"conv.{conversation}"
+
+
+async def deliver(
+    store: ConversationStore, layer: ChannelLayer, conversation: str, out: Frame | StoredFrame
+) -> int | None:
+    """Append a frame made outside the conversation's socket: directly if no process holds it (the
+    seq is returned), else through the layer to its holder, the single writer (None)."""
+    seq = await store.append_if_unowned(conversation, out)  # type: ignore[arg-type]
+    if seq is None:
+        await layer.group_send(
+            conversation_group(conversation), {"type": "conv.deliver", "conversation": conversation, "frame": out}
+        )
+    return seq
 
 
 class ChatConsumer(WebsocketConsumer):
@@ -64,6 +84,11 @@ class ChatConsumer(WebsocketConsumer):
         self._inherited: set[str] = set()
         self._takeover_ack: asyncio.Future[list[str]] | None = None
         self._wanted = ""
+        self.queue: HandoffQueue | None = request.config_dict.get(QUEUE_KEY)
+        # Who answers: the bot, nobody yet (waiting for an agent), or an agent.
+        self.mode: Mode = "bot"
+        self._fallbacks = 0
+        self._queue_position: int | None = None
 
     # ------------------------------------------------------------------ hooks
     async def on_connect(self) -> None:
@@ -166,12 +191,7 @@ class ChatConsumer(WebsocketConsumer):
 
     async def deliver(self, out: Frame) -> None:
         """Append a frame to a conversation this socket does not hold: directly, or via its holder."""
-        conversation = self.conversation
-        if await self.store.append_if_unowned(conversation, out) is None:  # type: ignore[arg-type]
-            await self.layer.group_send(
-                conversation_group(conversation),
-                {"type": "conv.deliver", "conversation": conversation, "frame": out},
-            )
+        await deliver(self.store, self.layer, self.conversation, out)
 
     async def on_receive_text(self, text: str) -> None:
         try:
@@ -187,7 +207,7 @@ class ChatConsumer(WebsocketConsumer):
             case Resume():
                 await self.handle_resume(inbound)
             case HandoffRequest():
-                await self.send_json(error_frame("unsupported", "暂不支持转人工服务。"))
+                await self.request_handoff()
 
     async def on_rate_limited(self) -> None:
         await self.send_json(error_frame("rate_limited", "您发送得太快了,请稍后再试。"))
@@ -236,10 +256,13 @@ class ChatConsumer(WebsocketConsumer):
             await self.deliver(user_frame)
         if log.isEnabledFor(logging.DEBUG):  # one line per message is too much for INFO at scale
             log.debug("ws.message conn=%s size=%d", self.connection_id, len(text))
+        elif self.mode == "agent":
+            await self.forward_to_agents(user_frame)
         if text != message.text and not self._warned_about_numbers:
             self._warned_about_numbers = True
             await self.emit(frame("system", _CARD_NUMBER_WARNING, talk=False, event="masked"))
-        await self.answer(text, message.client_id)
+        if self.mode == "bot":  # while waiting for or talking to a human, the bot stays silent
+            await self.answer(text, message.client_id)
 
     async def answer(self, text: str, client_id: str | None = None) -> None:
         """Run the bot on one message within the configured timeout; apologise if it fails."""
@@ -257,6 +280,7 @@ class ChatConsumer(WebsocketConsumer):
                     else:
                         self.stats.bot_latency.observe(loop.time() - started)
                         await self.emit(reply_frame(event, **extra))
+                        await self.after_reply(event)
         except TimeoutError:
             log.warning("bot.timeout conn=%s after=%.2fs", self.connection_id, loop.time() - started)
             self.stats.error("bot_timeout")
@@ -268,6 +292,58 @@ class ChatConsumer(WebsocketConsumer):
         finally:
             if client_id is not None:
                 self._answering.discard(client_id)
+
+    # --------------------------------------------------------------- handoff
+    async def after_reply(self, reply: Reply) -> None:
+        """Queue for a human when the bot says so, or after `agents.fallback_handoff` fallbacks in a row."""
+        if reply.handoff:
+            await self.request_handoff()
+            return
+        self._fallbacks = self._fallbacks + 1 if reply.fallback else 0
+        limit = self.settings.agents.fallback_handoff
+        if limit and self._fallbacks >= limit and self.queue is not None:
+            self._fallbacks = 0
+            await self.request_handoff()
+
+    async def request_handoff(self) -> None:
+        """Put the conversation in the queue for a human agent and tell the user their position."""
+        queue = self.queue
+        if queue is None:
+            await self.send_json(error_frame("unsupported", _NO_AGENTS_TEXT))
+            return
+        if self.mode == "agent":
+            return
+        preview = next(
+            (f["msg"] for f in reversed(await self.store.recent(self.conversation, 10)) if f["type"] == "user"), ""
+        )
+        position = await queue.enqueue(self.conversation, preview[:100])
+        if position == 0:  # an agent has it already
+            return
+        already = self.mode == "queued"
+        self.mode = "queued"
+        self._queue_position = position
+        if not already:
+            await self.group_add(QUEUE_GROUP)
+        await self.emit(
+            frame("system", _QUEUED_TEXT.format(ahead=position - 1), talk=False, event="queued",
+                  queue_position=position)
+        )
+        await self.layer.group_send(AGENTS_GROUP, {"type": "agents.queue"})
+
+    async def restore_mode(self) -> None:
+        """After a resume: who answers this conversation now (the queue is shared by all processes)."""
+        if self.queue is None:
+            return
+        self.mode, _ = await self.queue.mode(self.conversation)
+        if self.mode == "queued":
+            self._queue_position = await self.queue.position(self.conversation)
+            await self.group_add(QUEUE_GROUP)
+
+    async def forward_to_agents(self, out: Frame) -> None:
+        """Show a frame of the conversation live in the consoles of the agent holding it."""
+        await self.layer.group_send(
+            watch_group(self.conversation), {"type": "agent.frame", "conversation": self.conversation, "frame": out}
+        )
 
     async def resume(self, resume: Resume) -> bool:
         """Carry on an earlier conversation: replay its frames after `last_seq`; False if it is gone."""
@@ -289,10 +365,12 @@ class ChatConsumer(WebsocketConsumer):
         log.info(
             "ws.resume conn=%s conversation=%s replayed=%d", self.connection_id, self.conversation[:8], len(replay)
         )
+        await self.restore_mode()
         early, self._early = self._early, None
         for out in early or ():
             await self.emit(out)
-        await self.answer_orphans()
+        if self.mode == "bot":
+            await self.answer_orphans()
         return True
 
     async def answer_orphans(self) -> None:
@@ -337,6 +415,8 @@ class ChatConsumer(WebsocketConsumer):
             return
         await self.store.append(self.conversation, out)  # type: ignore[arg-type]
         await self.send_json(out)
+        if self.mode == "agent":
+            await self.forward_to_agents(out)
 
     # --------------------------------------------------------- layer handlers
     @message_handler
@@ -385,6 +465,41 @@ class ChatConsumer(WebsocketConsumer):
             await self.emit(out)  # type: ignore[arg-type]
         else:
             await self.deliver(out)  # type: ignore[arg-type]
+
+    @message_handler
+    async def conv_mode(self, message: Message) -> None:
+        """An agent took the conversation, or let it go: the bot falls silent or answers again."""
+        if message.get("conversation") != self.conversation_wanted():
+            return
+        mode = message.get("mode")
+        if mode not in ("bot", "agent"):
+            return
+        self.mode = mode
+        self._fallbacks = 0
+        self._queue_position = None
+        if QUEUE_GROUP in self._groups:
+            await self.group_discard(QUEUE_GROUP)
+        if mode == "agent" and self.holding:
+            # The console may have read the store before our latest frames were written out.
+            await self.layer.group_send(
+                watch_group(self.conversation),
+                {"type": "agent.transcript", "conversation": self.conversation,
+                 "frames": await self.store.transcript(self.conversation)},
+            )
+
+    @message_handler
+    async def queue_changed(self, message: Message) -> None:
+        """The queue moved: tell a waiting user their new position (not stored: it is transient)."""
+        if self.mode != "queued" or self.queue is None or not self.holding:
+            return
+        position = await self.queue.position(self.conversation)
+        if position is None or position == self._queue_position:
+            return
+        self._queue_position = position
+        await self.send_json(
+            frame("system", _QUEUE_MOVED_TEXT.format(ahead=position - 1), talk=False, event="queue_position",
+                  queue_position=position)
+        )
 
     @message_handler
     async def chat_broadcast(self, message: Message) -> None:

@@ -1,0 +1,196 @@
+"""The agent socket (/agent/ws): queue updates, claims, transcripts, replies, end and hand back.
+
+Client → server: {"type": "claim" | "end" | "handback" | "open", "conversation": id},
+{"type": "reply", "conversation": id, "text": "..."}.
+Server → client: hello, queue, claimed, claim_failed, transcript, frame, closed, error (docs/agents.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any, ClassVar
+
+from aiohttp import web
+
+from ..chat import conversation_group, deliver
+from ..consumer import WebsocketConsumer, message_handler
+from ..errors import ProtocolError
+from ..history import ConversationStore
+from ..jsonutil import JSONDecodeError, loads
+from ..keys import STORE_KEY
+from ..layers import Message
+from ..masking import mask_sensitive
+from ..origin import origin_allowed
+from ..protocol import MAX_CONVERSATION_ID_LENGTH, Frame, error_frame, frame
+from .directory import Agent, AgentDirectory
+from .keys import AGENTS_GROUP, DIRECTORY_KEY, QUEUE_GROUP, QUEUE_KEY, watch_group
+from .queue import HandoffQueue
+from .sessions import COOKIE_NAME
+
+log = logging.getLogger("chatbot_server.agents")
+
+_JOINED_TEXT = "人工客服{name}已接入,正在为您服务。"
+_ENDED_TEXT = "本次人工服务已结束,感谢您的耐心。如还有问题,可以继续向智能客服提问。"
+_HANDED_BACK_TEXT = "人工客服已将会话转回智能客服,您可以继续提问。"
+
+
+class AgentConsumer(WebsocketConsumer):
+    """One signed-in agent's console socket."""
+
+    groups: ClassVar[tuple[str, ...]] = (AGENTS_GROUP,)
+    channel_prefix: ClassVar[str] = "agent"
+
+    def __init__(self, request: web.Request) -> None:
+        super().__init__(request)
+        self.directory: AgentDirectory = request.config_dict[DIRECTORY_KEY]
+        self.queue: HandoffQueue = request.config_dict[QUEUE_KEY]
+        self.store: ConversationStore = request.config_dict[STORE_KEY]
+        self.agent: Agent | None = self.directory.from_cookie(request.cookies.get(COOKIE_NAME))
+
+    def refuse(self) -> web.StreamResponse | None:
+        if self.agent is None:
+            return web.Response(status=401, text="sign in at /agent/login first")
+        # SameSite=Strict keeps the cookie off cross-site requests; the Origin check is the second lock.
+        if "Origin" not in self.request.headers or not origin_allowed(
+            self.request, self.settings.security.allowed_origins, self.settings.server.trusted_proxies
+        ):
+            return web.Response(status=403, text="origin not allowed")
+        return super().refuse()
+
+    @property
+    def me(self) -> Agent:
+        """The signed-in agent (refuse() made sure there is one)."""
+        if self.agent is None:  # pragma: no cover - refused before
+            raise ProtocolError("unauthorized", "未登录")
+        return self.agent
+
+    async def on_connect(self) -> None:
+        active = await self.queue.active(self.me.username)
+        for conversation in active:
+            await self.group_add(watch_group(conversation))
+        await self.send_json(
+            {"type": "hello", "agent": {"username": self.me.username, "name": self.me.name}, "active": active}
+        )
+        await self.send_queue()
+        for conversation in active:
+            await self.send_transcript(conversation)
+
+    async def send_queue(self) -> None:
+        """The waiting conversations, first come first."""
+        items = [
+            {"conversation": e.conversation, "position": n, "since": e.since, "preview": e.preview}
+            for n, e in enumerate(await self.queue.waiting(), 1)
+        ]
+        await self.send_json({"type": "queue", "items": items})
+
+    async def send_transcript(self, conversation: str) -> None:
+        """The conversation as stored; live frames follow through the watch group."""
+        await self.send_json(
+            {"type": "transcript", "conversation": conversation, "frames": await self.store.transcript(conversation)}
+        )
+
+    async def on_receive_text(self, text: str) -> None:
+        try:
+            data = loads(text)
+            if not isinstance(data, dict):
+                raise ProtocolError("bad_frame", "应为 JSON 对象。")
+            kind = data.get("type")
+            conversation = data.get("conversation")
+            if not isinstance(conversation, str) or not 0 < len(conversation) <= MAX_CONVERSATION_ID_LENGTH:
+                raise ProtocolError("bad_frame", "缺少会话编号。")
+            match kind:
+                case "claim":
+                    await self.claim(conversation)
+                case "reply":
+                    await self.reply(conversation, data.get("text"))
+                case "end" | "handback":
+                    await self.let_go(conversation, handback=kind == "handback")
+                case "open":
+                    await self.require_mine(conversation)
+                    await self.send_transcript(conversation)
+                case _:
+                    raise ProtocolError("unknown_type", "不支持的消息类型。")
+        except JSONDecodeError:
+            await self.send_json(error_frame("bad_json", "不是合法的 JSON。"))
+        except ProtocolError as exc:
+            await self.send_json(error_frame(exc.code, str(exc)))
+
+    async def require_mine(self, conversation: str) -> None:
+        """Only the agent holding a conversation may read or write it."""
+        if await self.queue.agent_of(conversation) != self.me.username:
+            raise ProtocolError("not_yours", "这个会话不由您接待。")
+
+    async def claim(self, conversation: str) -> None:
+        """Take a waiting conversation; exactly one agent wins a race."""
+        if not await self.queue.claim(conversation, self.me.username):
+            await self.send_json({"type": "claim_failed", "conversation": conversation})
+            await self.send_queue()
+            return
+        log.info("agent.claim agent=%s conversation=%s", self.me.username, conversation[:8])
+        await self.group_add(watch_group(conversation))
+        await self.layer.group_send(
+            conversation_group(conversation),
+            {"type": "conv.mode", "conversation": conversation, "mode": "agent", "agent": self.me.name},
+        )
+        await self.send_json({"type": "claimed", "conversation": conversation})
+        await self.send_transcript(conversation)
+        await self.add_frame(
+            conversation,
+            frame("system", _JOINED_TEXT.format(name=self.me.name), talk=False, event="agent_joined", agent=self.me.name),
+        )
+        await self.queue_moved()
+
+    async def reply(self, conversation: str, text: Any) -> None:
+        """The agent's answer reaches the user as an "agent" frame with the agent's name."""
+        if not isinstance(text, str) or not text.strip():
+            raise ProtocolError("empty_text", "请输入内容后再发送。")
+        if len(text) > self.settings.limits.max_text_length * 4:
+            raise ProtocolError("too_long", "消息太长了。")
+        await self.require_mine(conversation)
+        out = frame("agent", mask_sensitive(text.strip()), talk=True, agent=self.me.name, id=secrets.token_hex(8))
+        await self.add_frame(conversation, out)
+
+    async def let_go(self, conversation: str, *, handback: bool) -> None:
+        """End the human chat, or hand the conversation back to the bot."""
+        await self.require_mine(conversation)
+        if not await self.queue.finish(conversation, self.me.username):
+            raise ProtocolError("not_yours", "这个会话不由您接待。")
+        await self.group_discard(watch_group(conversation))
+        await self.layer.group_send(
+            conversation_group(conversation), {"type": "conv.mode", "conversation": conversation, "mode": "bot"}
+        )
+        text, event = (_HANDED_BACK_TEXT, "agent_handback") if handback else (_ENDED_TEXT, "agent_left")
+        await deliver(self.store, self.layer, conversation, frame("system", text, talk=False, event=event))
+        await self.send_json({"type": "closed", "conversation": conversation, "reason": event})
+        log.info("agent.%s agent=%s conversation=%s", event, self.me.username, conversation[:8])
+
+    async def add_frame(self, conversation: str, out: Frame) -> None:
+        """Append through the conversation's holder; if none, here, and show it to the consoles."""
+        if await deliver(self.store, self.layer, conversation, out) is not None:
+            await self.layer.group_send(
+                watch_group(conversation), {"type": "agent.frame", "conversation": conversation, "frame": out}
+            )
+
+    async def queue_moved(self) -> None:
+        """Every console refreshes its queue; every waiting user learns their new position."""
+        await self.layer.group_send(AGENTS_GROUP, {"type": "agents.queue"})
+        await self.layer.group_send(QUEUE_GROUP, {"type": "queue.changed"})
+
+    # --------------------------------------------------------- layer handlers
+    @message_handler
+    async def agents_queue(self, message: Message) -> None:
+        """The queue changed."""
+        await self.send_queue()
+
+    @message_handler
+    async def agent_frame(self, message: Message) -> None:
+        """A new frame of a conversation this agent holds."""
+        await self.send_json({"type": "frame", "conversation": message["conversation"], "frame": message["frame"]})
+
+    @message_handler
+    async def agent_transcript(self, message: Message) -> None:
+        """The holder's full transcript (the store may lag its write-behind by a moment)."""
+        await self.send_json(
+            {"type": "transcript", "conversation": message["conversation"], "frames": message["frames"]}
+        )

@@ -1,0 +1,115 @@
+"""Agent console pages: sign-in, sign-out and the console itself (its socket is consumer.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from .. import __version__
+from ..keys import SETTINGS_KEY, TEMPLATES_KEY
+from ..origin import origin_allowed
+from ..ratelimit import client_ip
+from .directory import Agent, AgentDirectory
+from .keys import DIRECTORY_KEY
+from .sessions import COOKIE_NAME
+
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+
+
+def _url(request: web.Request, name: str, **parts: str) -> str:
+    return str(request.app.router[name].url_for(**parts))
+
+
+def _render(request: web.Request, template: str, context: dict[str, Any], *, status: int = 200) -> web.Response:
+    settings = request.config_dict[SETTINGS_KEY]
+    router = request.app.router
+    context = {
+        "ui": settings.ui,
+        "static": lambda path: f"{router['chatbot_static'].url_for(filename=path)}?v={__version__}",
+        "login_url": _url(request, "chatbot_agent_login"),
+        "logout_url": _url(request, "chatbot_agent_logout"),
+        **context,
+    }
+    response = aiohttp_jinja2.render_template(template, request, context, app_key=TEMPLATES_KEY, status=status)
+    response.headers["Content-Security-Policy"] = _CSP
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def current_agent(request: web.Request) -> Agent | None:
+    """The agent signed in on this request (a valid session cookie), or None."""
+    return request.config_dict[DIRECTORY_KEY].from_cookie(request.cookies.get(COOKIE_NAME))
+
+
+def _same_origin_post(request: web.Request) -> bool:
+    # SameSite=Strict already keeps the cookie off cross-site posts; the Origin header must match too.
+    settings = request.config_dict[SETTINGS_KEY]
+    return "Origin" in request.headers and origin_allowed(
+        request, settings.security.allowed_origins, settings.server.trusted_proxies
+    )
+
+
+async def console_page(request: web.Request) -> web.StreamResponse:
+    """The console; without a session, a redirect to the sign-in page."""
+    agent = current_agent(request)
+    if agent is None:
+        raise web.HTTPFound(_url(request, "chatbot_agent_login"))
+    config = {
+        "wsPath": _url(request, "chatbot_agent_ws"),
+        "agent": {"username": agent.username, "name": agent.name},
+        "maxTextLength": request.config_dict[SETTINGS_KEY].limits.max_text_length,
+    }
+    return _render(request, "agent.html", {"agent": agent, "client_config": config})
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """The sign-in form."""
+    if current_agent(request) is not None:
+        raise web.HTTPFound(_url(request, "chatbot_agent_console"))
+    return _render(request, "agent_login.html", {"error": ""})
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Check the password (rate limited per IP and per username) and set the session cookie."""
+    if not _same_origin_post(request):
+        raise web.HTTPForbidden(text="origin not allowed")
+    directory: AgentDirectory = request.config_dict[DIRECTORY_KEY]
+    form = await request.post()
+    username = str(form.get("username", ""))[:64]
+    password = str(form.get("password", ""))[:256]
+    settings = request.config_dict[SETTINGS_KEY]
+    keys = (f"ip:{client_ip(request, settings.server.trusted_proxies)}", f"user:{username}")
+    if directory.limiter.blocked(*keys):
+        return _render(request, "agent_login.html", {"error": "尝试次数过多,请稍后再试。"}, status=429)
+    agent = directory.check_password(username, password)
+    if agent is None:
+        directory.limiter.failed(*keys)
+        return _render(request, "agent_login.html", {"error": "用户名或密码错误。"}, status=401)
+    directory.limiter.succeeded(keys[1])
+    response = web.HTTPSeeOther(_url(request, "chatbot_agent_console"))
+    response.set_cookie(
+        COOKIE_NAME,
+        directory.signer.issue(agent.username),
+        max_age=int(directory.signer.ttl),
+        path=_url(request, "chatbot_agent_console"),
+        httponly=True,
+        samesite="Strict",
+        secure=request.secure,
+    )
+    raise response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """Forget the session cookie."""
+    if not _same_origin_post(request):
+        raise web.HTTPForbidden(text="origin not allowed")
+    response = web.HTTPSeeOther(_url(request, "chatbot_agent_login"))
+    response.del_cookie(COOKIE_NAME, path=_url(request, "chatbot_agent_console"))
+    raise response
