@@ -54,6 +54,9 @@ class RankerParams:
     # A long story around a question should not dilute its confidence: the query's side of the
     # coverage is capped at this multiple of the largest question's information content.
     query_cap: float = 0.5
+    # A query feature no question has counts against confidence as this share of the rarest
+    # feature's information: customers' filler words (names, places, amounts) are mostly unseen.
+    unseen_weight: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,11 @@ class _SynonymFinder:
         self.by_first = by_first
 
     def find(self, text: str) -> list[str]:
+        """Return the canonical term of every variant in `text`, longest match first."""
+        return [canonical for canonical, _ in self.spans(text)]
+
+    def spans(self, text: str) -> list[tuple[str, str]]:
+        """Return (canonical term, matched variant) for every variant in `text`."""
         found = []
         i, n = 0, len(text)
         while i < n:
@@ -100,7 +108,7 @@ class _SynonymFinder:
                     (i > 0 and _is_ascii_alnum(text[i - 1])) or (end < n and _is_ascii_alnum(text[end]))
                 ):
                     continue
-                found.append(self.canonical[variant])
+                found.append((self.canonical[variant], variant))
                 step = len(variant)
                 break
             i += step
@@ -124,12 +132,18 @@ class Featurizer:
 
     def features(self, norm: str) -> Counter[str]:
         """Return feature -> count for one text already passed through normalize()."""
+        return self.features_and_covered(norm)[0]
+
+    def features_and_covered(self, norm: str) -> tuple[Counter[str], set[str]]:
+        """Return the features and the word features that a synonym of the text stands for."""
         feats: Counter[str] = Counter()
+        spans = self.synonyms.spans(norm)
+        covered = {"w:" + word for _, variant in spans if variant.isascii() for word in variant.split()}
         for word in segment.cut(norm):
             if word in STOPWORDS or not _WORDISH.search(word) or word.isspace():
                 continue
             feats["w:" + word.strip()] += 1
-        for canonical in self.synonyms.find(norm):
+        for canonical, _ in spans:
             feats["s:" + canonical] += 1
         for run in _CJK_RUN.findall(norm):
             for i in range(len(run) - 1):
@@ -137,7 +151,7 @@ class Featurizer:
             for ch in run:
                 if ch not in STOPWORDS:
                     feats["u:" + ch] += 1
-        return feats
+        return feats, covered
 
     def weight(self, feature: str) -> float:
         """The weight of a feature's kind (word, synonym, bigram, unigram)."""
@@ -188,6 +202,7 @@ class Index:
         self.idf = {f: math.log(1.0 + (n - d + 0.5) / (d + 0.5)) for f, d in df.items()}
         # An unseen feature is as informative as the rarest: it counts against confidence.
         self.max_idf = math.log(1.0 + (n + 0.5) / 0.5)
+        self.unseen_idf = self.max_idf * p.unseen_weight
         lists: dict[str, tuple[list[int], list[float]]] = {}
         ideals = []
         for doc, (feats, length) in enumerate(zip(doc_feats, lengths, strict=True)):
@@ -209,13 +224,16 @@ class Index:
     def rank(self, text: str, limit: int = 3) -> list[Match]:
         """Return up to `limit` intents, best first, each with a confidence in 0..1."""
         norm_text = normalize(text)
-        feats = self.featurizer.features(norm_text)
+        feats, covered = self.featurizer.features_and_covered(norm_text)
         ideal = 0.0
         doc_parts = []
         weight_parts = []
         for feat in feats:
-            ideal += self.featurizer.weight(feat) * self.idf.get(feat, self.max_idf)
             posting = self.postings.get(feat)
+            # English words a synonym already stands for ("phone number" -> 预留手机号) are not
+            # unknown information: counting them would sink mixed-language questions.
+            if posting is not None or feat not in covered:
+                ideal += self.featurizer.weight(feat) * self.idf.get(feat, self.unseen_idf)
             if posting is not None:
                 doc_parts.append(posting[0])
                 weight_parts.append(posting[1])
