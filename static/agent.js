@@ -1,0 +1,180 @@
+// Agent console: the live queue, the agent's conversations, transcripts and replies.
+// All user text is rendered with textContent, never as HTML.
+(function () {
+  "use strict";
+  var config = JSON.parse(document.getElementById("agent-config").textContent);
+  var statusEl = document.getElementById("status");
+  var queueEl = document.getElementById("queue");
+  var queueCount = document.getElementById("queue-count");
+  var convsEl = document.getElementById("conversations");
+  var transcriptEl = document.getElementById("transcript");
+  var emptyEl = document.getElementById("empty");
+  var actionsEl = document.getElementById("actions");
+  var form = document.getElementById("reply-form");
+  var input = document.getElementById("reply-input");
+  var ROLE = { user: "用户", reply: "智能客服", greeting: "智能客服", agent: "客服", system: "系统" };
+
+  var socket = null;
+  var retry = 0;
+  var conversations = {};   // id -> {frames: {seq: frame}, preview}
+  var selected = null;
+
+  function setStatus(kind, text) {
+    statusEl.className = "status status-" + kind;
+    statusEl.textContent = text;
+    document.body.setAttribute("data-connection", kind);
+  }
+
+  function send(data) {
+    if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(data));
+  }
+
+  function short(id) { return id.slice(0, 6); }
+
+  function renderQueue(items) {
+    queueEl.textContent = "";
+    queueCount.textContent = String(items.length);
+    items.forEach(function (item) {
+      var li = document.createElement("li");
+      li.setAttribute("data-conversation", item.conversation);
+      var text = document.createElement("span");
+      text.className = "preview";
+      text.textContent = "#" + item.position + " " + (item.preview || "(用户 " + short(item.conversation) + ")");
+      var claim = document.createElement("button");
+      claim.type = "button";
+      claim.className = "claim";
+      claim.textContent = "接入";
+      claim.addEventListener("click", function () { send({ type: "claim", conversation: item.conversation }); });
+      li.appendChild(text);
+      li.appendChild(claim);
+      queueEl.appendChild(li);
+    });
+  }
+
+  function renderConversations() {
+    convsEl.textContent = "";
+    Object.keys(conversations).forEach(function (id) {
+      var li = document.createElement("li");
+      li.setAttribute("data-conversation", id);
+      if (id === selected) li.className = "selected";
+      var text = document.createElement("span");
+      text.className = "preview";
+      text.textContent = conversations[id].preview || "用户 " + short(id);
+      var open = document.createElement("button");
+      open.type = "button";
+      open.textContent = "查看";
+      open.addEventListener("click", function () { select(id); });
+      li.appendChild(text);
+      li.appendChild(open);
+      convsEl.appendChild(li);
+    });
+  }
+
+  function ensure(id) {
+    if (!conversations[id]) conversations[id] = { frames: {}, preview: "" };
+    return conversations[id];
+  }
+
+  function merge(id, frames) {
+    var conv = ensure(id);
+    frames.forEach(function (f) {
+      if (typeof f.seq === "number") conv.frames[f.seq] = f;
+      if (f.type === "user") conv.preview = f.msg;
+    });
+    renderConversations();
+    if (id === selected) renderTranscript();
+  }
+
+  function renderTranscript() {
+    var conv = conversations[selected];
+    transcriptEl.textContent = "";
+    if (!conv) return;
+    Object.keys(conv.frames).map(Number).sort(function (a, b) { return a - b; }).forEach(function (seq) {
+      var f = conv.frames[seq];
+      if (!ROLE[f.type]) return;
+      var li = document.createElement("li");
+      li.className = "agent-msg role-" + (f.type === "greeting" ? "reply" : f.type);
+      li.setAttribute("data-seq", String(seq));
+      var who = document.createElement("span");
+      who.className = "who";
+      who.textContent = f.type === "agent" && f.agent ? f.agent : ROLE[f.type];
+      var text = document.createElement("span");
+      text.className = "text";
+      text.textContent = f.msg;
+      li.appendChild(who);
+      li.appendChild(text);
+      transcriptEl.appendChild(li);
+    });
+    transcriptEl.scrollTop = transcriptEl.scrollHeight;
+  }
+
+  function select(id) {
+    selected = id;
+    var open = !!conversations[id];
+    transcriptEl.hidden = !open;
+    actionsEl.hidden = !open;
+    form.hidden = !open;
+    emptyEl.hidden = open;
+    renderConversations();
+    renderTranscript();
+    if (open) input.focus();
+  }
+
+  function drop(id) {
+    delete conversations[id];
+    if (selected === id) select(null);
+    else renderConversations();
+  }
+
+  function handle(m) {
+    switch (m.type) {
+      case "hello":
+        m.active.forEach(function (id) { ensure(id); });
+        renderConversations();
+        if (!selected && m.active.length) select(m.active[0]);
+        break;
+      case "queue": renderQueue(m.items); break;
+      case "claimed": ensure(m.conversation); select(m.conversation); break;
+      case "claim_failed": setStatus("connected", "该用户已被其他客服接入"); break;
+      case "transcript": merge(m.conversation, m.frames); break;
+      case "frame": merge(m.conversation, [m.frame]); break;
+      case "closed": drop(m.conversation); break;
+      case "error": setStatus("connected", m.msg); break;
+    }
+  }
+
+  function connect() {
+    var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + config.wsPath;
+    setStatus("connecting", "正在连接…");
+    socket = new WebSocket(url);
+    socket.onopen = function () { retry = 0; setStatus("connected", config.agent.name + " 在线"); };
+    socket.onmessage = function (event) { handle(JSON.parse(event.data)); };
+    socket.onclose = function (event) {
+      setStatus("disconnected", "连接已断开,正在重连…");
+      if (event.code === 1008 || event.code === 4401) { location.reload(); return; }
+      retry = Math.min(retry + 1, 6);
+      setTimeout(connect, 250 * Math.pow(2, retry));
+    };
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    var text = input.value.trim();
+    if (!text || !selected) return;
+    send({ type: "reply", conversation: selected, text: text });
+    input.value = "";
+  });
+  input.addEventListener("keydown", function (event) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  document.getElementById("end").addEventListener("click", function () {
+    if (selected) send({ type: "end", conversation: selected });
+  });
+  document.getElementById("handback").addEventListener("click", function () {
+    if (selected) send({ type: "handback", conversation: selected });
+  });
+  connect();
+}());
