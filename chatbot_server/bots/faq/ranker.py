@@ -29,7 +29,8 @@ _ENGLISH_STOPWORD_TEXT = (
     "a an the i me my mine you your we our it its is am are was were be been being do does did to of in on "
     "at for from with by and or but so if not no can could would should will shall may might must have has "
     "had get got how what why when where which who whom this that these those there here please pls plz "
-    "help want need let just about any some up out now today yesterday again still also very too much"
+    "help want need let just about any some up out now today yesterday again still also very too much "
+    "use using used card cards bank"
 )
 STOPWORDS = frozenset(_STOPWORD_TEXT.split()) | frozenset(_ENGLISH_STOPWORD_TEXT.split())
 
