@@ -33,6 +33,9 @@ _ENGLISH_STOPWORD_TEXT = (
     "use using used card cards bank"
 )
 STOPWORDS = frozenset(_STOPWORD_TEXT.split()) | frozenset(_ENGLISH_STOPWORD_TEXT.split())
+# Particles and colloquial filler: a bigram or character with one of these that no question has
+# ("了咋", "咋整", "整") is phrasing, not unknown content, and must not lower the confidence.
+FILLER_CHARS = frozenset("的了吗呢啊吧呀哦嘛么咋整弄搞办怎啥哈嗯诶哎呗啦喔哟捏滴")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +142,7 @@ class Featurizer:
         """Return the features and the word features that a synonym of the text stands for."""
         feats: Counter[str] = Counter()
         spans = self.synonyms.spans(norm)
-        covered = {"w:" + word for _, variant in spans if variant.isascii() for word in variant.split()}
+        covered = {"w:" + word for _, variant in spans for word in variant.split()}
         for word in segment.cut(norm):
             if word in STOPWORDS or not _WORDISH.search(word) or word.isspace():
                 continue
@@ -231,8 +234,10 @@ class Index:
         weight_parts = []
         for feat in feats:
             posting = self.postings.get(feat)
-            # English words a synonym already stands for ("phone number" -> 预留手机号) are not
-            # unknown information: counting them would sink mixed-language questions.
+            # Words a synonym already stands for ("phone number" -> 预留手机号, 卡锁了 -> 锁卡) are
+            # not unknown information: counting them would sink colloquial and mixed questions.
+            if posting is None and not FILLER_CHARS.isdisjoint(feat[2:]):
+                continue
             if posting is not None or feat not in covered:
                 ideal += self.featurizer.weight(feat) * self.idf.get(feat, self.unseen_idf)
             if posting is not None:
