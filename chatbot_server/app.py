@@ -73,7 +73,10 @@ def setup(
     target.router.add_get("/healthz", healthz, name="chatbot_healthz")
     target.router.add_get("/metrics", metrics, name="chatbot_metrics")
     target.router.add_static("/static", static_dir(), name="chatbot_static")
-    if settings.agents.enabled and settings.agents.accounts:
+    handoff = settings.agents.enabled and bool(settings.agents.accounts)
+    # The chat page shows its 转人工 button only when there are agents to hand off to.
+    target[TEMPLATES_KEY].globals["handoff_enabled"] = handoff
+    if handoff:
         from .agents.routes import make_queue, setup_agents
 
         setup_agents(target, settings, make_queue(settings, store.backend))

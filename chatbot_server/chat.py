@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from aiohttp import WSCloseCode
+from aiohttp import WSCloseCode, web
 
-from .agents.keys import AGENTS_GROUP, QUEUE_GROUP, QUEUE_KEY, watch_group
-from .agents.queue import HandoffQueue, Mode
 from .bots import Bot, HistoryEntry, Reply, Turn, Typing
 from .consumer import WebsocketConsumer, message_handler
 from .errors import ProtocolError
@@ -28,7 +26,22 @@ from .protocol import (
     parse_inbound,
 )
 
+if TYPE_CHECKING:
+    from .agents.queue import HandoffQueue, Mode
+
 log = logging.getLogger("chatbot_server.chat")
+
+# The handoff queue, set by app.setup() when agents are configured (the agents package is optional
+# here so that the chat works without it).
+QUEUE_KEY: web.AppKey[HandoffQueue] = web.AppKey("chatbot_server.agents.queue")
+# Layer groups: every agent console; every user waiting in the queue; the consoles on one conversation.
+AGENTS_GROUP = "agents"
+QUEUE_GROUP = "handoff.queue"
+
+
+def watch_group(conversation: str) -> str:
+    """The group of the agent consoles following a conversation."""
+    return f"watch.{conversation}"
 
 _CARD_NUMBER_WARNING = "为保护您的账户安全,请不要在对话中发送完整的卡号或身份证号,我们已自动隐藏。"
 

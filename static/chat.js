@@ -14,6 +14,8 @@
   var form = document.getElementById("composer");
   var input = document.getElementById("input");
   var sendButton = document.getElementById("send");
+  var handoffButton = document.getElementById("handoff");
+  var queueStatusEl = document.getElementById("queue-status");
   var logoEl = document.querySelector(".chat-logo");
   var SUGGESTIONS_LABEL = "猜您想问";
   var PENDING_TEXT = "发送中…";
@@ -26,6 +28,7 @@
   var pending = {};             // client id -> {text, el}: sent, not yet confirmed by the server
   var pendingOrder = [];
   var waitingReplies = 0;
+  var mode = "bot";             // who answers: "bot", "queued" (waiting for a human) or "agent"
   var state = loadState();      // {conversation, lastSeq}: lastSeq is the newest frame on screen
   // A (re)loaded page shows nothing yet, so it asks for the whole conversation, not just what came
   // after the saved lastSeq; otherwise a reload would resume the conversation with an empty screen.
@@ -190,6 +193,7 @@
       clearThinking();
       setStatus("disconnected", texts.disconnected);
       if (event.code === 4000) { stopped = true; return; }  // idle: reconnect when the user comes back
+      if (event.code === 4002) { stopped = true; return; }  // carried on in another tab: leave it there
       scheduleReconnect();
     };
     ws.onerror = function () { /* onclose follows and handles it */ };
@@ -234,8 +238,12 @@
         addMessage("agent", f.msg, f.ts, { agent: f.agent || "人工客服" });
         break;
       case "system":
+        if (f.event === "queue_position") { setMode("queued", f.queue_position); break; }
         if (f.msg) addMessage("system", f.msg, f.ts);
         if (f.event === "resumed") resendPending();
+        if (f.event === "queued") setMode("queued", f.queue_position);
+        if (f.event === "agent_joined") setMode("agent");
+        if (f.event === "agent_left" || f.event === "agent_handback") setMode("bot");
         break;
       case "error":
         setThinking(false);
@@ -243,6 +251,19 @@
         break;
       default:
         if (f.msg) addMessage(f.talk ? "bot" : "system", String(f.msg), f.ts);
+    }
+  }
+
+  // While waiting for or talking to a human the bot is silent: no "thinking" dots then.
+  function setMode(next, position) {
+    mode = next;
+    if (next !== "bot") clearThinking();
+    if (handoffButton) handoffButton.disabled = next !== "bot";
+    if (next === "queued" && position) {
+      queueStatusEl.textContent = "正在等待人工客服,您前面还有 " + (position - 1) + " 位用户";
+      queueStatusEl.hidden = false;
+    } else {
+      queueStatusEl.hidden = true;
     }
   }
 
@@ -270,7 +291,7 @@
     pending[id] = { text: text, el: el };
     pendingOrder.push(id);
     if (socket && socket.readyState === WebSocket.OPEN) {
-      setThinking(true);
+      if (mode === "bot") setThinking(true);
       socket.send(JSON.stringify({ type: "message", text: text, id: id }));
     } else if (stopped) {
       connect();
@@ -284,7 +305,7 @@
     pendingOrder.forEach(function (id) {
       socket.send(JSON.stringify({ type: "message", text: pending[id].text, id: id }));
     });
-    showThinking(pendingOrder.length);
+    if (mode === "bot") showThinking(pendingOrder.length);
   }
 
   form.addEventListener("submit", function (event) {
@@ -311,6 +332,14 @@
   Array.prototype.forEach.call(quickEl.querySelectorAll("[data-question]"), function (b) {
     b.addEventListener("click", function () { send(b.getAttribute("data-question")); });
   });
+
+  if (handoffButton) {
+    handoffButton.addEventListener("click", function () {
+      if (socket && socket.readyState === WebSocket.OPEN && mode === "bot") {
+        socket.send(JSON.stringify({ type: "handoff" }));
+      }
+    });
+  }
 
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "visible" && !socket && stopped) connect();

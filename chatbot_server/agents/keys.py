@@ -1,4 +1,4 @@
-"""Application keys of the agents feature."""
+"""Application keys and layer group names of the agents feature."""
 
 from __future__ import annotations
 
@@ -6,18 +6,11 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..chat import AGENTS_GROUP, QUEUE_GROUP, QUEUE_KEY, watch_group
+
 if TYPE_CHECKING:
     from .directory import AgentDirectory
-    from .queue import HandoffQueue
 
-QUEUE_KEY: web.AppKey[HandoffQueue] = web.AppKey("chatbot_server.agents.queue")
+__all__ = ["AGENTS_GROUP", "DIRECTORY_KEY", "QUEUE_GROUP", "QUEUE_KEY", "watch_group"]
+
 DIRECTORY_KEY: web.AppKey[AgentDirectory] = web.AppKey("chatbot_server.agents.directory")
-
-# Layer groups: every agent console; every user waiting in the queue; the consoles on one conversation.
-AGENTS_GROUP = "agents"
-QUEUE_GROUP = "handoff.queue"
-
-
-def watch_group(conversation: str) -> str:
-    """The group of the agent consoles following a conversation."""
-    return f"watch.{conversation}"

@@ -38,7 +38,8 @@ def _render(request: web.Request, template: str, context: dict[str, Any], *, sta
     response = aiohttp_jinja2.render_template(template, request, context, app_key=TEMPLATES_KEY, status=status)
     response.headers["Content-Security-Policy"] = _CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # Not "no-referrer": with it browsers send "Origin: null" on form posts, failing the Origin check.
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"
     return response
 
