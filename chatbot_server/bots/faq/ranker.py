@@ -143,8 +143,11 @@ class Featurizer:
         feats: Counter[str] = Counter()
         spans = self.synonyms.spans(norm)
         covered = {"w:" + word for _, variant in spans for word in variant.split()}
+        # An English word a synonym stands for is only that synonym: kept as a word of its own,
+        # "limit" in "transfer limit" would pull towards "credit limit increase".
+        english = {word for _, variant in spans if variant.isascii() for word in variant.split()}
         for word in segment.cut(norm):
-            if word in STOPWORDS or not _WORDISH.search(word) or word.isspace():
+            if word in STOPWORDS or word in english or not _WORDISH.search(word) or word.isspace():
                 continue
             feats["w:" + word.strip()] += 1
         for canonical, _ in spans:
