@@ -31,6 +31,14 @@ def test_normalize_folds_width_case_and_traditional_script() -> None:
     assert normalize("  Apple   PAY ") == "apple pay"
 
 
+def test_normalize_rewrites_pinyin_typos_but_not_words_that_merely_contain_them() -> None:
+    assert normalize("银行咔密马忘了") == "银行卡密码忘了"
+    assert normalize("卡被冻洁了，信用咭还能激火吗") == "卡被冻结了,信用卡还能激活吗"
+    # 自动结算 holds 动结 and 取款几次 holds 款几: neither may turn into 冻结 / 款机.
+    assert normalize("自动结算") == "自动结算"
+    assert normalize("取款几次") == "取款几次"
+
+
 @pytest.mark.parametrize(
     ("text", "intent"),
     [
@@ -43,6 +51,12 @@ def test_normalize_folds_width_case_and_traditional_script() -> None:
         ("在国外ATM一天能取多少现金", "overseas_atm_withdrawal_limit"),
         ("云闪付app怎么绑定银行卡", "app_registration_binding"),
         ("信用卡想提额", "credit_limit_increase"),
+        ("银行咔丢了", "card_lost_report"),  # pinyin typo
+        ("卡被冻洁了咋整", "account_frozen"),  # typo + colloquial filler
+        ("my account is frozen", "account_frozen"),  # English only
+        ("transfer limit 能调高吗", "transfer_limit"),  # not credit limit
+        ("forgot my PIN 怎么办", "pin_reset"),  # English function words do not dilute it
+        ("工商银行app绑不了卡", "app_registration_binding"),  # a bank's own app, not 云闪付
     ],
 )
 async def test_normalised_variants_reach_the_right_intent(bot: FaqBot, text: str, intent: str) -> None:
