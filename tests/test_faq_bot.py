@@ -144,3 +144,21 @@ async def test_answer_before_start_is_a_bot_error() -> None:
     bot = build_bot("faq", {"watch": False})
     with pytest.raises(BotError, match="start"):
         await bot.answer(Turn("c", "你好"))
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("你好，我的卡丢了", "card_lost_report"),
+        ("在吗？转账没到账", "transfer_failed_pending"),
+        ("谢谢，那年费怎么免", "annual_fee"),
+        ("你好", "greeting"),
+        ("你好，我想咨询一下", "greeting"),
+        ("好的谢谢", "thanks_goodbye"),
+    ],
+)
+async def test_a_question_wrapped_in_pleasantries_gets_the_question_answered(
+    bot: FaqBot, text: str, intent: str
+) -> None:
+    reply = await ask(bot, text)
+    assert (reply.intent, reply.fallback) == (intent, False)

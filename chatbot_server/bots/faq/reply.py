@@ -10,6 +10,10 @@ HANDOFF_INTENT = "human_agent"
 MAX_SUGGESTIONS = 3
 # Intents never offered as "did you mean" suggestions: they are not questions about cards.
 _NOT_SUGGESTED = frozenset({"out_of_scope", "greeting", "thanks_goodbye", "human_agent"})
+# Pleasantries around a question ("你好，我的卡丢了", "谢谢，那年费怎么免") are not what the customer
+# wants answered: a card question matched at least this confidently wins over them.
+_SOCIAL = frozenset({"greeting", "thanks_goodbye"})
+SOCIAL_YIELD = 0.3
 
 FALLBACK_TEXT = "抱歉，我没有完全理解您的问题。"
 FALLBACK_WITH_SUGGESTIONS = "您是想问以下问题吗？"
@@ -21,6 +25,10 @@ def compose_reply(index: Index, text: str, threshold: float) -> Reply:
     """Answer `text` from `index`: the best entry when confident, else a fallback offering help."""
     matches = index.rank(text, limit=MAX_SUGGESTIONS + 2)
     top = matches[0] if matches else None
+    if top is not None and top.intent in _SOCIAL:
+        floor = max(threshold, SOCIAL_YIELD)
+        question = next((m for m in matches[1:] if m.intent not in _NOT_SUGGESTED and m.confidence >= floor), None)
+        top = question or top
     if top is not None and top.confidence >= threshold:
         entry = index.entries[top.intent]
         follow_ups = tuple(index.entries[s].questions[0] for s in entry.suggestions[:MAX_SUGGESTIONS])
