@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -58,6 +59,10 @@ class _Owned:
     seq: int = 0
     client_ids: set[str] = field(default_factory=set)
     replied: set[str] = field(default_factory=set)
+    # How long the Redis list may be (so LTRIM is sent only when needed) and when the keys' TTLs
+    # were last renewed (renewed every tenth of the TTL, not on every write).
+    stored: int = 0
+    renewed: float = -1e18
 
     def add(self, frame: StoredFrame) -> None:
         self.frames.append(frame)
@@ -161,16 +166,31 @@ class RedisConversationStore(ConversationStore):
             if not batch:
                 return
             pipe = self._client.pipeline(transaction=False)
+            now = time.monotonic()
+            renew_every = self.ttl_ms / 10_000
             for conversation, frames in batch.items():
                 seq_key, frames_key, owner_key = self._keys(conversation)
+                # Two commands per conversation and batch on the hot path; trim and TTL renewal
+                # only when due (a released conversation gets both).
                 pipe.rpush(frames_key, *[orjson.dumps(f) for f in frames])
-                pipe.ltrim(frames_key, -self.max_frames, -1)
-                pipe.pexpire(frames_key, self.ttl_ms)
                 pipe.set(seq_key, frames[-1]["seq"], px=self.ttl_ms)
-                pipe.pexpire(owner_key, self.ttl_ms)
+                state = self._owned.get(conversation)
+                if state is not None:
+                    state.stored += len(frames)
+                if state is None or state.stored > self.max_frames:
+                    pipe.ltrim(frames_key, -self.max_frames, -1)
+                    if state is not None:
+                        state.stored = self.max_frames
+                if state is None or now - state.renewed > renew_every:
+                    pipe.pexpire(frames_key, self.ttl_ms)
+                    pipe.pexpire(owner_key, self.ttl_ms)
+                    if state is not None:
+                        state.renewed = now
             try:
                 await pipe.execute()
             except BaseException:
+                for state in self._owned.values():
+                    state.renewed = -1e18  # renew again on the retry
                 for conversation, frames in self._pending.items():
                     batch.setdefault(conversation, []).extend(frames)
                 self._pending = batch
@@ -210,7 +230,7 @@ class RedisConversationStore(ConversationStore):
         pipe.get(seq_key)
         pipe.lrange(frames_key, 0, -1)
         raw_seq, raw_frames = await pipe.execute()
-        state = _Owned(frames=deque(maxlen=self.max_frames), seq=int(raw_seq or 0))
+        state = _Owned(frames=deque(maxlen=self.max_frames), seq=int(raw_seq or 0), stored=len(raw_frames))
         for raw in raw_frames:
             state.add(orjson.loads(raw))
         self._owned[conversation] = state

@@ -65,6 +65,10 @@ async def test_max_frames_keeps_the_newest(store_factory: StoreFactory) -> None:
         await store.append(conv, {"type": "user", "msg": str(n)})
     assert [f["seq"] for f in await store.read_since(conv, 0)] == [7, 8, 9, 10]
     assert [f["seq"] for f in await store.read_since(conv, 8)] == [9, 10]
+    await store.flush()
+    await store.release(conv)
+    reader = await store_factory(max_frames=4) if store.backend == "redis" else store
+    assert [f["seq"] for f in await reader.read_since(conv, 0)] == [7, 8, 9, 10]  # as written out
 
 
 async def test_ids_are_unguessable_and_unknown_ids_do_not_exist(store_factory: StoreFactory) -> None:
