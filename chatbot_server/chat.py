@@ -17,6 +17,7 @@ from .layers import ChannelLayer, Message
 from .masking import mask_sensitive
 from .protocol import (
     CLOSE_IDLE,
+    CLOSE_TAKEN_OVER,
     Frame,
     HandoffRequest,
     Resume,
@@ -47,9 +48,8 @@ _CARD_NUMBER_WARNING = "为保护您的账户安全,请不要在对话中发送�
 
 _ROLE_OF_FRAME = {"user": "user", "reply": "bot", "greeting": "bot", "agent": "agent", "system": "system"}
 
-# Close code for a socket whose conversation was carried on by a newer socket (another tab or a
-# reconnect): the page must not reconnect by itself, or two tabs would take it from each other.
-CLOSE_TAKEN_OVER = 4002
+# A socket whose conversation was carried on by a newer socket closes with CLOSE_TAKEN_OVER: the
+# page must not reconnect by itself, or two tabs would take the conversation from each other.
 _TAKEN_OVER_TEXT = "此会话已在其他窗口继续。"
 
 
@@ -349,8 +349,14 @@ class ChatConsumer(WebsocketConsumer):
             return
         self.mode, _ = await self.queue.mode(self.conversation)
         if self.mode == "queued":
-            self._queue_position = await self.queue.position(self.conversation)
+            position = await self.queue.position(self.conversation)
+            self._queue_position = position
             await self.group_add(QUEUE_GROUP)
+            if position is not None:  # the replayed "queued" notice may be out of date
+                await self.send_json(
+                    frame("system", _QUEUE_MOVED_TEXT.format(ahead=position - 1), talk=False,
+                          event="queue_position", queue_position=position)
+                )
 
     async def forward_to_agents(self, out: Frame) -> None:
         """Show a frame of the conversation live in the consoles of the agent holding it."""

@@ -14,6 +14,7 @@ PROTOCOL_VERSION: Final = 1
 # Close codes the server uses besides the standard ones (1000, 1001, 1008, 1009, 1011).
 CLOSE_IDLE: Final = 4000  # no frame from the client for limits.idle_timeout seconds
 CLOSE_SLOW_READER: Final = 4001  # the client stopped reading and its send queue overflowed
+CLOSE_TAKEN_OVER: Final = 4002  # a newer socket (another tab, another process) carries on the conversation
 
 MAX_CLIENT_ID_LENGTH: Final = 64
 MAX_CONVERSATION_ID_LENGTH: Final = 128

@@ -146,13 +146,19 @@
   function connect() {
     var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + config.wsPath;
     setStatus("connecting", "正在连接…");
+    var opened = false;
     socket = new WebSocket(url);
-    socket.onopen = function () { retry = 0; setStatus("connected", config.agent.name + " 在线"); };
+    socket.onopen = function () { opened = true; retry = 0; setStatus("connected", config.agent.name + " 在线"); };
     socket.onmessage = function (event) { handle(JSON.parse(event.data)); };
-    socket.onclose = function (event) {
+    socket.onclose = function () {
       setStatus("disconnected", "连接已断开,正在重连…");
-      if (event.code === 1008 || event.code === 4401) { location.reload(); return; }
       retry = Math.min(retry + 1, 6);
+      if (!opened) {
+        // Refused before opening: if the session has expired, the console page now redirects.
+        fetch(location.href, { redirect: "manual", credentials: "same-origin" }).then(function (r) {
+          if (r.type === "opaqueredirect") location.reload();
+        }, function () { /* offline: keep retrying */ });
+      }
       setTimeout(connect, 250 * Math.pow(2, retry));
     };
   }

@@ -233,3 +233,29 @@ async def test_concurrent_claims_have_exactly_one_winner(queues: list[HandoffQue
         assert not await queues[0].finish(conversation, "someone else")
         assert await queues[1].finish(conversation, winner)
         assert await queues[0].mode(conversation) == ("bot", None)
+
+
+async def test_waiting_user_who_reconnects_elsewhere_keeps_waiting(
+    deploy: Callable[..., Awaitable[Deployment]], agents: list[AgentSocket]
+) -> None:
+    one, two, bot = await deploy()
+    ws, conversation = await user(one)
+    await ws.send_json({"type": "handoff"})
+    await receive_until(ws, "system")
+    await ws.close()
+    ws = await two.ws_connect(f"/ws?conversation={conversation}&last_seq=1")
+    replayed = await receive_json(ws)
+    assert (replayed["event"], replayed["seq"]) == ("queued", 2)
+    assert (await receive_json(ws))["event"] == "resumed"
+    fresh = await receive_json(ws)
+    assert (fresh["event"], fresh["queue_position"]) == ("queue_position", 1)
+    await say(ws, "还要等多久", "w")
+    assert (await receive_json(ws))["type"] == "user"
+    li = await AgentSocket.open(one, "li")
+    agents.append(li)
+    await li.send(type="claim", conversation=conversation)
+    transcript = await li.next("transcript")
+    assert transcript["frames"][-1]["msg"] == "还要等多久"  # stored while waiting; the bot said nothing
+    assert "还要等多久" not in bot.answered
+    assert (await receive_until(ws, "system"))["event"] == "agent_joined"
+    await ws.close()
