@@ -52,10 +52,16 @@ async def wait_http(url: str, deadline: float) -> None:
     raise SystemExit(f"server at {url} did not come up")
 
 
-async def burst(port: int, redis_url: str, prefix: str, sockets: int, pid: int) -> None:
+async def burst(port: int, redis_url: str, prefix: str, sockets: int, pid: int, rounds: int) -> None:
     base = f"http://127.0.0.1:{port}"
     await wait_http(f"{base}/healthz", time.monotonic() + 30)
     baseline = rss_kib(pid)
+    for round_no in range(1, rounds + 1):
+        print(f"-- burst {round_no} of {rounds}")
+        await one_burst(base, redis_url, prefix, sockets, pid, baseline)
+
+
+async def one_burst(base: str, redis_url: str, prefix: str, sockets: int, pid: int, baseline: int) -> None:
     connector = aiohttp.TCPConnector(limit=0)
     errors: list[str] = []
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -99,6 +105,7 @@ async def burst(port: int, redis_url: str, prefix: str, sockets: int, pid: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sockets", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=2, help="bursts in a row (is memory reused?)")
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -119,7 +126,7 @@ def main() -> None:
             [sys.executable, "-m", "chatbot_server", "--config", str(config), "--port", str(port)], cwd=ROOT
         )
         try:
-            asyncio.run(burst(port, redis_url, prefix, args.sockets, server.pid))
+            asyncio.run(burst(port, redis_url, prefix, args.sockets, server.pid, args.rounds))
         finally:
             server.terminate()
             server.wait(30)

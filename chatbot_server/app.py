@@ -130,6 +130,7 @@ def make_store(settings: Settings, layer: ChannelLayer) -> ConversationStore:
             process_id=layer.process_id,
             ttl=history.ttl,
             max_frames=history.max_frames,
+            pool_size=redis.pool_size,
         )
     return MemoryConversationStore(ttl=history.ttl, max_frames=history.max_frames)
 

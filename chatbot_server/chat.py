@@ -10,7 +10,7 @@ from aiohttp import WSCloseCode, web
 
 from .bots import Bot, HistoryEntry, Reply, Turn, Typing
 from .consumer import WebsocketConsumer, message_handler
-from .errors import ProtocolError
+from .errors import ProtocolError, StoreUnavailableError
 from .history import ConversationStore, StoredFrame
 from .keys import BOT_KEY, STORE_KEY
 from .layers import ChannelLayer, Message
@@ -110,9 +110,18 @@ class ChatConsumer(WebsocketConsumer):
         if wanted:
             last_seq = query.get("last_seq", "0")
             resume = Resume(wanted[:128], int(last_seq) if last_seq.isdigit() else 0)
-            if await self.resume(resume):
+            if await self._try_resume(resume):
                 return
         await self.start_conversation(expired=bool(wanted))
+
+    async def _try_resume(self, resume: Resume) -> bool:
+        # While the store is unreachable an earlier conversation cannot be read: start afresh
+        # rather than fail the socket (the customer can still be answered).
+        try:
+            return await self.resume(resume)
+        except StoreUnavailableError as exc:
+            log.warning("history.resume_unavailable conn=%s error=%s", self.connection_id, exc)
+            return False
 
     async def start_conversation(self, *, expired: bool = False) -> None:
         """Open a new conversation and greet; say so first if the one asked for is gone."""
@@ -411,7 +420,7 @@ class ChatConsumer(WebsocketConsumer):
         """A resume frame on an open socket: switch to that conversation, or start a fresh one."""
         if resume.conversation != self.conversation:
             await self.let_go()
-        if not await self.resume(resume):
+        if not await self._try_resume(resume):
             await self.start_conversation(expired=True)
 
     async def recent_history(self) -> list[HistoryEntry]:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode
 
+from .memtrim import TrimAfterWaves, release_free_memory
 from .metrics import ServerStats
 from .protocol import CLOSE_IDLE
 from .ratelimit import ConnectionsPerIp
@@ -31,6 +32,8 @@ class ConnectionRegistry:
         self._changed = asyncio.Condition()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._waves = TrimAfterWaves()
+        self._trim: asyncio.TimerHandle | None = None
         self.accepting = True
 
     def __len__(self) -> int:
@@ -55,8 +58,17 @@ class ConnectionRegistry:
     async def discard(self, consumer: WebsocketConsumer) -> None:
         """Forget a consumer whose clean-up has finished."""
         self._consumers.discard(consumer)
+        if self._waves.observe(len(self._consumers)) and self._trim is None:
+            # After thousands of sockets closed at once, hand the freed memory back (once the
+            # wave has passed, not per socket).
+            self._trim = asyncio.get_running_loop().call_later(1.0, self._release_memory)
         async with self._changed:
             self._changed.notify_all()
+
+    def _release_memory(self) -> None:
+        self._trim = None
+        release_free_memory()
+        log.info("memory.trimmed open=%d", len(self._consumers))
 
     async def wait_until(self, count: int) -> None:
         """Wait until exactly `count` sockets are open and fully cleaned up (tests, drains)."""
@@ -89,3 +101,6 @@ class ConnectionRegistry:
             )
         if self._cleanups:
             await asyncio.gather(*self._cleanups, return_exceptions=True)
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None

@@ -41,6 +41,10 @@ class LayerUnavailableError(ChatbotServerError, ConnectionError):
     """The channel layer's backend (e.g. Redis) cannot be reached right now."""
 
 
+class StoreUnavailableError(ChatbotServerError, ConnectionError):
+    """The conversation store's backend (e.g. Redis) cannot be reached right now."""
+
+
 class BotError(ChatbotServerError):
     """A bot could not be loaded or failed to answer."""
 

@@ -19,6 +19,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .errors import StoreUnavailableError
 from .history import ConversationStore, StoredFrame, new_conversation_id
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ return 0
 """
 RETRY_DELAY = 0.2
 CLOSE_TIMEOUT = 5.0
+RELEASE_WAIT = 2.0
 
 
 @dataclass
@@ -86,6 +88,7 @@ class RedisConversationStore(ConversationStore):
         process_id: str,
         ttl: float = 86400,
         max_frames: int = 500,
+        pool_size: int = 50,
         client: aioredis.Redis | None = None,
     ) -> None:
         super().__init__()
@@ -96,7 +99,14 @@ class RedisConversationStore(ConversationStore):
         self.ttl_ms = int(ttl * 1000)
         self.max_frames = max_frames
         self._own_client = client is None
-        self._client = client if client is not None else aioredis.Redis.from_url(url)
+        # A blocking pool: a burst of connects waits for a free connection instead of failing
+        # with "Too many connections" (what channels_redis does at 100 concurrent connects).
+        self._client = client if client is not None else aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=None)
+        )
+        self._new: set[str] = set()  # created here, owner key not written yet
+        self._releasing: set[str] = set()  # given up here, owner key to delete after its frames
+        self._waiters: list[asyncio.Future[None]] = []  # resolved when the next batch is written
         self._append = self._client.register_script(_APPEND)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release = self._client.register_script(_RELEASE)
@@ -129,13 +139,13 @@ class RedisConversationStore(ConversationStore):
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
         try:
+            self._releasing.update(self._owned)
+            self._owned.clear()
             await self._write_pending()
-            for conversation in list(self._owned):
-                await self.release(conversation)
         except RedisError as exc:
             log.warning("history.close_failed error=%s", exc)
         if self._own_client:
-            await self._client.aclose()
+            await self._client.aclose(close_connection_pool=True)
 
     async def health(self) -> tuple[bool, str]:
         try:
@@ -151,10 +161,13 @@ class RedisConversationStore(ConversationStore):
             self._wake.clear()
             try:
                 await self._write_pending()
+                if self._last_error:
+                    log.warning("history.write_recovered")
                 self._last_error = ""
             except (RedisError, OSError) as exc:
+                if not self._last_error:  # once per outage, not every retry
+                    log.warning("history.write_failed error=%s (frames kept, retrying)", exc)
                 self._last_error = f"write-behind failing: {exc}"
-                log.warning("history.write_failed error=%s", exc)
                 if not self._stopping:
                     await asyncio.sleep(RETRY_DELAY)  # Redis is down: retry the kept frames later
                 self._wake.set()
@@ -163,11 +176,21 @@ class RedisConversationStore(ConversationStore):
         """Write every pending frame in one pipeline; on failure they are kept for the next try."""
         async with self._write_lock:
             batch, self._pending = self._pending, {}
-            if not batch:
+            if not batch and not self._new and not self._releasing:
+                for waiter in self._waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                self._waiters.clear()
                 return
+            new, self._new = self._new, set()
+            releasing, self._releasing = self._releasing, set()
+            waiters, self._waiters = self._waiters, []
             pipe = self._client.pipeline(transaction=False)
             now = time.monotonic()
             renew_every = self.ttl_ms / 10_000
+            for conversation in new:
+                if conversation in self._owned:
+                    pipe.set(self._keys(conversation)[2], self.process_id, px=self.ttl_ms)
             for conversation, frames in batch.items():
                 seq_key, frames_key, owner_key = self._keys(conversation)
                 # Two commands per conversation and batch on the hot path; trim and TTL renewal
@@ -186,15 +209,24 @@ class RedisConversationStore(ConversationStore):
                     pipe.pexpire(owner_key, self.ttl_ms)
                     if state is not None:
                         state.renewed = now
+            for conversation in releasing:  # after the conversation's last frames, in one pipeline
+                await self._release(keys=[self._keys(conversation)[2]], args=[self.process_id], client=pipe)
             try:
                 await pipe.execute()
             except BaseException:
+                await pipe.reset()  # give its connection back to the pool
+                self._new |= new
+                self._releasing |= releasing
+                self._waiters[:0] = waiters
                 for state in self._owned.values():
                     state.renewed = -1e18  # renew again on the retry
                 for conversation, frames in self._pending.items():
                     batch.setdefault(conversation, []).extend(frames)
                 self._pending = batch
                 raise
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def flush(self) -> None:
         await self._write_pending()
@@ -204,19 +236,22 @@ class RedisConversationStore(ConversationStore):
         return conversation in self._owned
 
     async def create(self) -> str:
+        # A new id is unguessable, so nobody else can hold it: own it here at once and let the
+        # write-behind record the owner with the first frames. No Redis round trip per connect,
+        # and new conversations work while Redis is down.
         conversation = new_conversation_id()
-        seq_key, _, owner_key = self._keys(conversation)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.set(owner_key, self.process_id, px=self.ttl_ms)
-        pipe.set(seq_key, 0, px=self.ttl_ms)
-        await pipe.execute()
         self._owned[conversation] = _Owned(frames=deque(maxlen=self.max_frames))
+        self._new.add(conversation)
+        self._wake.set()
         return conversation
 
     async def acquire(self, conversation: str) -> str | None:
         if conversation in self._owned:
             return None
-        old = await self._acquire(keys=[self._keys(conversation)[2]], args=[self.process_id, self.ttl_ms])
+        try:
+            old = await self._acquire(keys=[self._keys(conversation)[2]], args=[self.process_id, self.ttl_ms])
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
         if old is None:
             return None
         previous = old.decode() if isinstance(old, bytes) else str(old)
@@ -226,10 +261,13 @@ class RedisConversationStore(ConversationStore):
         if conversation in self._owned:
             return
         seq_key, frames_key, _ = self._keys(conversation)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.get(seq_key)
-        pipe.lrange(frames_key, 0, -1)
-        raw_seq, raw_frames = await pipe.execute()
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.get(seq_key)
+                pipe.lrange(frames_key, 0, -1)
+                raw_seq, raw_frames = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
         state = _Owned(frames=deque(maxlen=self.max_frames), seq=int(raw_seq or 0), stored=len(raw_frames))
         for raw in raw_frames:
             state.add(orjson.loads(raw))
@@ -238,16 +276,27 @@ class RedisConversationStore(ConversationStore):
     async def release(self, conversation: str) -> None:
         if self._owned.pop(conversation, None) is None:
             return
-        # Pending frames of this conversation are in the batch written here (or the running one,
-        # which holds the lock until written).
-        await self._write_pending()
-        await self._release(keys=[self._keys(conversation)[2]], args=[self.process_id])
+        # The owner key goes in the same write-behind batch as the conversation's last frames, so
+        # thousands of sockets closing at once cost a few pipelines, not two round trips each.
+        # Wait for that batch (bounded: if Redis is down it is retried in the background).
+        self._releasing.add(conversation)
+        written = asyncio.get_running_loop().create_future()
+        self._waiters.append(written)
+        self._wake.set()
+        try:
+            async with asyncio.timeout(RELEASE_WAIT):
+                await asyncio.shield(written)
+        except TimeoutError:
+            log.warning("history.release_pending conversation=%s", conversation[:8])
 
     # ---------------------------------------------------------------- frames
     async def exists(self, conversation: str) -> bool:
         if conversation in self._owned:
             return True
-        return bool(await self._client.exists(self._keys(conversation)[0]))
+        try:
+            return bool(await self._client.exists(self._keys(conversation)[0]))
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
 
     async def append(self, conversation: str, frame: StoredFrame) -> int:
         state = self._owned.get(conversation)
