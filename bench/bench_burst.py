@@ -91,13 +91,19 @@ async def one_burst(base: str, redis_url: str, prefix: str, sockets: int, pid: i
             await asyncio.sleep(0.1)
         cleanup_s = time.monotonic() - started
         await client.aclose()
-    await asyncio.sleep(2)
+        for _ in range(300):  # and for every socket's clean-up to finish (healthz counts them)
+            async with session.get(f"{base}/healthz") as response:
+                if (await response.json())["connections"] == 0:
+                    break
+            await asyncio.sleep(0.1)
+        drained_s = time.monotonic() - started
+    await asyncio.sleep(2)  # the server hands freed memory back a second after the wave
     after = rss_kib(pid)
     print(f"sockets asked            {sockets}")
     print(f"connected                {len(opened)}  ({connect_s:.2f} s)")
     print(f"handshake errors         {len(errors)}  {sorted(set(errors))}")
     print(f"members in Redis (open)  {members_open}")
-    print(f"members left after close {left}  (clean-up {cleanup_s:.2f} s)")
+    print(f"members left after close {left}  (Redis clean {cleanup_s:.2f} s, all sockets done {drained_s:.2f} s)")
     print(f"server RSS KiB           before {baseline}, peak {peak}, after {after} "
           f"({(after - baseline) / max(baseline, 1):+.0%} vs before)")
 
