@@ -86,6 +86,8 @@ class ChatConsumer(WebsocketConsumer):
         super().__init__(request)
         self.bot: Bot = request.config_dict[BOT_KEY]
         self.store: ConversationStore = request.config_dict[STORE_KEY]
+        # A bot that only implements answer() is awaited directly, without respond()'s generator.
+        self._answers_once = type(self.bot).respond is Bot.respond
         self.conversation = ""
         self._warned_about_numbers = False
         # True while this socket holds (owns) the conversation: it alone appends its frames.
@@ -288,21 +290,20 @@ class ChatConsumer(WebsocketConsumer):
 
     async def answer(self, text: str, client_id: str | None = None) -> None:
         """Run the bot on one message within the configured timeout; apologise if it fails."""
-        turn = Turn(self.conversation, text, await self.recent_history())
+        history = await self.recent_history() if self.bot.uses_history else ()
+        turn = Turn(self.conversation, text, history)
         extra: dict[str, Any] = {} if client_id is None else {"reply_to": client_id}
         loop = asyncio.get_running_loop()
         started = loop.time()
         if client_id is not None:
             self._answering.add(client_id)
         try:
-            async with asyncio.timeout(self.settings.bot.timeout):
-                async for event in self.bot.respond(turn):
-                    if isinstance(event, Typing):
-                        await self.send_json(frame("typing", "", talk=False))
-                    else:
-                        self.stats.bot_latency.observe(loop.time() - started)
-                        await self.emit(reply_frame(event, **extra))
-                        await self.after_reply(event)
+            async with self._registry.deadlines.limit(self.settings.bot.timeout):
+                if self._answers_once:  # the common case: skip the async generator
+                    await self._on_bot_event(await self.bot.answer(turn), started, extra)
+                else:
+                    async for event in self.bot.respond(turn):
+                        await self._on_bot_event(event, started, extra)
         except TimeoutError:
             log.warning("bot.timeout conn=%s after=%.2fs", self.connection_id, loop.time() - started)
             self.stats.error("bot_timeout")
@@ -314,6 +315,14 @@ class ChatConsumer(WebsocketConsumer):
         finally:
             if client_id is not None:
                 self._answering.discard(client_id)
+
+    async def _on_bot_event(self, event: Reply | Typing, started: float, extra: dict[str, Any]) -> None:
+        if isinstance(event, Typing):
+            await self.send_json(frame("typing", "", talk=False))
+            return
+        self.stats.bot_latency.observe(asyncio.get_running_loop().time() - started)
+        await self.emit(reply_frame(event, **extra))
+        await self.after_reply(event)
 
     # --------------------------------------------------------------- handoff
     async def after_reply(self, reply: Reply) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode
 
+from .deadlines import Deadlines
 from .memtrim import TrimAfterWaves, release_free_memory
 from .metrics import ServerStats
 from .protocol import CLOSE_IDLE
@@ -33,6 +34,7 @@ class ConnectionRegistry:
         self._cleanups: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._waves = TrimAfterWaves()
+        self.deadlines = Deadlines()
         self._trim: asyncio.TimerHandle | None = None
         self.accepting = True
 
@@ -104,3 +106,4 @@ class ConnectionRegistry:
         if self._trim is not None:
             self._trim.cancel()
             self._trim = None
+        await self.deadlines.close()

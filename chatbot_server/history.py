@@ -177,9 +177,12 @@ class MemoryConversationStore(ConversationStore):
         if conv is None:
             return []
         frames = conv.frames
-        # Seqs are contiguous, so the wanted frames are the last (seq - after_seq) of the deque.
+        # Seqs are contiguous, so the wanted frames are the last (seq - after_seq) of the deque;
+        # walk it from the right end so reading the newest few costs O(few), not O(all).
         wanted = min(len(frames), max(0, conv.seq - after_seq))
-        return list(itertools.islice(frames, len(frames) - wanted, None))
+        newest_first = list(itertools.islice(reversed(frames), wanted))
+        newest_first.reverse()
+        return newest_first
 
     async def last_seq(self, conversation: str) -> int:
         conv = self._get(conversation)

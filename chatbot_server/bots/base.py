@@ -6,7 +6,7 @@ import abc
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 Role = Literal["user", "bot", "agent", "system"]
 
@@ -64,6 +64,9 @@ class Bot(abc.ABC):
     config, started before the first socket and closed on shutdown. CPU-heavy work belongs in
     an executor (`asyncio.to_thread`), never on the event loop.
     """
+
+    #: Whether Turn.history is read; a bot that ignores it saves the server a store read per turn.
+    uses_history: ClassVar[bool] = True
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any], context: BotContext) -> Bot:

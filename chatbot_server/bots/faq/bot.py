@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ...errors import BotError, ConfigError
 from ..base import Bot, BotContext, BotEvent, Reply, Turn, Typing
@@ -30,6 +30,8 @@ def build_index(path: Path) -> Index:
 
 class FaqBot(Bot):
     """Retrieval FAQ bot: jieba words + synonyms + character n-grams ranked with BM25."""
+
+    uses_history: ClassVar[bool] = False  # each question is answered on its own
 
     def __init__(self, options: FaqOptions | None = None) -> None:
         self.options = options or FaqOptions()
