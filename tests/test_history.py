@@ -120,6 +120,7 @@ async def test_owner_is_reported_and_unowned_appends_are_atomic(store_factory: S
     conv = await one.create()
     await one.append(conv, {"type": "greeting", "msg": "hi"})
     if one.backend == "redis":
+        await one.flush()  # a new conversation's owner key is written behind, with its first frames
         two = await store_factory()
         # Only one writer: while one owns it, the other is told to send the frame to the owner.
         assert await two.append_if_unowned(conv, {"type": "agent", "msg": "x"}) is None
