@@ -12,6 +12,7 @@ from .bots import Bot, HistoryEntry, Reply, Turn, Typing
 from .consumer import WebsocketConsumer, message_handler
 from .errors import ProtocolError, StoreUnavailableError
 from .history import ConversationStore, StoredFrame
+from .jsonutil import dumpb
 from .keys import BOT_KEY, STORE_KEY
 from .layers import ChannelLayer, Message
 from .masking import mask_sensitive
@@ -80,6 +81,8 @@ class ChatConsumer(WebsocketConsumer):
     """Greets, answers each {"text": ...} with the configured bot, keeps the conversation's history."""
 
     groups: ClassVar[tuple[str, ...]] = ("users",)
+    # The last broadcast message and its encoded frame (a single-entry cache, by identity).
+    _last_broadcast: ClassVar[tuple[Message, bytes] | None] = None
     channel_prefix: ClassVar[str] = "chat"
 
     def __init__(self, request: Any) -> None:
@@ -539,9 +542,17 @@ class ChatConsumer(WebsocketConsumer):
         )
 
     @message_handler
-    async def chat_broadcast(self, message: Message) -> None:
-        """A notice to every user: {"type": "chat.broadcast", "text": "..."} sent to group "users"."""
-        await self.send_json(frame("system", str(message.get("text", "")), talk=False, event="broadcast"))
+    def chat_broadcast(self, message: Message) -> None:
+        """A notice to every user: {"type": "chat.broadcast", "text": "..."} sent to group "users".
+
+        Synchronous, so a broadcast to thousands of sockets runs no task per socket; the frame is
+        encoded once per broadcast (every member gets the same message object).
+        """
+        cached = ChatConsumer._last_broadcast
+        if cached is None or cached[0] is not message:
+            out = frame("system", str(message.get("text", "")), talk=False, event="broadcast")
+            cached = ChatConsumer._last_broadcast = (message, dumpb(out))
+        self.send_encoded_nowait(cached[1])
 
 
 def reply_frame(reply: Reply, **extra: Any) -> Frame:

@@ -258,16 +258,29 @@ class WebsocketConsumer:
         Written at once when the socket's buffer has room (the usual case); otherwise queued
         behind a task that waits like send_json (and drops a client that stopped reading).
         """
+        self.send_encoded_nowait(dumpb(payload))
+
+    def send_encoded_nowait(self, data: bytes) -> None:
+        """send_json_nowait for a frame already encoded (a broadcast encodes once for everyone)."""
         ws = self.ws
         if ws.closed:
             return
-        data = dumpb(payload)
         transport = self.request.transport
         if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
             _run_now(ws.send_frame(data, WSMsgType.TEXT))
             self.stats.messages_out += 1
             return
-        self._registry.keep_alive(self.send_json(payload))
+        self._registry.keep_alive(self._send_encoded(data))
+
+    async def _send_encoded(self, data: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.settings.limits.send_timeout):
+                await self.ws.send_frame(data, WSMsgType.TEXT)
+            self.stats.messages_out += 1
+        except TimeoutError:
+            await self._drop_slow_reader()
+        except ConnectionError:
+            pass
 
     async def _drop_slow_reader(self) -> None:
         # The client's buffers are full, so no close frame could reach it: reset the connection.
@@ -317,8 +330,8 @@ class WebsocketConsumer:
         self._dispatching = True
         try:
             while (message := receive(self.channel_name)) is not None:
-                handler = _handler_for(type(self), message["type"])
-                if handler is None or inspect.iscoroutinefunction(handler):
+                handler, is_async = _handler_for(type(self), message["type"])
+                if handler is None or is_async:
                     self._drain_task = asyncio.get_running_loop().create_task(self._drain(message))
                     return
                 try:
@@ -345,7 +358,7 @@ class WebsocketConsumer:
 
     async def dispatch(self, message: Message) -> None:
         """Call the handler method named by the message type ("chat.message" → chat_message)."""
-        handler = _handler_for(type(self), message["type"])
+        handler, _ = _handler_for(type(self), message["type"])
         if handler is None:
             log.warning("ws.no_handler conn=%s type=%s", self.connection_id, message["type"][:64])
             return
@@ -373,13 +386,27 @@ def _run_now(coro: Coroutine[Any, Any, None]) -> None:
     coro.close()
 
 
-def _handler_for(cls: type[WebsocketConsumer], kind: str) -> MessageHandler | None:
+_HANDLERS: dict[tuple[type, str], tuple[MessageHandler | None, bool]] = {}
+
+
+def _handler_for(cls: type[WebsocketConsumer], kind: str) -> tuple[MessageHandler | None, bool]:
+    """The handler for a message type and whether it is async (cached per class and type)."""
+    key = (cls, kind)
+    found = _HANDLERS.get(key)
+    if found is None:
+        found = _find_handler(cls, kind)
+        if len(_HANDLERS) < 10_000:  # types come from our own code; bound it all the same
+            _HANDLERS[key] = found
+    return found
+
+
+def _find_handler(cls: type[WebsocketConsumer], kind: str) -> tuple[MessageHandler | None, bool]:
     # The only string-to-method step: only methods marked with @message_handler are reachable,
     # and never base-class or private names, whatever the message type says.
     name = kind.replace(".", "_")
     if name.startswith("_") or name in _BASE_ATTRIBUTES or not name.isidentifier():
-        return None
+        return None, False
     handler = getattr(cls, name, None)
     if handler is None or not getattr(handler, _HANDLER_MARK, False):
-        return None
-    return handler  # type: ignore[no-any-return]
+        return None, False
+    return handler, inspect.iscoroutinefunction(handler)
