@@ -80,6 +80,11 @@ async def deliver(
 class ChatConsumer(WebsocketConsumer):
     """Greets, answers each {"text": ...} with the configured bot, keeps the conversation's history."""
 
+    __slots__ = (
+        "_answering", "_answers_once", "_early", "_fallbacks", "_inherited", "_queue_position", "_takeover_ack",
+        "_wanted", "_warned_about_numbers", "bot", "conversation", "holding", "mode", "queue", "store",
+    )
+
     groups: ClassVar[tuple[str, ...]] = ("users",)
     # The last broadcast message and its encoded frame (a single-entry cache, by identity).
     _last_broadcast: ClassVar[tuple[Message, bytes] | None] = None
@@ -98,8 +103,8 @@ class ChatConsumer(WebsocketConsumer):
         # Frames sent to us by others before we finished taking the conversation over.
         self._early: list[Frame] | None = None
         # Client message ids being answered right now (in this socket, or by the previous holder).
-        self._answering: set[str] = set()
-        self._inherited: set[str] = set()
+        self._answering: set[str] | frozenset[str] = frozenset()  # a set once something is answered
+        self._inherited: frozenset[str] | set[str] = frozenset()  # shared empty until a takeover
         self._takeover_ack: asyncio.Future[list[str]] | None = None
         self._wanted = ""
         self.queue: HandoffQueue | None = request.config_dict.get(QUEUE_KEY)
@@ -299,6 +304,8 @@ class ChatConsumer(WebsocketConsumer):
         loop = asyncio.get_running_loop()
         started = loop.time()
         if client_id is not None:
+            if isinstance(self._answering, frozenset):
+                self._answering = set()
             self._answering.add(client_id)
         try:
             async with self._registry.deadlines.limit(self.settings.bot.timeout):
@@ -317,7 +324,7 @@ class ChatConsumer(WebsocketConsumer):
             await self.emit(apology_frame(self.settings.ui.error_text, "bot_error", **extra))
         finally:
             if client_id is not None:
-                self._answering.discard(client_id)
+                self._answering.discard(client_id)  # type: ignore[union-attr]
 
     async def _on_bot_event(self, event: Reply | Typing, started: float, extra: dict[str, Any]) -> None:
         if isinstance(event, Typing):

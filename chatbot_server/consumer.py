@@ -58,6 +58,14 @@ _NEVER_BLOCKS = 16 * 1024
 class WebsocketConsumer:
     """One instance per socket. Override on_connect, on_receive_text/on_receive_bytes, on_disconnect."""
 
+    # Slots: an idle socket's consumer costs ~1 KiB less than with a __dict__ (10,000 sockets).
+    # Subclasses without __slots__ simply get a __dict__ as usual.
+    __slots__ = (
+        "__weakref__", "_bucket", "_closed_with", "_dispatching", "_drain_task", "_groups", "_ip_counted",
+        "_registry", "_strikes", "channel_name", "client_ip", "close_code", "connection_id", "last_active",
+        "layer", "request", "settings", "stats", "ws",
+    )
+
     #: Groups every socket joins on connect and leaves on disconnect.
     groups: ClassVar[tuple[str, ...]] = ()
     #: Prefix of the channel names this consumer gets from the layer.
