@@ -113,7 +113,7 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=2, help="bursts in a row (is memory reused?)")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with tempfile.TemporaryDirectory() as tmp:
         redis_port, port, prefix = free_port(), free_port(), "burst"

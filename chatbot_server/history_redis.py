@@ -214,7 +214,7 @@ class RedisConversationStore(ConversationStore):
             try:
                 await pipe.execute()
             except BaseException:
-                await pipe.reset()  # give its connection back to the pool
+                await pipe.reset()  # type: ignore[no-untyped-call]  # give its connection back to the pool
                 self._new |= new
                 self._releasing |= releasing
                 self._waiters[:0] = waiters
