@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from .redis_server import unique_prefix
-from .test_redis_multiprocess import Server
+from .test_redis_multiprocess import Server, prefix, servers  # noqa: F401 - shared fixtures
 
 pytestmark = pytest.mark.timeout(40)
-
-
-@pytest.fixture
-def servers(tmp_path: Path, redis_server: str) -> Iterator[tuple[Server, Server]]:
-    prefix = unique_prefix()
-    one = Server(tmp_path, "one", redis_server, prefix)
-    two = Server(tmp_path, "two", redis_server, prefix)
-    try:
-        yield one, two
-    finally:
-        one.stop()
-        two.stop()
 
 
 async def test_resume_on_another_process_is_exact(servers: tuple[Server, Server]) -> None:
