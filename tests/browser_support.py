@@ -146,15 +146,15 @@ def screenshot_path(nodeid: str) -> Path:
 
 
 async def save_screenshots(folder: Path) -> list[Path]:
-    """Screenshots of a real conversation with the echo bot, desktop (1280×800) and phone (375×667)."""
+    """Screenshots of a real conversation with the shipped FAQ bot, desktop (1280×800) and phone (375×667)."""
     from playwright.async_api import async_playwright, expect
 
     from .helpers import make_settings
 
-    questions = ("银行卡丢了怎么挂失?", "挂失以后多久能补办新卡?")
+    questions = ("在国外ATM一天能取多少钱", "今天天气怎么样")
     folder.mkdir(parents=True, exist_ok=True)
     saved = []
-    async with live_server(make_settings()) as server, async_playwright() as playwright:
+    async with live_server(make_settings(bot={"name": "faq"})) as server, async_playwright() as playwright:
         browser = await launch_browser(playwright)
         try:
             for name, viewport in (("desktop", (1280, 800)), ("phone", (375, 667))):
@@ -169,7 +169,7 @@ async def save_screenshots(folder: Path) -> list[Path]:
                     await page.locator("#input").fill(question)
                     await page.locator("#input").press("Enter")
                 await expect(page.locator("#messages .msg-bot")).to_have_count(1 + len(questions))
-                await page.locator("#input").fill("信用卡")
+                await page.locator("#input").fill("信用卡怎么提额")
                 saved.append(folder / f"{name}.png")
                 await page.screenshot(path=str(saved[-1]))
                 await context.close()
