@@ -270,6 +270,7 @@ class ChatConsumer(WebsocketConsumer):
                 client_id in self._answering
                 or client_id in self._inherited
                 or await self.store.reply_stored(self.conversation, client_id)
+                or self.mode != "bot"  # a human (or the queue) answers; the bot stays silent
             ):
                 log.info("ws.duplicate conn=%s", self.connection_id)
                 return
@@ -288,7 +289,7 @@ class ChatConsumer(WebsocketConsumer):
             await self.deliver(user_frame)
         if log.isEnabledFor(logging.DEBUG):  # one line per message is too much for INFO at scale
             log.debug("ws.message conn=%s size=%d", self.connection_id, len(text))
-        elif self.mode == "agent":
+        if self.mode == "agent":
             await self.forward_to_agents(user_frame)
         if text != message.text and not self._warned_about_numbers:
             self._warned_about_numbers = True

@@ -131,6 +131,9 @@ async def test_user_and_agent_talk_and_the_bot_stays_silent(
     echo = await receive_json(ws)
     assert (echo["type"], echo["msg"]) == ("user", "我的卡被吞了")
     assert (await li.frame_of("user"))["msg"] == "我的卡被吞了"
+    # The page re-sends an unconfirmed message after a reconnect: still no bot answer while an agent
+    # holds the conversation (it used to take the "stored but never answered" path).
+    await say(ws, "我的卡被吞了", "m2")
     await li.send(type="reply", conversation=conversation, text="请提供网点")
     assert (await receive_json(ws))["msg"] == "请提供网点"  # no bot reply came in between
     assert bot.answered == answered
