@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 from aiohttp import web
 
 from chatbot_server import Bot, ChatConsumer, Settings, WebsocketConsumer, setup
@@ -143,6 +144,20 @@ def screenshot_path(nodeid: str) -> Path:
     """Where a failing test's screenshot goes: test-artifacts/<test name>.png."""
     name = "".join(c if c.isalnum() or c in "-_." else "_" for c in nodeid.split("::")[-1])
     return ARTIFACTS / f"{name}.png"
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
+    """One headless chromium for a whole test module (import this fixture into the module)."""
+    from playwright.async_api import async_playwright
+
+    require_chromium()
+    async with async_playwright() as playwright:
+        launched = await launch_browser(playwright)
+        try:
+            yield launched
+        finally:
+            await launched.close()
 
 
 async def save_screenshots(folder: Path) -> list[Path]:

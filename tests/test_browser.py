@@ -16,9 +16,10 @@ from chatbot_server import Bot, ChatConsumer, Reply, Turn
 from chatbot_server.history import MemoryConversationStore
 from chatbot_server.protocol import UserMessage, frame
 
-from .browser_support import (
+from .browser_support import (  # noqa: F401 - the browser fixture is used by name
     ARTIFACTS,
     LiveServer,
+    browser,
     is_local,
     launch_browser,
     live_server,
@@ -137,18 +138,6 @@ class ChatPage:
 
 
 OpenChat = Callable[..., Awaitable[ChatPage]]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    """One headless chromium for the whole module."""
-    require_chromium()
-    async with playwright_api.async_playwright() as playwright:
-        launched = await launch_browser(playwright)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 @pytest_asyncio.fixture(loop_scope="module")

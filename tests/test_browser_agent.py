@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
 from .agent_support import PASSWORDS, HandoffBot, agent_section
-from .browser_support import launch_browser, live_server, require_chromium
+from .browser_support import browser, live_server  # noqa: F401 - the browser fixture is used by name
 from .helpers import make_settings
 
 try:
@@ -22,17 +20,6 @@ except ImportError:  # pragma: no cover - depends on the machine
 expect = playwright_api.expect
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def browser() -> AsyncIterator[Any]:
-    require_chromium()
-    async with playwright_api.async_playwright() as playwright:
-        launched = await launch_browser(playwright)
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def new_page(browser: Any, errors: list[str]) -> Any:
