@@ -122,6 +122,9 @@ class Conn(asyncio.Protocol):
             buf.clear()
         pos = 0
         n = len(data)
+        # The frame-header parsing below is inlined in each engine on purpose: as a function call per
+        # frame it made the client slow enough to lower the measured rates (0.37x -> 0.30x raw, same
+        # server), and the client must not be the bottleneck.
         while n - pos >= 2:
             b0 = data[pos]
             length = data[pos + 1] & 0x7F
