@@ -33,6 +33,7 @@ class ConnectionRegistry:
         self._changed = asyncio.Condition()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._pinged: dict[WebsocketConsumer, float] = {}  # sockets with a ping unanswered, since when
         self._waves = TrimAfterWaves()
         self.deadlines = Deadlines()
         self._trim: asyncio.TimerHandle | None = None
@@ -42,11 +43,13 @@ class ConnectionRegistry:
         return len(self._consumers)
 
     async def add(self, consumer: WebsocketConsumer) -> None:
-        """Count an accepted consumer (and start the idle sweep with the first one)."""
+        """Count an accepted consumer (and start the sweep with the first one)."""
         self._consumers.add(consumer)
-        idle = consumer.settings.limits.idle_timeout
-        if idle and self._sweeper is None and self.accepting:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle(idle))
+        limits = consumer.settings.limits
+        if (limits.idle_timeout or limits.heartbeat) and self._sweeper is None and self.accepting:
+            self._sweeper = asyncio.get_running_loop().create_task(
+                self._sweep(limits.idle_timeout, limits.heartbeat)
+            )
         async with self._changed:
             self._changed.notify_all()
 
@@ -60,6 +63,7 @@ class ConnectionRegistry:
     async def discard(self, consumer: WebsocketConsumer) -> None:
         """Forget a consumer whose clean-up has finished."""
         self._consumers.discard(consumer)
+        self._pinged.pop(consumer, None)
         if self._waves.observe(len(self._consumers)) and self._trim is None:
             # After thousands of sockets closed at once, hand the freed memory back (once the
             # wave has passed, not per socket).
@@ -77,16 +81,42 @@ class ConnectionRegistry:
         async with self._changed:
             await self._changed.wait_for(lambda: len(self._consumers) == count)
 
-    async def _sweep_idle(self, idle: float) -> None:
-        # One task per application instead of a timer per socket and frame: every few seconds,
-        # close the sockets whose user has sent nothing for `idle` seconds.
-        period = max(0.05, min(idle / 4, 15.0))
+    async def _sweep(self, idle: float, heartbeat: float) -> None:
+        # One task per application instead of timers per socket re-armed on every frame: every few
+        # seconds, close the sockets whose user has sent nothing for `idle` seconds, ping the ones
+        # quiet for `heartbeat` seconds, and drop those that left a ping unanswered for half of it.
+        period = max(0.05, min(idle / 4 if idle else 15.0, heartbeat / 4 if heartbeat else 15.0, 15.0))
         while True:
             await asyncio.sleep(period)
-            deadline = time.monotonic() - idle
-            for consumer in [c for c in self._consumers if c.last_active < deadline]:
-                log.info("ws.idle conn=%s", consumer.connection_id)
-                self.keep_alive(consumer.close(code=CLOSE_IDLE, message="idle timeout", notify=True))
+            if idle:
+                self._close_idle(time.monotonic() - idle)
+            if heartbeat:
+                await self._heartbeat(heartbeat)
+
+    def _close_idle(self, deadline: float) -> None:
+        for consumer in [c for c in self._consumers if c.last_active < deadline]:
+            log.info("ws.idle conn=%s", consumer.connection_id)
+            self.keep_alive(consumer.close(code=CLOSE_IDLE, message="idle timeout", notify=True))
+
+    async def _heartbeat(self, interval: float) -> None:
+        now = time.monotonic()
+        pinged = self._pinged
+        for consumer, sent in list(pinged.items()):
+            if consumer.last_heard >= sent or consumer.last_active >= sent:
+                del pinged[consumer]  # answered (any frame from the peer will do)
+            elif now - sent >= interval / 2:
+                del pinged[consumer]
+                consumer.drop_unresponsive()
+        quiet_since = now - interval
+        due = [
+            c for c in self._consumers
+            if c.last_active < quiet_since and c.last_heard < quiet_since and c not in pinged
+        ]
+        for n, consumer in enumerate(due, 1):
+            pinged[consumer] = now
+            consumer.ping_nowait()
+            if n % 500 == 0:
+                await asyncio.sleep(0)  # thousands of pings at once: let the sockets' frames through
 
     async def close_all(self, *, code: int = WSCloseCode.GOING_AWAY, message: str = "server shutdown") -> None:
         """Stop accepting and close every open socket (iterating over a copy)."""

@@ -63,7 +63,7 @@ class WebsocketConsumer:
     __slots__ = (
         "__weakref__", "_bucket", "_closed_with", "_dispatching", "_drain_task", "_groups", "_ip_counted",
         "_registry", "_strikes", "channel_name", "client_ip", "close_code", "connection_id", "last_active",
-        "layer", "request", "settings", "stats", "ws",
+        "last_heard", "layer", "request", "settings", "stats", "ws",
     )
 
     #: Groups every socket joins on connect and leaves on disconnect.
@@ -80,8 +80,10 @@ class WebsocketConsumer:
             raise NotSetUpError() from None
         self.request = request
         limits = self.settings.limits
+        # Pings are sent by the registry's one sweep per application (limits.heartbeat), not by a
+        # timer per socket that aiohttp would re-arm on every frame received.
         self.ws = web.WebSocketResponse(
-            heartbeat=limits.heartbeat or None,
+            autoping=False,
             max_msg_size=limits.max_msg_size,
             compress=False,  # chat frames are small; deflate would cost CPU and ~100 KiB per socket
             writer_limit=_WRITER_LIMIT,
@@ -99,6 +101,7 @@ class WebsocketConsumer:
         self._closed_with: int | None = None
         self._dispatching = False
         self.last_active = time.monotonic()
+        self.last_heard = 0.0  # when the last pong came (the registry pings quiet sockets)
 
     # ----------------------------------------------------------------- routing
     @classmethod
@@ -123,6 +126,7 @@ class WebsocketConsumer:
         except BaseException:
             self._release_ip()
             raise
+        _right_size_reads(self.request.transport)
         await self._registry.add(self)
         self.stats.connections_total += 1
         stats = self.stats
@@ -150,6 +154,13 @@ class WebsocketConsumer:
                         await self.on_receive_text(msg.data)
                     else:
                         await self.on_receive_bytes(msg.data)
+                elif kind is WSMsgType.PONG:
+                    self.last_heard = clock()
+                elif kind is WSMsgType.PING:
+                    try:
+                        await ws.pong(msg.data)
+                    except ConnectionError:
+                        pass  # the peer went away; the next receive sees the close
                 elif kind is WSMsgType.ERROR:
                     log.info("ws.error conn=%s error=%s", self.connection_id, msg.data)
                     stats.error(f"close_{ws.close_code}")
@@ -295,6 +306,22 @@ class WebsocketConsumer:
         # The receive loop then sees the end of the stream and cleans up as for any disconnect.
         log.warning("ws.slow_reader conn=%s ip=%s code=%d", self.connection_id, self.client_ip, CLOSE_SLOW_READER)
         self.stats.error("slow_reader")
+        self._reset(CLOSE_SLOW_READER)
+
+    def ping_nowait(self) -> None:
+        """Send a websocket ping now (the registry's heartbeat sweep calls this)."""
+        if not self.ws.closed:
+            _run_now(self.ws.ping())
+
+    def drop_unresponsive(self) -> None:
+        """Reset a connection whose peer did not answer a ping in time (close code 1006, like aiohttp)."""
+        log.info("ws.no_pong conn=%s ip=%s", self.connection_id, self.client_ip)
+        self.stats.error("no_pong")
+        self._reset(WSCloseCode.ABNORMAL_CLOSURE)
+
+    def _reset(self, code: int) -> None:
+        if self._closed_with is None:
+            self._closed_with = code
         transport = self.request.transport
         if transport is not None:
             transport.abort()
@@ -376,6 +403,17 @@ class WebsocketConsumer:
 
 
 _BASE_ATTRIBUTES = frozenset(dir(WebsocketConsumer))
+
+
+# asyncio's selector transport reads with recv(256 KiB): above glibc's mmap threshold, so every
+# read maps, faults in, shrinks and unmaps a fresh buffer (3 extra system calls per frame). Chat
+# frames are small; 64 KiB reads come from the heap and still take any frame in a few calls.
+_READ_SIZE = 64 * 1024
+
+
+def _right_size_reads(transport: asyncio.BaseTransport | None) -> None:
+    if transport is not None and getattr(transport, "max_size", 0) > _READ_SIZE:
+        transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
 
 
 def _run_now(coro: Coroutine[Any, Any, None]) -> None:

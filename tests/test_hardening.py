@@ -201,6 +201,42 @@ async def test_metrics_in_prometheus_format(aiohttp_client: Any) -> None:
     assert 'chatbot_layer_messages_total{backend="memory",op="delivered"}' in text
 
 
+async def next_non_text(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5) -> aiohttp.WSMessage:
+    """The next control message (ping, pong, close) a client with autoping=False receives."""
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await ws.receive()
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                return msg
+
+
+async def test_heartbeat_drops_a_peer_that_does_not_answer_pings(aiohttp_client: Any) -> None:
+    client = await make_client(aiohttp_client, limits={"heartbeat": 0.2, "idle_timeout": 0})
+    registry = client.app[CONNECTIONS_KEY]
+    async with client.ws_connect("/ws", autoping=False) as ws:
+        assert (await next_non_text(ws)).type is aiohttp.WSMsgType.PING  # quiet for 0.2 s: pinged
+        end = await next_non_text(ws)  # never answered: the server resets the connection
+        assert end.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE)
+    async with asyncio.timeout(5):
+        await registry_has(registry, 0)
+    assert registry.stats.errors["no_pong"] == 1
+
+
+async def test_heartbeat_keeps_a_peer_that_answers_and_answers_its_pings(aiohttp_client: Any) -> None:
+    client = await make_client(aiohttp_client, limits={"heartbeat": 0.2, "idle_timeout": 0})
+    async with client.ws_connect("/ws", autoping=False) as ws:
+        for _ in range(3):  # three pings answered: 0.6 s, three times the pong deadline
+            ping = await next_non_text(ws)
+            assert ping.type is aiohttp.WSMsgType.PING
+            await ws.pong(ping.data)
+        await ws.ping(b"are you there")
+        pong = await next_non_text(ws)
+        assert pong.type is aiohttp.WSMsgType.PONG and pong.data == b"are you there"
+        await ws.send_json({"text": "still here"})
+        assert (await receive_json(ws))["type"] == "reply"
+    assert client.app[CONNECTIONS_KEY].stats.errors["no_pong"] == 0
+
+
 async def test_idle_sockets_are_closed_even_when_they_answer_pings(aiohttp_client: Any) -> None:
     client = await make_client(aiohttp_client, limits={"idle_timeout": 0.4, "heartbeat": 0.1})
     async with client.ws_connect("/ws") as ws:  # the client answers every ping while it waits
