@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import WSCloseCode, web
@@ -25,6 +26,7 @@ from .protocol import (
     UserMessage,
     error_frame,
     frame,
+    now_ms,
     parse_inbound,
 )
 
@@ -301,39 +303,40 @@ class ChatConsumer(WebsocketConsumer):
         """Run the bot on one message within the configured timeout; apologise if it fails."""
         history = await self.recent_history() if self.bot.uses_history else ()
         turn = Turn(self.conversation, text, history)
-        extra: dict[str, Any] = {} if client_id is None else {"reply_to": client_id}
-        loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = time.monotonic()  # the loop's clock, without get_running_loop()'s getpid() call
         if client_id is not None:
             if isinstance(self._answering, frozenset):
                 self._answering = set()
             self._answering.add(client_id)
+        deadlines = self._registry.deadlines
+        timeout = self.settings.bot.timeout
         try:
-            async with self._registry.deadlines.limit(self.settings.bot.timeout):
-                if self._answers_once:  # the common case: skip the async generator
-                    await self._on_bot_event(await self.bot.answer(turn), started, extra)
-                else:
+            if self._answers_once:  # the common case: no async generator, no timer for a bot that never waits
+                await self._on_reply(await deadlines.run(self.bot.answer(turn), timeout), started, client_id)
+            else:
+                async with deadlines.limit(timeout):
                     async for event in self.bot.respond(turn):
-                        await self._on_bot_event(event, started, extra)
+                        if isinstance(event, Typing):
+                            await self.send_json(frame("typing", "", talk=False))
+                        else:
+                            await self._on_reply(event, started, client_id)
         except TimeoutError:
-            log.warning("bot.timeout conn=%s after=%.2fs", self.connection_id, loop.time() - started)
+            log.warning("bot.timeout conn=%s after=%.2fs", self.connection_id, time.monotonic() - started)
             self.stats.error("bot_timeout")
-            await self.emit(apology_frame(self.settings.ui.error_text, "bot_timeout", **extra))
+            await self.emit(apology_frame(self.settings.ui.error_text, "bot_timeout", client_id))
         except Exception:
             log.exception("bot.error conn=%s", self.connection_id)
             self.stats.error("bot_error")
-            await self.emit(apology_frame(self.settings.ui.error_text, "bot_error", **extra))
+            await self.emit(apology_frame(self.settings.ui.error_text, "bot_error", client_id))
         finally:
             if client_id is not None:
                 self._answering.discard(client_id)  # type: ignore[union-attr]
 
-    async def _on_bot_event(self, event: Reply | Typing, started: float, extra: dict[str, Any]) -> None:
-        if isinstance(event, Typing):
-            await self.send_json(frame("typing", "", talk=False))
-            return
-        self.stats.bot_latency.observe(asyncio.get_running_loop().time() - started)
-        await self.emit(reply_frame(event, **extra))
-        await self.after_reply(event)
+    async def _on_reply(self, reply: Reply, started: float, client_id: str | None) -> None:
+        self.stats.bot_latency.observe(time.monotonic() - started)
+        await self.emit(reply_frame(reply, client_id))
+        if reply.handoff or reply.fallback or self._fallbacks:
+            await self.after_reply(reply)
 
     # --------------------------------------------------------------- handoff
     async def after_reply(self, reply: Reply) -> None:
@@ -563,21 +566,26 @@ class ChatConsumer(WebsocketConsumer):
         self.send_encoded_nowait(cached[1])
 
 
-def reply_frame(reply: Reply, **extra: Any) -> Frame:
-    """The frame for a bot reply."""
-    out = frame(
-        "reply",
-        reply.text,
-        talk=True,
-        intent=reply.intent,
-        confidence=round(float(reply.confidence), 4),
-        **extra,
-    )
+def reply_frame(reply: Reply, reply_to: str | None = None) -> Frame:
+    """The frame for a bot reply (`reply_to`: the client id of the message it answers)."""
+    out: dict[str, Any] = {
+        "type": "reply",
+        "msg": reply.text,
+        "talk": True,
+        "ts": now_ms(),
+        "intent": reply.intent,
+        "confidence": round(float(reply.confidence), 4),
+    }
+    if reply_to is not None:
+        out["reply_to"] = reply_to
     if reply.suggestions:
         out["suggestions"] = list(reply.suggestions[:3])
-    return out
+    return out  # type: ignore[return-value]
 
 
-def apology_frame(text: str, intent: str, **extra: Any) -> Frame:
+def apology_frame(text: str, intent: str, reply_to: str | None = None) -> Frame:
     """What the user sees when the bot fails or is too slow."""
-    return frame("reply", text, talk=True, intent=intent, confidence=0.0, **extra)
+    out = frame("reply", text, talk=True, intent=intent, confidence=0.0)
+    if reply_to is not None:
+        out["reply_to"] = reply_to
+    return out

@@ -4,12 +4,21 @@
 bot turn on every message made it one of the hot path's biggest costs. Here one sweeper task,
 running only while limits are active, cancels overdue tasks every `resolution` seconds, and the
 context manager turns that cancellation into TimeoutError exactly like asyncio.timeout.
+
+The hot path never calls asyncio.get_running_loop() (or current_task() without a loop): on Python
+3.11 each call is a getpid() system call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+import types
+from collections.abc import Coroutine, Generator
 from types import TracebackType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class _Limit:
@@ -22,22 +31,18 @@ class _Limit:
         self.task: asyncio.Task[object] | None = None
 
     async def __aenter__(self) -> _Limit:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("a deadline needs a running task")
-        self.task = task
+        self.task = self.deadlines._current_task()
         self.deadlines._start(self)
         return self
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> bool:
+    ) -> None:
         self.deadlines._active.discard(self)
         if self.expired and self.task is not None:
             self.task.uncancel()
             if kind is asyncio.CancelledError:
                 raise TimeoutError from exc
-        return False
 
 
 class Deadlines:
@@ -48,10 +53,35 @@ class Deadlines:
         self._active: set[_Limit] = set()
         self._sweeper: asyncio.Task[None] | None = None
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def limit(self, seconds: float) -> _Limit:
         """`async with deadlines.limit(5):` raises TimeoutError if the block runs longer (± resolution)."""
-        return _Limit(self, asyncio.get_running_loop().time() + seconds)
+        return _Limit(self, time.monotonic() + seconds)
+
+    async def run(self, coro: Coroutine[Any, Any, T], seconds: float) -> T:
+        """Await `coro` within `seconds`, like `async with self.limit(seconds): await coro`.
+
+        A coroutine that finishes without ever suspending (a CPU-bound bot answering from memory)
+        could not be timed out anyway, so it costs no limit at all: its first step runs here, and
+        only if it suspends does the rest run under a limit counted from the start.
+        """
+        started = time.monotonic()
+        try:
+            suspended_on = coro.send(None)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        async with _Limit(self, started + seconds):
+            return await _resume(coro, suspended_on)
+
+    def _current_task(self) -> asyncio.Task[object]:
+        task = None if self._loop is None else asyncio.current_task(self._loop)
+        if task is None:  # first use, or a new loop (tests): look the loop up once
+            self._loop = asyncio.get_running_loop()
+            task = asyncio.current_task(self._loop)
+            if task is None:
+                raise RuntimeError("a deadline needs a running task")
+        return task
 
     def _start(self, limit: _Limit) -> None:
         self._active.add(limit)
@@ -59,11 +89,10 @@ class Deadlines:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while self._active:
                 await asyncio.sleep(self.resolution)
-                now = loop.time()
+                now = time.monotonic()
                 for limit in [item for item in self._active if item.when <= now and not item.expired]:
                     limit.expired = True
                     if limit.task is not None:
@@ -77,3 +106,24 @@ class Deadlines:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, T], suspended_on: Any) -> Generator[Any, Any, T]:
+    """Drive a coroutine whose first step already ran, exactly as `await coro` would have (PEP 380)."""
+    while True:
+        try:
+            sent = yield suspended_on
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # a cancellation (the deadline) goes in at the point it waits
+            try:
+                suspended_on = coro.throw(exc)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+        else:
+            try:
+                suspended_on = coro.send(sent)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]

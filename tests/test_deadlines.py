@@ -47,3 +47,53 @@ async def test_outside_cancellation_is_not_turned_into_a_timeout() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await deadlines.close()
+
+
+async def test_run_answers_a_coroutine_that_never_waits_without_any_limit() -> None:
+    deadlines = Deadlines(resolution=0.02)
+
+    async def from_memory(n: int) -> int:
+        return n * 2
+
+    assert await deadlines.run(from_memory(21), 0.05) == 42
+    assert not deadlines._active and deadlines._sweeper is None  # no limit, no sweeper
+    await deadlines.close()
+
+
+async def test_run_limits_a_coroutine_once_it_waits() -> None:
+    deadlines = Deadlines(resolution=0.02)
+    cleaned_up = asyncio.Event()
+
+    async def stuck() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cleaned_up.set()
+
+    with pytest.raises(TimeoutError):
+        await deadlines.run(stuck(), 0.05)
+    assert cleaned_up.is_set()  # the cancellation reached the await inside the coroutine
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await deadlines.close()
+
+
+async def test_run_passes_results_values_and_errors_through_several_waits() -> None:
+    deadlines = Deadlines(resolution=0.02)
+    loop = asyncio.get_running_loop()
+
+    async def chatty() -> str:
+        await asyncio.sleep(0)  # a bare yield
+        future = loop.create_future()
+        loop.call_soon(future.set_result, "from a future")
+        return await future
+
+    async def failing() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("bot bug")
+
+    assert await deadlines.run(chatty(), 5) == "from a future"
+    with pytest.raises(ValueError, match="bot bug"):
+        await deadlines.run(failing(), 5)
+    assert not deadlines._active
+    await deadlines.close()

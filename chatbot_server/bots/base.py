@@ -19,7 +19,9 @@ class HistoryEntry:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+# Turn and Reply are made once per message: plain (not frozen) slotted dataclasses, whose __init__
+# costs a third of a frozen one's. Treat them as values all the same.
+@dataclass(slots=True)
 class Turn:
     """One user message for the bot to answer."""
 
@@ -28,7 +30,7 @@ class Turn:
     history: Sequence[HistoryEntry] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reply:
     """A bot answer. `intent` is a knowledge-base id or "out_of_scope"; `confidence` is 0..1."""
 
