@@ -126,6 +126,7 @@ class MemoryConversationStore(ConversationStore):
         super().__init__()
         self.ttl = ttl
         self.max_frames = max_frames
+        self._trim_at = max_frames + max(16, max_frames // 8)
         self.max_conversations = max_conversations
         self._conversations: OrderedDict[str, _Conversation] = OrderedDict()
 
@@ -159,25 +160,29 @@ class MemoryConversationStore(ConversationStore):
         return self._get(conversation) is not None
 
     async def append(self, conversation: str, frame: StoredFrame) -> int:
-        conv = self._get(conversation)
-        if conv is None:
-            conv = self._conversations[conversation] = _Conversation(frames=[])
-        conv.seq += 1
-        frame["seq"] = conv.seq
+        conversations = self._conversations
+        conv = conversations.get(conversation)
+        now = time.monotonic()
+        if conv is None or now - conv.touched > self.ttl:
+            conv = conversations[conversation] = _Conversation(frames=[])
+        seq = conv.seq = conv.seq + 1
+        frame["seq"] = seq
         frames = conv.frames
         frames.append(frame)
-        if len(frames) > self.max_frames:
+        if len(frames) > self._trim_at:
+            # Trimmed in batches: dropping one frame off the front of a full list moves all the
+            # others, on every append. Reads never return more than max_frames.
             del frames[: len(frames) - self.max_frames]
-        if frame.get("type") == "user" and "id" in frame:
+        if "id" in frame and frame["type"] == "user":
             ids = conv.client_ids
             if ids is None:
                 ids = conv.client_ids = OrderedDict()
             ids[frame["id"]] = None
             if len(ids) > self.max_frames:
                 ids.popitem(last=False)
-        conv.touched = time.monotonic()
-        self._conversations.move_to_end(conversation)
-        return conv.seq
+        conv.touched = now
+        conversations.move_to_end(conversation)
+        return seq
 
     async def read_since(self, conversation: str, after_seq: int) -> list[StoredFrame]:
         conv = self._get(conversation)
@@ -185,7 +190,7 @@ class MemoryConversationStore(ConversationStore):
             return []
         frames = conv.frames
         # Seqs are contiguous, so the wanted frames are the last (seq - after_seq) of the list.
-        wanted = min(len(frames), max(0, conv.seq - after_seq))
+        wanted = min(len(frames), self.max_frames, max(0, conv.seq - after_seq))
         return frames[len(frames) - wanted :]
 
     async def last_seq(self, conversation: str) -> int:
