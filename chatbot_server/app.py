@@ -131,6 +131,7 @@ def make_store(settings: Settings, layer: ChannelLayer) -> ConversationStore:
             ttl=history.ttl,
             max_frames=history.max_frames,
             pool_size=redis.pool_size,
+            write_interval=history.write_interval,
         )
     return MemoryConversationStore(ttl=history.ttl, max_frames=history.max_frames)
 

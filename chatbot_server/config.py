@@ -121,6 +121,7 @@ class HistorySettings:
     ttl: float = 86400.0
     max_frames: int = 500
     takeover_timeout: float = 3.0
+    write_interval: float = 0.05  # redis: seconds frames gather before one pipeline writes them
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "history.ttl": (lambda v: v > 0, "a number of seconds > 0"),
     "history.max_frames": (lambda v: 1 <= v <= 100_000, "an integer 1..100000"),
     "history.takeover_timeout": (lambda v: v > 0, "a number of seconds > 0"),
+    "history.write_interval": (lambda v: 0 <= v <= 5, "seconds, 0..5"),
     "agents.session_ttl": (lambda v: v > 0, "a number of seconds > 0"),
     "agents.fallback_handoff": (lambda v: v >= 0, "an integer >= 0 (0 turns it off)"),
     "agents.login_failures": (lambda v: v >= 1, "an integer >= 1"),

@@ -89,11 +89,15 @@ class RedisConversationStore(ConversationStore):
         ttl: float = 86400,
         max_frames: int = 500,
         pool_size: int = 50,
+        write_interval: float = 0.05,
         client: aioredis.Redis | None = None,
     ) -> None:
         super().__init__()
-        if ttl <= 0 or max_frames < 1:
-            raise ValueError("ttl must be positive and max_frames at least 1")
+        if ttl <= 0 or max_frames < 1 or write_interval < 0:
+            raise ValueError("ttl must be positive, max_frames at least 1 and write_interval >= 0")
+        # Frames gather for this long before one pipeline writes them all: a busy conversation's
+        # frames go out in one RPUSH instead of one per message (what a crash may lose, at most).
+        self.write_interval = write_interval
         self.prefix = prefix
         self.process_id = process_id
         self.ttl_ms = int(ttl * 1000)
@@ -105,6 +109,7 @@ class RedisConversationStore(ConversationStore):
             connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=None)
         )
         self._new: set[str] = set()  # created here, owner key not written yet
+        self._fresh: set[str] = set()  # created here, first frames not written yet
         self._releasing: set[str] = set()  # given up here, owner key to delete after its frames
         self._waiters: list[asyncio.Future[None]] = []  # resolved when the next batch is written
         self._append = self._client.register_script(_APPEND)
@@ -113,6 +118,7 @@ class RedisConversationStore(ConversationStore):
         self._owned: dict[str, _Owned] = {}
         self._pending: dict[str, list[StoredFrame]] = {}
         self._wake = asyncio.Event()
+        self._hurry: asyncio.Future[None] | None = None  # cuts the gathering short (release, close)
         self._write_lock = asyncio.Lock()
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
@@ -131,6 +137,7 @@ class RedisConversationStore(ConversationStore):
             # Never cancel a pipeline half-written: let the writer finish its batch and stop.
             self._stopping = True
             self._wake.set()
+            self._cut_short()
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await asyncio.shield(self._writer)
@@ -158,6 +165,10 @@ class RedisConversationStore(ConversationStore):
     async def _write_behind(self) -> None:
         while not self._stopping:
             await self._wake.wait()
+            # New conversations go out at once (until their first frames are written): another
+            # process must find them on a quick resume.
+            if self.write_interval and not (self._waiters or self._fresh or self._stopping):
+                await self._gather()
             self._wake.clear()
             try:
                 await self._write_pending()
@@ -171,6 +182,20 @@ class RedisConversationStore(ConversationStore):
                 if not self._stopping:
                     await asyncio.sleep(RETRY_DELAY)  # Redis is down: retry the kept frames later
                 self._wake.set()
+
+    async def _gather(self) -> None:
+        loop = asyncio.get_running_loop()
+        hurry = self._hurry = loop.create_future()
+        timer = loop.call_later(self.write_interval, _resolve, hurry)
+        try:
+            await hurry
+        finally:
+            timer.cancel()
+            self._hurry = None
+
+    def _cut_short(self) -> None:
+        if self._hurry is not None:
+            _resolve(self._hurry)
 
     async def _write_pending(self) -> None:
         """Write every pending frame in one pipeline; on failure they are kept for the next try."""
@@ -224,6 +249,9 @@ class RedisConversationStore(ConversationStore):
                     batch.setdefault(conversation, []).extend(frames)
                 self._pending = batch
                 raise
+            if self._fresh:
+                self._fresh.difference_update(batch)
+                self._fresh.difference_update(releasing)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
@@ -242,7 +270,9 @@ class RedisConversationStore(ConversationStore):
         conversation = new_conversation_id()
         self._owned[conversation] = _Owned(frames=deque(maxlen=self.max_frames))
         self._new.add(conversation)
+        self._fresh.add(conversation)
         self._wake.set()
+        self._cut_short()
         return conversation
 
     async def acquire(self, conversation: str) -> str | None:
@@ -283,6 +313,7 @@ class RedisConversationStore(ConversationStore):
         written = asyncio.get_running_loop().create_future()
         self._waiters.append(written)
         self._wake.set()
+        self._cut_short()
         try:
             async with asyncio.timeout(RELEASE_WAIT):
                 await asyncio.shield(written)
@@ -362,3 +393,8 @@ class RedisConversationStore(ConversationStore):
         if state is None:
             return await super().reply_stored(conversation, client_id)
         return client_id in state.replied
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

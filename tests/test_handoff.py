@@ -258,6 +258,10 @@ async def test_waiting_user_who_reconnects_elsewhere_keeps_waiting(
     agents.append(li)
     await li.send(type="claim", conversation=conversation)
     transcript = await li.next("transcript")
+    if transcript["frames"][-1]["msg"] != "还要等多久":
+        # Read from Redis before the holder's write-behind wrote the line: the holder (told by
+        # conv.mode) then sends the console its own full transcript.
+        transcript = await li.next("transcript")
     assert transcript["frames"][-1]["msg"] == "还要等多久"  # stored while waiting; the bot said nothing
     assert "还要等多久" not in bot.answered
     assert (await receive_until(ws, "system"))["event"] == "agent_joined"

@@ -149,3 +149,33 @@ async def test_write_behind_does_not_wait_and_survives_close(store_factory: Stor
     two = await store_factory()
     if one.backend == "redis":
         assert [f["seq"] for f in await two.transcript(conv)] == list(range(1, 101))
+
+
+async def test_redis_store_gathers_frames_into_one_write_per_conversation_and_interval(redis_server: str) -> None:
+    import redis.asyncio as aioredis
+
+    prefix = unique_prefix()
+    store = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p", write_interval=5)
+    await store.start()
+    client = aioredis.from_url(redis_server)
+    conversations = [await store.create() for _ in range(3)]
+    for conv in conversations:
+        await store.append(conv, {"type": "greeting", "msg": "hi"})
+    await store.flush()  # new conversations are written at once (a quick resume elsewhere finds them)
+
+    async def rpush_calls() -> int:
+        return int((await client.info("commandstats")).get("cmdstat_rpush", {}).get("calls", 0))
+
+    async def stored() -> list[int]:
+        return [await client.llen(f"{prefix}:conv:{conv}:frames") for conv in conversations]
+
+    before = await rpush_calls()
+    for n in range(10):
+        for conv in conversations:
+            await store.append(conv, {"type": "user", "msg": str(n)})
+        await asyncio.sleep(0)  # one loop pass: the writer wakes and starts gathering
+    assert await stored() == [1, 1, 1]  # still gathering (write_interval 5 s)
+    await store.close()  # writes everything gathered, in one pipeline
+    assert await stored() == [11, 11, 11]
+    assert await rpush_calls() - before == 3  # one RPUSH per conversation, not one per frame
+    await client.aclose()
