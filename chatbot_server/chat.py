@@ -284,9 +284,9 @@ class ChatConsumer(WebsocketConsumer):
         if message.client_id is not None:
             user_frame["id"] = message.client_id
         if self.holding:
-            await self.store.append(self.conversation, user_frame)  # type: ignore[arg-type]
+            encoded = await self.store.append_encoded(self.conversation, user_frame)  # type: ignore[arg-type]
             if message.typed:
-                await self.send_json(user_frame)
+                await self.send_encoded(encoded)
         else:
             await self.deliver(user_frame)
         if log.isEnabledFor(logging.DEBUG):  # one line per message is too much for INFO at scale
@@ -464,8 +464,7 @@ class ChatConsumer(WebsocketConsumer):
         if not self.holding:
             await self.deliver(out)
             return
-        await self.store.append(self.conversation, out)  # type: ignore[arg-type]
-        await self.send_json(out)
+        await self.send_encoded(await self.store.append_encoded(self.conversation, out))  # type: ignore[arg-type]
         if self.mode == "agent":
             await self.forward_to_agents(out)
 

@@ -253,10 +253,13 @@ class WebsocketConsumer:
         send once `_WRITER_LIMIT` bytes are queued, and after `limits.send_timeout` seconds blocked the
         connection is dropped (logged and counted with close code 4001).
         """
+        await self.send_encoded(dumpb(payload))
+
+    async def send_encoded(self, data: bytes) -> None:
+        """send_json for a frame already encoded as JSON bytes."""
         ws = self.ws
         if ws.closed:
             return
-        data = dumpb(payload)
         transport = self.request.transport
         try:
             if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
@@ -289,17 +292,7 @@ class WebsocketConsumer:
             _run_now(ws.send_frame(data, WSMsgType.TEXT))
             self.stats.messages_out += 1
             return
-        self._registry.keep_alive(self._send_encoded(data))
-
-    async def _send_encoded(self, data: bytes) -> None:
-        try:
-            async with asyncio.timeout(self.settings.limits.send_timeout):
-                await self.ws.send_frame(data, WSMsgType.TEXT)
-            self.stats.messages_out += 1
-        except TimeoutError:
-            await self._drop_slow_reader()
-        except ConnectionError:
-            pass
+        self._registry.keep_alive(self.send_encoded(data))
 
     async def _drop_slow_reader(self) -> None:
         # The client's buffers are full, so no close frame could reach it: reset the connection.

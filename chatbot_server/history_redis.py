@@ -57,7 +57,7 @@ RELEASE_WAIT = 2.0
 class _Owned:
     """The in-memory state of a conversation this process owns."""
 
-    frames: deque[StoredFrame]
+    frames: deque[bytes]  # encoded (JSON with seq), as sent and as written to Redis
     seq: int = 0
     client_ids: set[str] = field(default_factory=set)
     replied: set[str] = field(default_factory=set)
@@ -66,13 +66,23 @@ class _Owned:
     stored: int = 0
     renewed: float = -1e18
 
-    def add(self, frame: StoredFrame) -> None:
-        self.frames.append(frame)
+    def add(self, frame: StoredFrame, encoded: bytes) -> None:
+        self.frames.append(encoded)
         if frame.get("type") == "user" and "id" in frame:
             self.client_ids.add(frame["id"])
         reply_to = frame.get("reply_to")
         if reply_to is not None:
             self.replied.add(reply_to)
+
+
+class _Unwritten:
+    """A conversation's frames not yet written to Redis, and the seq of the newest."""
+
+    __slots__ = ("frames", "seq")
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+        self.seq = 0
 
 
 class RedisConversationStore(ConversationStore):
@@ -116,7 +126,7 @@ class RedisConversationStore(ConversationStore):
         self._acquire = self._client.register_script(_ACQUIRE)
         self._release = self._client.register_script(_RELEASE)
         self._owned: dict[str, _Owned] = {}
-        self._pending: dict[str, list[StoredFrame]] = {}
+        self._pending: dict[str, _Unwritten] = {}
         self._wake = asyncio.Event()
         self._hurry: asyncio.Future[None] | None = None  # cuts the gathering short (release, close)
         self._write_lock = asyncio.Lock()
@@ -216,15 +226,15 @@ class RedisConversationStore(ConversationStore):
             for conversation in new:
                 if conversation in self._owned:
                     pipe.set(self._keys(conversation)[2], self.process_id, px=self.ttl_ms)
-            for conversation, frames in batch.items():
+            for conversation, unwritten in batch.items():
                 seq_key, frames_key, owner_key = self._keys(conversation)
                 # Two commands per conversation and batch on the hot path; trim and TTL renewal
                 # only when due (a released conversation gets both).
-                pipe.rpush(frames_key, *[orjson.dumps(f) for f in frames])
-                pipe.set(seq_key, frames[-1]["seq"], px=self.ttl_ms)
+                pipe.rpush(frames_key, *unwritten.frames)
+                pipe.set(seq_key, unwritten.seq, px=self.ttl_ms)
                 state = self._owned.get(conversation)
                 if state is not None:
-                    state.stored += len(frames)
+                    state.stored += len(unwritten.frames)
                 if state is None or state.stored > self.max_frames:
                     pipe.ltrim(frames_key, -self.max_frames, -1)
                     if state is not None:
@@ -245,8 +255,13 @@ class RedisConversationStore(ConversationStore):
                 self._waiters[:0] = waiters
                 for state in self._owned.values():
                     state.renewed = -1e18  # renew again on the retry
-                for conversation, frames in self._pending.items():
-                    batch.setdefault(conversation, []).extend(frames)
+                for conversation, newer in self._pending.items():
+                    older = batch.get(conversation)
+                    if older is None:
+                        batch[conversation] = newer
+                    else:
+                        older.frames.extend(newer.frames)
+                        older.seq = newer.seq
                 self._pending = batch
                 raise
             if self._fresh:
@@ -300,7 +315,7 @@ class RedisConversationStore(ConversationStore):
             raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
         state = _Owned(frames=deque(maxlen=self.max_frames), seq=int(raw_seq or 0), stored=len(raw_frames))
         for raw in raw_frames:
-            state.add(orjson.loads(raw))
+            state.add(orjson.loads(raw), raw)
         self._owned[conversation] = state
 
     async def release(self, conversation: str) -> None:
@@ -330,20 +345,25 @@ class RedisConversationStore(ConversationStore):
             raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
 
     async def append(self, conversation: str, frame: StoredFrame) -> int:
+        await self.append_encoded(conversation, frame)
+        return frame["seq"]  # type: ignore[no-any-return]
+
+    async def append_encoded(self, conversation: str, frame: StoredFrame) -> bytes:
         state = self._owned.get(conversation)
         if state is None:
-            seq = await self._script_append(conversation, frame, force=True)
-            return seq
-        state.seq += 1
-        frame["seq"] = state.seq
-        state.add(frame)
-        pending = self._pending.get(conversation)
-        if pending is None:
-            self._pending[conversation] = [frame]
-        else:
-            pending.append(frame)
+            await self._script_append(conversation, frame, force=True)
+            return orjson.dumps(frame)
+        seq = state.seq = state.seq + 1
+        frame["seq"] = seq
+        encoded = orjson.dumps(frame)
+        state.add(frame, encoded)
+        unwritten = self._pending.get(conversation)
+        if unwritten is None:
+            unwritten = self._pending[conversation] = _Unwritten()
+        unwritten.frames.append(encoded)
+        unwritten.seq = seq
         self._wake.set()
-        return state.seq
+        return encoded
 
     async def append_if_unowned(self, conversation: str, frame: StoredFrame) -> int | None:
         seq = await self._script_append(conversation, frame, force=False)
@@ -366,7 +386,7 @@ class RedisConversationStore(ConversationStore):
         if state is not None:
             frames = state.frames
             wanted = min(len(frames), max(0, state.seq - after_seq))
-            return list(frames)[len(frames) - wanted :]
+            return [orjson.loads(raw) for raw in list(frames)[len(frames) - wanted :]]
         raw_frames = await self._client.lrange(self._keys(conversation)[1], 0, -1)
         out = [orjson.loads(raw) for raw in raw_frames]
         return [f for f in out if f["seq"] > after_seq]
