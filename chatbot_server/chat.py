@@ -280,9 +280,9 @@ class ChatConsumer(WebsocketConsumer):
             await self.answer(mask_sensitive(message.text), client_id)
             return
         text = mask_sensitive(message.text)
-        user_frame = frame("user", text, talk=True)
-        if message.client_id is not None:
-            user_frame["id"] = message.client_id
+        user_frame: Frame = {"type": "user", "msg": text, "talk": True, "ts": now_ms()}
+        if client_id is not None:
+            user_frame["id"] = client_id
         if self.holding:
             encoded = await self.store.append_encoded(self.conversation, user_frame)  # type: ignore[arg-type]
             if message.typed:

@@ -109,7 +109,7 @@ def _parse_message(data: dict[str, Any], *, max_text_length: int) -> UserMessage
     if client_id is not None:
         if not isinstance(client_id, str) or not 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH:
             raise ProtocolError("bad_frame", f"消息格式错误:id 应为 1 到 {MAX_CLIENT_ID_LENGTH} 个字符的字符串。")
-    return UserMessage(text=text, client_id=client_id, typed="type" in data)
+    return UserMessage(text, client_id, "type" in data)
 
 
 def _parse_resume(data: dict[str, Any]) -> Resume:

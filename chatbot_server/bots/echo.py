@@ -14,6 +14,12 @@ class EchoBot(Bot):
 
     def __init__(self, template: str = "我正在思考你的问题{{{text}}}") -> None:
         self.template = template
+        # A template with one {text} is answered by concatenation, not str.format per message.
+        marker = "\x00"
+        filled = template.format(text=marker)
+        self._parts = filled.split(marker) if filled.count(marker) == 1 and marker not in template else None
 
     async def answer(self, turn: Turn) -> Reply:
-        return Reply(text=self.template.format(text=turn.text), intent="echo", confidence=1.0)
+        parts = self._parts
+        text = parts[0] + turn.text + parts[1] if parts is not None else self.template.format(text=turn.text)
+        return Reply(text, "echo", 1.0)
