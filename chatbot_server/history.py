@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .jsonutil import dumpb, loads
+from .jsonutil import dumpb, dumpb_to_keep, loads
 
 StoredFrame = dict[str, Any]
 
@@ -181,7 +181,7 @@ class MemoryConversationStore(ConversationStore):
             conv = conversations[conversation] = _Conversation(frames=[])
         seq = conv.seq = conv.seq + 1
         frame["seq"] = seq
-        encoded = dumpb(frame)
+        encoded = dumpb_to_keep(frame)
         frames = conv.frames
         frames.append(encoded)
         if len(frames) > self._trim_at:

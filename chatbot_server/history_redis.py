@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from .errors import StoreUnavailableError
 from .history import ConversationStore, StoredFrame, new_conversation_id
+from .jsonutil import dumpb_to_keep
 
 log = logging.getLogger(__name__)
 
@@ -355,7 +356,7 @@ class RedisConversationStore(ConversationStore):
             return orjson.dumps(frame)
         seq = state.seq = state.seq + 1
         frame["seq"] = seq
-        encoded = orjson.dumps(frame)
+        encoded = dumpb_to_keep(frame)
         state.add(frame, encoded)
         unwritten = self._pending.get(conversation)
         if unwritten is None:
