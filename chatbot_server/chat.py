@@ -312,7 +312,7 @@ class ChatConsumer(WebsocketConsumer):
         timeout = self.settings.bot.timeout
         try:
             if self._answers_once:  # the common case: no async generator, no timer for a bot that never waits
-                await self._on_reply(await deadlines.run(self.bot.answer(turn), timeout), started, client_id)
+                await self._on_reply(await deadlines.run(self.bot.answer(turn), timeout, started), started, client_id)
             else:
                 async with deadlines.limit(timeout):
                     async for event in self.bot.respond(turn):
@@ -334,7 +334,11 @@ class ChatConsumer(WebsocketConsumer):
 
     async def _on_reply(self, reply: Reply, started: float, client_id: str | None) -> None:
         self.stats.bot_latency.observe(time.monotonic() - started)
-        await self.emit(reply_frame(reply, client_id))
+        out = reply_frame(reply, client_id)
+        if self.holding and self.mode == "bot":  # emit(), without its coroutine, on the hot path
+            await self.send_encoded(await self.store.append_encoded(self.conversation, out))  # type: ignore[arg-type]
+        else:
+            await self.emit(out)
         if reply.handoff or reply.fallback or self._fallbacks:
             await self.after_reply(reply)
 

@@ -144,9 +144,9 @@ class WebsocketConsumer:
                 if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                     # Only frames the user sent count as activity (pongs to heartbeats do not);
                     # the registry's idle sweep closes sockets quiet for limits.idle_timeout.
-                    self.last_active = clock()
+                    self.last_active = now = clock()
                     stats.messages_in += 1
-                    if not take_token():
+                    if not take_token(now):
                         await self.on_rate_limited()
                         continue
                     self._strikes = 0

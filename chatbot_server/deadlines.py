@@ -59,14 +59,16 @@ class Deadlines:
         """`async with deadlines.limit(5):` raises TimeoutError if the block runs longer (± resolution)."""
         return _Limit(self, time.monotonic() + seconds)
 
-    async def run(self, coro: Coroutine[Any, Any, T], seconds: float) -> T:
+    async def run(self, coro: Coroutine[Any, Any, T], seconds: float, started: float | None = None) -> T:
         """Await `coro` within `seconds`, like `async with self.limit(seconds): await coro`.
 
         A coroutine that finishes without ever suspending (a CPU-bound bot answering from memory)
         could not be timed out anyway, so it costs no limit at all: its first step runs here, and
-        only if it suspends does the rest run under a limit counted from the start.
+        only if it suspends does the rest run under a limit counted from `started` (time.monotonic(),
+        default now).
         """
-        started = time.monotonic()
+        if started is None:
+            started = time.monotonic()
         try:
             suspended_on = coro.send(None)
         except StopIteration as done:

@@ -20,9 +20,10 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = time.monotonic()
 
-    def take(self) -> bool:
-        """Take a token if there is one."""
-        now = time.monotonic()
+    def take(self, now: float | None = None) -> bool:
+        """Take a token if there is one (`now`: time.monotonic(), if the caller has it already)."""
+        if now is None:
+            now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
         self._stamp = now
         if self._tokens >= 1:
