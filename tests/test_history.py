@@ -179,3 +179,20 @@ async def test_redis_store_gathers_frames_into_one_write_per_conversation_and_in
     assert await stored() == [11, 11, 11]
     assert await rpush_calls() - before == 3  # one RPUSH per conversation, not one per frame
     await client.aclose()
+
+
+async def test_redis_store_writes_a_large_batch_with_newlines_intact(redis_server: str) -> None:
+    prefix = unique_prefix()
+    one = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1", max_frames=3000, write_interval=5)
+    await one.start()
+    conv = await one.create()
+    texts = [f"第{n}行\n第二行\r\n\u2028 {{\"x\": [1]}}" for n in range(2500)]  # one batch > 1000 entries
+    for text in texts:
+        await one.append(conv, {"type": "user", "msg": text})
+    await one.close()
+    two = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p2", max_frames=3000)
+    await two.start()
+    stored = await two.transcript(conv)
+    assert [f["msg"] for f in stored] == texts and [f["seq"] for f in stored] == list(range(1, 2501))
+    assert await two.last_seq(conv) == 2500
+    await two.close()
