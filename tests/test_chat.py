@@ -286,6 +286,19 @@ async def test_shutdown_closes_sockets_with_1001_and_a_notice(aiohttp_client: An
     await shutdown
 
 
+async def test_the_standalone_server_freezes_its_start_up_heap_for_the_gc(aiohttp_client: Any) -> None:
+    import gc
+
+    gc.unfreeze()
+    try:
+        client = await aiohttp_client(create_app(make_settings(), handle_signals=True))
+        assert gc.get_freeze_count() > 0  # start-up objects are out of the cyclic GC's way
+        async with client.ws_connect("/ws") as ws:
+            assert (await receive_json(ws))["type"] == "greeting"
+    finally:
+        gc.unfreeze()
+
+
 async def test_healthz_reports_the_layer(chat_client: ClientMaker) -> None:
     client = await chat_client()
     response = await client.get("/healthz")
