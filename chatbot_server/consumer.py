@@ -33,6 +33,10 @@ from .ratelimit import TokenBucket, client_ip
 
 log = logging.getLogger("chatbot_server.consumer")
 
+# Enum members as module constants: each WSMsgType.X lookup costs ~50 ns on Python 3.11, and the
+# receive loop and every send make several.
+_TEXT, _BINARY, _PING, _PONG, _ERROR = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.PONG, WSMsgType.ERROR
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MessageHandler = Callable[[Any, Message], Awaitable[None] | None]
 _HANDLER_MARK = "__chatbot_message_handler__"
@@ -141,7 +145,7 @@ class WebsocketConsumer:
             while not ws.closed:
                 msg = await ws.receive()
                 kind = msg.type
-                if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
+                if kind is _TEXT or kind is _BINARY:
                     # Only frames the user sent count as activity (pongs to heartbeats do not);
                     # the registry's idle sweep closes sockets quiet for limits.idle_timeout.
                     self.last_active = now = clock()
@@ -150,18 +154,18 @@ class WebsocketConsumer:
                         await self.on_rate_limited()
                         continue
                     self._strikes = 0
-                    if kind is WSMsgType.TEXT:
+                    if kind is _TEXT:
                         await self.on_receive_text(msg.data)
                     else:
                         await self.on_receive_bytes(msg.data)
-                elif kind is WSMsgType.PONG:
+                elif kind is _PONG:
                     self.last_heard = clock()
-                elif kind is WSMsgType.PING:
+                elif kind is _PING:
                     try:
                         await ws.pong(msg.data)
                     except ConnectionError:
                         pass  # the peer went away; the next receive sees the close
-                elif kind is WSMsgType.ERROR:
+                elif kind is _ERROR:
                     log.info("ws.error conn=%s error=%s", self.connection_id, msg.data)
                     stats.error(f"close_{ws.close_code}")
                     break
@@ -264,10 +268,10 @@ class WebsocketConsumer:
         try:
             if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
                 # Below asyncio's write-buffer high-water mark: aiohttp cannot wait for a drain.
-                await ws.send_frame(data, WSMsgType.TEXT)
+                await ws.send_frame(data, _TEXT)
             else:
                 async with asyncio.timeout(self.settings.limits.send_timeout):
-                    await ws.send_frame(data, WSMsgType.TEXT)
+                    await ws.send_frame(data, _TEXT)
             self.stats.messages_out += 1
         except TimeoutError:
             await self._drop_slow_reader()
@@ -289,7 +293,7 @@ class WebsocketConsumer:
             return
         transport = self.request.transport
         if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
-            _run_now(ws.send_frame(data, WSMsgType.TEXT))
+            _run_now(ws.send_frame(data, _TEXT))
             self.stats.messages_out += 1
             return
         self._registry.keep_alive(self.send_encoded(data))
