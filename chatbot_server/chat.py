@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("chatbot_server.chat")
 
+# Shared empty values (an empty frozenset is a new 216-byte object each time on Python 3.11).
+_NO_IDS: frozenset[str] = frozenset()
+_NO_QUERY: dict[str, str] = {}
+
 # The handoff queue, set by app.setup() when agents are configured (the agents package is optional
 # here so that the chat works without it).
 QUEUE_KEY: web.AppKey[HandoffQueue] = web.AppKey("chatbot_server.agents.queue")
@@ -105,8 +109,8 @@ class ChatConsumer(WebsocketConsumer):
         # Frames sent to us by others before we finished taking the conversation over.
         self._early: list[Frame] | None = None
         # Client message ids being answered right now (in this socket, or by the previous holder).
-        self._answering: set[str] | frozenset[str] = frozenset()  # a set once something is answered
-        self._inherited: frozenset[str] | set[str] = frozenset()  # shared empty until a takeover
+        self._answering: set[str] | frozenset[str] = _NO_IDS  # a set once something is answered
+        self._inherited: frozenset[str] | set[str] = _NO_IDS  # until a takeover
         self._takeover_ack: asyncio.Future[list[str]] | None = None
         self._wanted = ""
         self.queue: HandoffQueue | None = request.config_dict.get(QUEUE_KEY)
@@ -117,7 +121,8 @@ class ChatConsumer(WebsocketConsumer):
 
     # ------------------------------------------------------------------ hooks
     async def on_connect(self) -> None:
-        query = self.request.query
+        # request.query parses and caches a multidict (~200 bytes per idle socket): only if there is one.
+        query = self.request.query if self.request.query_string else _NO_QUERY
         wanted = query.get("conversation")
         if wanted:
             last_seq = query.get("last_seq", "0")

@@ -97,7 +97,7 @@ class WebsocketConsumer:
         self.connection_id = secrets.token_hex(6)
         self.channel_name = ""
         self.close_code: int | None = None
-        self._groups: set[str] = set()
+        self._groups: list[str] = []  # a few names: a list is 64 bytes, a set at least 216
         self._drain_task: asyncio.Task[None] | None = None
         self._bucket = TokenBucket(limits.rate_per_second, limits.rate_burst)
         self._strikes = 0
@@ -339,11 +339,13 @@ class WebsocketConsumer:
     async def group_add(self, group: str) -> None:
         """Join a group; left automatically on disconnect."""
         await self.layer.group_add(group, self.channel_name)
-        self._groups.add(group)
+        if group not in self._groups:
+            self._groups.append(group)
 
     async def group_discard(self, group: str) -> None:
         """Leave a group."""
-        self._groups.discard(group)
+        if group in self._groups:
+            self._groups.remove(group)
         await self.layer.group_discard(group, self.channel_name)
 
     # ----------------------------------------------------- layer dispatching
