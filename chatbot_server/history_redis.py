@@ -134,6 +134,8 @@ class RedisConversationStore(ConversationStore):
         self._writer: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_error = ""
+        self._late_releases = 0
+        self._late_logged = -1e18
 
     def _keys(self, conversation: str) -> tuple[str, str, str]:
         base = f"{self.prefix}:conv:{conversation}"
@@ -334,7 +336,17 @@ class RedisConversationStore(ConversationStore):
             async with asyncio.timeout(RELEASE_WAIT):
                 await asyncio.shield(written)
         except TimeoutError:
-            log.warning("history.release_pending conversation=%s", conversation[:8])
+            self._note_late_release()
+
+    def _note_late_release(self) -> None:
+        # Thousands of sockets closing at once can each outwait RELEASE_WAIT: one line per 10 s
+        # with a count, not one per socket (their owner keys are still deleted in the background).
+        self._late_releases += 1
+        now = time.monotonic()
+        if now - self._late_logged >= 10.0:
+            log.warning("history.release_pending count=%d since the last such line (written in the background)", self._late_releases)
+            self._late_releases = 0
+            self._late_logged = now
 
     # ---------------------------------------------------------------- frames
     async def exists(self, conversation: str) -> bool:
