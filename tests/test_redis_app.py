@@ -9,7 +9,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from chatbot_server import setup
-from chatbot_server.keys import LAYER_KEY
+from chatbot_server.history_redis import RedisConversationStore
+from chatbot_server.keys import LAYER_KEY, STORE_KEY
 
 from .helpers import make_settings, receive_json, receive_until
 from .redis_server import RedisProcess, unique_prefix
@@ -39,7 +40,7 @@ async def test_redis_outage_keeps_local_chat_and_recovers(aiohttp_client: Any, r
     one = await redis_app(aiohttp_client, redis_process.url, prefix)
     two = await redis_app(aiohttp_client, redis_process.url, prefix)
     async with one.ws_connect("/ws") as a, two.ws_connect("/ws") as b:
-        await receive_json(a)
+        conversation = (await receive_json(a))["conversation"]
         await receive_json(b)
 
         redis_process.kill()
@@ -64,3 +65,10 @@ async def test_redis_outage_keeps_local_chat_and_recovers(aiohttp_client: Any, r
                 assert (await receive_until(ws, "system"))["msg"] == "恢复"
         metrics = await (await one.get("/metrics")).text()
         assert 'chatbot_layer_reconnects_total 1.0' in metrics
+        # What was said during the outage was kept and written once Redis came back.
+        await one.app[STORE_KEY].flush()
+        reader = RedisConversationStore(url=redis_process.url, prefix=prefix, process_id="reader")
+        await reader.start()
+        stored = [(f["type"], f["msg"]) for f in await reader.transcript(conversation)]
+        await reader.close()
+        assert ("user", "断网了吗") in stored and ("reply", "我正在思考你的问题{断网了吗}") in stored
