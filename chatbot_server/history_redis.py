@@ -50,6 +50,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 RETRY_DELAY = 0.2
+FRAMES_PER_PIPELINE = 500
 CLOSE_TIMEOUT = 5.0
 RELEASE_WAIT = 2.0
 
@@ -211,7 +212,7 @@ class RedisConversationStore(ConversationStore):
             _resolve(self._hurry)
 
     async def _write_pending(self) -> None:
-        """Write every pending frame in one pipeline; on failure they are kept for the next try."""
+        """Write every pending frame (pipelines of ~FRAMES_PER_PIPELINE); on failure they are kept for the next try."""
         async with self._write_lock:
             batch, self._pending = self._pending, {}
             if not batch and not self._new and not self._releasing:
@@ -223,56 +224,73 @@ class RedisConversationStore(ConversationStore):
             new, self._new = self._new, set()
             releasing, self._releasing = self._releasing, set()
             waiters, self._waiters = self._waiters, []
-            pipe = self._client.pipeline(transaction=False)
             now = time.monotonic()
             renew_every = self.ttl_ms / 10_000
-            for conversation in new:
-                if conversation in self._owned:
-                    pipe.set(self._keys(conversation)[2], self.process_id, px=self.ttl_ms)
-            for conversation, unwritten in batch.items():
-                seq_key, frames_key, owner_key = self._keys(conversation)
-                # Two commands per conversation and batch on the hot path; trim and TTL renewal
-                # only when due (a released conversation gets both).
-                pipe.rpush(frames_key, *unwritten.frames)
-                pipe.set(seq_key, unwritten.seq, px=self.ttl_ms)
-                state = self._owned.get(conversation)
-                if state is not None:
-                    state.stored += len(unwritten.frames)
-                if state is None or state.stored > self.max_frames:
-                    pipe.ltrim(frames_key, -self.max_frames, -1)
-                    if state is not None:
-                        state.stored = self.max_frames
-                if state is None or now - state.renewed > renew_every:
-                    pipe.pexpire(frames_key, self.ttl_ms)
-                    pipe.pexpire(owner_key, self.ttl_ms)
-                    if state is not None:
-                        state.renewed = now
-            for conversation in releasing:  # after the conversation's last frames, in one pipeline
-                await self._release(keys=[self._keys(conversation)[2]], args=[self.process_id], client=pipe)
-            try:
-                await pipe.execute()
-            except BaseException:
-                await pipe.reset()  # type: ignore[no-untyped-call]  # give its connection back to the pool
-                self._new |= new
-                self._releasing |= releasing
-                self._waiters[:0] = waiters
-                for state in self._owned.values():
-                    state.renewed = -1e18  # renew again on the retry
-                for conversation, newer in self._pending.items():
-                    older = batch.get(conversation)
-                    if older is None:
-                        batch[conversation] = newer
-                    else:
-                        older.frames.extend(newer.frames)
-                        older.seq = newer.seq
-                self._pending = batch
-                raise
+            # Several pipelines of at most FRAMES_PER_PIPELINE frames: redis-py encodes a pipeline in
+            # one go, and a 50 ms batch under load (thousands of frames) would stall every socket
+            # for milliseconds. Owner keys go in the first, releases after every frame, in the last.
+            chunks = _chunked(batch, FRAMES_PER_PIPELINE)
+            for index, chunk in enumerate(chunks):
+                pipe = self._client.pipeline(transaction=False)
+                if index == 0:
+                    for conversation in new:
+                        if conversation in self._owned:
+                            pipe.set(self._keys(conversation)[2], self.process_id, px=self.ttl_ms)
+                for conversation, unwritten in chunk:
+                    self._queue_frames(pipe, conversation, unwritten, now, renew_every)
+                if index == len(chunks) - 1:
+                    for conversation in releasing:
+                        await self._release(keys=[self._keys(conversation)[2]], args=[self.process_id], client=pipe)
+                try:
+                    await pipe.execute()
+                except BaseException:
+                    await pipe.reset()  # type: ignore[no-untyped-call]  # give its connection back to the pool
+                    if index == 0:
+                        self._new |= new
+                    self._releasing |= releasing
+                    self._waiters[:0] = waiters
+                    for state in self._owned.values():
+                        state.renewed = -1e18  # renew again on the retry
+                    self._keep_unwritten(dict(item for rest in chunks[index:] for item in rest))
+                    raise
             if self._fresh:
                 self._fresh.difference_update(batch)
                 self._fresh.difference_update(releasing)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def _queue_frames(
+        self, pipe: aioredis.client.Pipeline, conversation: str, unwritten: _Unwritten, now: float, renew_every: float
+    ) -> None:
+        seq_key, frames_key, owner_key = self._keys(conversation)
+        # Two commands per conversation and batch on the hot path; trim and TTL renewal only when
+        # due (a released conversation gets both).
+        pipe.rpush(frames_key, *unwritten.frames)
+        pipe.set(seq_key, unwritten.seq, px=self.ttl_ms)
+        state = self._owned.get(conversation)
+        if state is not None:
+            state.stored += len(unwritten.frames)
+        if state is None or state.stored > self.max_frames:
+            pipe.ltrim(frames_key, -self.max_frames, -1)
+            if state is not None:
+                state.stored = self.max_frames
+        if state is None or now - state.renewed > renew_every:
+            pipe.pexpire(frames_key, self.ttl_ms)
+            pipe.pexpire(owner_key, self.ttl_ms)
+            if state is not None:
+                state.renewed = now
+
+    def _keep_unwritten(self, unwritten: dict[str, _Unwritten]) -> None:
+        # A failed write: its frames go back in front of whatever was appended meanwhile.
+        for conversation, newer in self._pending.items():
+            older = unwritten.get(conversation)
+            if older is None:
+                unwritten[conversation] = newer
+            else:
+                older.frames.extend(newer.frames)
+                older.seq = newer.seq
+        self._pending = unwritten
 
     async def flush(self) -> None:
         await self._write_pending()
@@ -431,3 +449,16 @@ class RedisConversationStore(ConversationStore):
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _chunked(batch: dict[str, _Unwritten], frames_per_chunk: int) -> list[list[tuple[str, _Unwritten]]]:
+    """Conversations grouped so each group holds about `frames_per_chunk` frames; at least one group."""
+    chunks: list[list[tuple[str, _Unwritten]]] = [[]]
+    frames = 0
+    for item in batch.items():
+        if frames >= frames_per_chunk:
+            chunks.append([])
+            frames = 0
+        chunks[-1].append(item)
+        frames += len(item[1].frames)
+    return chunks

@@ -196,3 +196,29 @@ async def test_redis_store_writes_a_large_batch_with_newlines_intact(redis_serve
     assert [f["msg"] for f in stored] == texts and [f["seq"] for f in stored] == list(range(1, 2501))
     assert await two.last_seq(conv) == 2500
     await two.close()
+
+
+async def test_redis_store_splits_a_big_batch_into_pipelines_and_keeps_release_order(
+    redis_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import chatbot_server.history_redis as history_redis
+
+    monkeypatch.setattr(history_redis, "FRAMES_PER_PIPELINE", 50)
+    prefix = unique_prefix()
+    one = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1", write_interval=5)
+    await one.start()
+    conversations = [await one.create() for _ in range(12)]
+    await one.flush()
+    for n in range(20):  # 240 frames: five pipelines of about 50
+        for conv in conversations:
+            await one.append(conv, {"type": "user", "msg": f"{conv[:4]}-{n}"})
+    await one.release(conversations[-1])  # its owner key goes after its frames, in the last pipeline
+    two = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p2")
+    await two.start()
+    assert await two.acquire(conversations[-1]) is None  # released: nobody owns it any more
+    for conv in conversations[:-1]:
+        assert await two.acquire(conv) == "p1"  # still owned by the first process
+    await one.close()
+    for conv in conversations:
+        assert [f["msg"] for f in await two.transcript(conv)] == [f"{conv[:4]}-{n}" for n in range(20)]
+    await two.close()
