@@ -101,20 +101,23 @@ class ConnectionRegistry:
     async def _heartbeat(self, interval: float) -> None:
         now = time.monotonic()
         pinged = self._pinged
+        consumers = self._consumers
         for consumer, sent in list(pinged.items()):
-            if consumer.last_heard >= sent or consumer.last_active >= sent:
-                del pinged[consumer]  # answered (any frame from the peer will do)
-            elif now - sent >= interval / 2:
+            if consumer.last_heard >= sent or consumer.last_active >= sent or consumer not in consumers:
+                del pinged[consumer]  # answered (any frame from the peer will do), or gone
+            elif now - sent >= interval / 2 and not consumer.busy and not consumer.ws.closed:
+                # (A busy socket's pong may be waiting unread behind the hook that runs.)
                 del pinged[consumer]
                 consumer.drop_unresponsive()
         quiet_since = now - interval
         due = [
-            c for c in self._consumers
-            if c.last_active < quiet_since and c.last_heard < quiet_since and c not in pinged
+            c for c in consumers
+            if c.last_active < quiet_since and c.last_heard < quiet_since and c not in pinged and not c.busy
         ]
         for n, consumer in enumerate(due, 1):
-            pinged[consumer] = now
-            consumer.ping_nowait()
+            if consumer in consumers and not consumer.ws.closed:  # still open after the yields below
+                pinged[consumer] = now
+                consumer.ping_nowait()
             if n % 500 == 0:
                 await asyncio.sleep(0)  # thousands of pings at once: let the sockets' frames through
 

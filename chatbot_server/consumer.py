@@ -66,8 +66,8 @@ class WebsocketConsumer:
     # Subclasses without __slots__ simply get a __dict__ as usual.
     __slots__ = (
         "__weakref__", "_bucket", "_closed_with", "_dispatching", "_drain_task", "_groups", "_ip_counted",
-        "_registry", "_strikes", "channel_name", "client_ip", "close_code", "connection_id", "last_active",
-        "last_heard", "layer", "request", "settings", "stats", "ws",
+        "_registry", "_strikes", "busy", "channel_name", "client_ip", "close_code", "connection_id",
+        "last_active", "last_heard", "layer", "request", "settings", "stats", "ws",
     )
 
     #: Groups every socket joins on connect and leaves on disconnect.
@@ -106,6 +106,9 @@ class WebsocketConsumer:
         self._dispatching = False
         self.last_active = time.monotonic()
         self.last_heard = 0.0  # when the last pong came (the registry pings quiet sockets)
+        # True while a hook runs: the receive loop cannot read pongs then, so the heartbeat neither
+        # pings nor drops the socket (hooks are bounded by bot.timeout and limits.send_timeout).
+        self.busy = True
 
     # ----------------------------------------------------------------- routing
     @classmethod
@@ -143,7 +146,9 @@ class WebsocketConsumer:
                 await self.group_add(group)
             await self.on_connect()
             while not ws.closed:
+                self.busy = False
                 msg = await ws.receive()
+                self.busy = True
                 kind = msg.type
                 if kind is _TEXT or kind is _BINARY:
                     # Only frames the user sent count as activity (pongs to heartbeats do not);

@@ -15,7 +15,7 @@ import pytest
 from aiohttp import WSCloseCode, web
 from aiohttp.test_utils import TestClient, make_mocked_request
 
-from chatbot_server import setup
+from chatbot_server import Bot, Reply, Turn, setup
 from chatbot_server.keys import CONNECTIONS_KEY, LAYER_KEY
 from chatbot_server.logs import JsonFormatter
 
@@ -267,3 +267,24 @@ async def test_sockets_read_in_64_kib_chunks_not_asyncios_256(aiohttp_client: An
         assert consumer.request.transport.max_size == 64 * 1024
         await ws.send_str(json.dumps({"text": "大" * 400}))  # a frame still arrives whole
         assert (await receive_json(ws))["type"] == "reply"
+
+
+class _SlowBot(Bot):
+    """Takes longer than the heartbeat's pong deadline (a model server, say)."""
+
+    async def answer(self, turn: Turn) -> Reply:
+        await asyncio.sleep(0.6)  # the slowness under test, not a synchronisation
+        return Reply(text="想好了", intent="slow")
+
+
+async def test_heartbeat_does_not_drop_a_client_while_its_answer_is_being_made(aiohttp_client: Any) -> None:
+    # The client answers pings while it waits, but the server cannot read the pongs while the
+    # handler runs: a busy socket is neither pinged nor dropped (regression: it was reset at 0.3 s).
+    app = web.Application()
+    setup(app, make_settings(limits={"heartbeat": 0.2, "idle_timeout": 0}, bot={"timeout": 5}), bot=_SlowBot())
+    client = await aiohttp_client(app)
+    async with client.ws_connect("/ws") as ws:
+        await receive_json(ws)
+        await ws.send_json({"text": "慢慢想"})
+        assert (await receive_json(ws))["msg"] == "想好了"
+    assert client.app[CONNECTIONS_KEY].stats.errors["no_pong"] == 0
