@@ -143,8 +143,10 @@ class ChatConsumer(WebsocketConsumer):
     async def start_conversation(self, *, expired: bool = False) -> None:
         """Open a new conversation and greet; say so first if the one asked for is gone."""
         conversation = await self.store.create()
-        await self.group_add(conversation_group(conversation))
+        # Held at once, so that let_go() releases it even if joining its group fails (a new id is
+        # unknown to anyone else, so nothing can be sent to the group before we join).
         self._hold(conversation)
+        await self.group_add(conversation_group(conversation))
         log.info("ws.connect conn=%s conversation=%s", self.connection_id, self.conversation[:8])
         if expired:
             await self.emit(

@@ -319,3 +319,24 @@ async def test_chat_page_renders_config_texts(chat_client: ClientMaker) -> None:
         static = await client.get(f"/static/{asset}")
         assert static.status == 200
     assert "jquery" not in html.lower() and "http://" not in html and "https://" not in html
+
+
+async def test_a_conversation_whose_start_fails_is_released(chat_client: ClientMaker) -> None:
+    from chatbot_server.keys import STORE_KEY
+
+    client = await chat_client()
+    layer = client.app[LAYER_KEY]
+    store = client.app[STORE_KEY]
+    original = layer.group_add
+
+    async def failing_group_add(group: str, channel: str) -> None:
+        if group.startswith("conv."):
+            raise RuntimeError("layer down")
+        await original(group, channel)
+
+    layer.group_add = failing_group_add  # type: ignore[method-assign]
+    async with client.ws_connect("/ws") as ws:
+        closed = await receive_close(ws)
+        assert closed.data == WSCloseCode.INTERNAL_ERROR
+    await client.app[CONNECTIONS_KEY].wait_until(0)
+    assert store.holders == {} and not any(store.owns(c) for c in list(store._conversations))
