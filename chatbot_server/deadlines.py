@@ -22,16 +22,18 @@ T = TypeVar("T")
 
 
 class _Limit:
-    __slots__ = ("deadlines", "expired", "task", "when")
+    __slots__ = ("cancelling", "deadlines", "expired", "task", "when")
 
     def __init__(self, deadlines: Deadlines, when: float) -> None:
         self.deadlines = deadlines
         self.when = when
         self.expired = False
         self.task: asyncio.Task[object] | None = None
+        self.cancelling = 0
 
     async def __aenter__(self) -> _Limit:
-        self.task = self.deadlines._current_task()
+        self.task = task = self.deadlines._current_task()
+        self.cancelling = task.cancelling()
         self.deadlines._start(self)
         return self
 
@@ -39,9 +41,10 @@ class _Limit:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.deadlines._active.discard(self)
+        # As asyncio.timeout: our cancellation becomes TimeoutError, unless someone else cancelled
+        # the task too (then their CancelledError goes on).
         if self.expired and self.task is not None:
-            self.task.uncancel()
-            if kind is asyncio.CancelledError:
+            if self.task.uncancel() <= self.cancelling and kind is asyncio.CancelledError:
                 raise TimeoutError from exc
 
 

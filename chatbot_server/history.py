@@ -188,7 +188,7 @@ class MemoryConversationStore(ConversationStore):
             # Trimmed in batches: dropping one frame off the front of a full list moves all the
             # others, on every append. Reads never return more than max_frames.
             del frames[: len(frames) - self.max_frames]
-        if "id" in frame and frame["type"] == "user":
+        if "id" in frame and frame.get("type") == "user":
             ids = conv.client_ids
             if ids is None:
                 ids = conv.client_ids = OrderedDict()

@@ -97,3 +97,28 @@ async def test_run_passes_results_values_and_errors_through_several_waits() -> N
         await deadlines.run(failing(), 5)
     assert not deadlines._active
     await deadlines.close()
+
+
+async def test_an_outside_cancel_at_expiry_is_not_swallowed() -> None:
+    deadlines = Deadlines(resolution=0.01)
+    expired = asyncio.Event()
+
+    async def slow() -> None:
+        await asyncio.Event().wait()
+
+    async def guarded() -> None:
+        await deadlines.run(slow(), 0.02)
+
+    task = asyncio.create_task(guarded())
+    original_cancel = task.cancel
+
+    def cancel_and_note(msg: object = None) -> bool:
+        expired.set()  # the sweeper's cancel: the limit expired
+        return original_cancel(msg)
+
+    task.cancel = cancel_and_note  # type: ignore[method-assign]
+    await expired.wait()
+    original_cancel()  # someone else cancels in the same instant
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await deadlines.close()
