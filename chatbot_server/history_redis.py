@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -335,8 +336,9 @@ class RedisConversationStore(ConversationStore):
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
         state = _Owned(frames=deque(maxlen=self.max_frames), seq=int(raw_seq or 0), stored=len(raw_frames))
-        for raw in raw_frames:
-            state.add(orjson.loads(raw), raw)
+        for frame, raw in _once_per_seq(raw_frames):
+            state.add(frame, raw)
+            state.seq = max(state.seq, frame["seq"])
         self._owned[conversation] = state
 
     async def release(self, conversation: str) -> None:
@@ -419,8 +421,7 @@ class RedisConversationStore(ConversationStore):
             wanted = min(len(frames), max(0, state.seq - after_seq))
             return [orjson.loads(raw) for raw in list(frames)[len(frames) - wanted :]]
         raw_frames = await self._client.lrange(self._keys(conversation)[1], 0, -1)
-        out = [orjson.loads(raw) for raw in raw_frames]
-        return [f for f in out if f["seq"] > after_seq]
+        return [frame for frame, _ in _once_per_seq(raw_frames) if frame["seq"] > after_seq]
 
     async def last_seq(self, conversation: str) -> int:
         state = self._owned.get(conversation)
@@ -462,3 +463,18 @@ def _chunked(batch: dict[str, _Unwritten], frames_per_chunk: int) -> list[list[t
         chunks[-1].append(item)
         frames += len(item[1].frames)
     return chunks
+
+
+def _once_per_seq(raw_frames: Sequence[bytes | str]) -> list[tuple[StoredFrame, bytes]]:
+    """Stored frames, decoded, each seq once: a batch retried after a connection dropped mid-pipeline
+    may have been written twice (the pipeline is not a transaction); readers never see the copy."""
+    seen: set[int] = set()
+    out: list[tuple[StoredFrame, bytes]] = []
+    for raw in raw_frames:
+        frame = orjson.loads(raw)
+        seq = frame.get("seq")
+        if seq in seen:
+            continue
+        seen.add(seq)
+        out.append((frame, raw if isinstance(raw, bytes) else raw.encode()))
+    return out

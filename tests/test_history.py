@@ -222,3 +222,27 @@ async def test_redis_store_splits_a_big_batch_into_pipelines_and_keeps_release_o
     for conv in conversations:
         assert [f["msg"] for f in await two.transcript(conv)] == [f"{conv[:4]}-{n}" for n in range(20)]
     await two.close()
+
+
+async def test_redis_store_readers_skip_frames_a_retried_batch_wrote_twice(redis_server: str) -> None:
+    import orjson
+    import redis.asyncio as aioredis
+
+    prefix = unique_prefix()
+    one = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1")
+    await one.start()
+    conv = await one.create()
+    for n in range(4):
+        await one.append(conv, {"type": "user", "msg": str(n)})
+    await one.close()
+    client = aioredis.from_url(redis_server)
+    # A pipeline that failed after its RPUSH reached Redis is retried: frames 3 and 4 twice.
+    await client.rpush(f"{prefix}:conv:{conv}:frames", *[orjson.dumps({"type": "user", "msg": str(n), "seq": n + 1}) for n in (2, 3)])
+    await client.aclose()
+    two = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p2")
+    await two.start()
+    assert [f["seq"] for f in await two.transcript(conv)] == [1, 2, 3, 4]
+    await two.adopt(conv)
+    assert [f["seq"] for f in await two.read_since(conv, 0)] == [1, 2, 3, 4]
+    assert await two.append(conv, {"type": "user", "msg": "next"}) == 5
+    await two.close()
