@@ -107,7 +107,8 @@ frames = st.one_of(
 
 
 async def exchange(live: LiveServer, kind: str, payload: bytes) -> list[Any]:
-    """Send one frame on a fresh socket; return what came back until a reply, error or close."""
+    """Send one frame on a fresh socket; return what came back until the answer ends it: a reply,
+    an error, a close, or for a resume its "resumed" notice or the new conversation's greeting."""
     seen: list[Any] = []
     async with live.session.ws_connect(live.url) as ws:
         greeting = await ws.receive_json(timeout=5)
@@ -122,7 +123,7 @@ async def exchange(live: LiveServer, kind: str, payload: bytes) -> list[Any]:
             if msg.type is WSMsgType.TEXT:
                 frame = json.loads(msg.data)
                 seen.append(frame)
-                if frame["type"] in ("reply", "error"):
+                if frame["type"] in ("reply", "error", "greeting") or frame.get("event") == "resumed":
                     break
             else:
                 seen.append((msg.type, ws.close_code))
