@@ -342,10 +342,7 @@ class ChatConsumer(WebsocketConsumer):
     async def _on_reply(self, reply: Reply, started: float, client_id: str | None) -> None:
         self.stats.bot_latency.observe(time.monotonic() - started)
         out = reply_frame(reply, client_id)
-        if self.holding and self.mode == "bot":  # emit(), without its coroutine, on the hot path
-            await self.send_encoded(await self.store.append_encoded(self.conversation, out))  # type: ignore[arg-type]
-        else:
-            await self.emit(out)
+        await self.emit(out)
         if reply.handoff or reply.fallback or self._fallbacks:
             await self.after_reply(reply)
 
