@@ -1,8 +1,8 @@
 """Conversation store in Redis, shared by every server process using the same key prefix.
 
 The process whose socket holds a conversation owns it and is its single writer: it assigns seqs
-in memory and writes frames behind, in batched pipelines from one owned background task, so the
-reply path never waits on Redis. A resume on another process first takes ownership over (the chat
+in memory and writes frames behind, in batches packed by the store itself (redis_batch.py) from
+one background task, so the reply path never waits on Redis. A resume on another process first takes ownership over (the chat
 consumer asks the old owner to write out and stop, through the channel layer), then `adopt`s the
 stored state. Frames made while no process owns a conversation are appended by an atomic script.
 """
@@ -23,20 +23,23 @@ from redis.exceptions import RedisError
 from .errors import StoreUnavailableError
 from .history import ConversationStore, StoredFrame, new_conversation_id
 from .jsonutil import dumpb_to_keep
+from .redis_batch import CommandBatch, send_batch
 
 log = logging.getLogger(__name__)
 
-# KEYS: seq, frames, owner. ARGV: frame JSON without seq, max_frames, ttl_ms, force ("1": ignore owner).
+# KEYS: frames, owner. ARGV: frame JSON without seq, max_frames, ttl_ms, force ("1": ignore owner).
+# The seq is one more than the newest stored frame's (the owner writes no seq key of its own).
 _APPEND = """
-if ARGV[4] == '0' and redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
-local seq = redis.call('INCR', KEYS[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ARGV[4] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local last = redis.call('LINDEX', KEYS[1], -1)
+local seq = 1
+if last then seq = tonumber(cjson.decode(last)['seq']) + 1 end
 local body = ARGV[1]
 local entry
 if body == '{}' then entry = '{"seq":' .. seq .. '}' else entry = '{"seq":' .. seq .. ',' .. string.sub(body, 2) end
-redis.call('RPUSH', KEYS[2], entry)
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('RPUSH', KEYS[1], entry)
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[2]), -1)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return seq
 """
 # KEYS: owner. ARGV: process, ttl_ms. Returns the previous owner (nil if none).
@@ -51,7 +54,10 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 RETRY_DELAY = 0.2
-FRAMES_PER_PIPELINE = 500
+# Frames per write: packing is cheap (~0.2 µs a frame), but a 50 ms batch under load holds tens of
+# thousands, and one write of them all would stall every socket while it is packed.
+FRAMES_PER_BATCH = 2000
+WRITE_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 5.0
 RELEASE_WAIT = 2.0
 
@@ -78,16 +84,6 @@ class _Owned:
             self.replied.add(reply_to)
 
 
-class _Unwritten:
-    """A conversation's frames not yet written to Redis, and the seq of the newest."""
-
-    __slots__ = ("frames", "seq")
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.seq = 0
-
-
 class RedisConversationStore(ConversationStore):
     """Conversations under `<prefix>:conv:<id>:*`, expiring `ttl` seconds after their last write."""
 
@@ -108,7 +104,7 @@ class RedisConversationStore(ConversationStore):
         super().__init__()
         if ttl <= 0 or max_frames < 1 or write_interval < 0:
             raise ValueError("ttl must be positive, max_frames at least 1 and write_interval >= 0")
-        # Frames gather for this long before one pipeline writes them all: a busy conversation's
+        # Frames gather for this long before one write takes them all: a busy conversation's
         # frames go out in one RPUSH instead of one per message (what a crash may lose, at most).
         self.write_interval = write_interval
         self.prefix = prefix
@@ -127,9 +123,8 @@ class RedisConversationStore(ConversationStore):
         self._waiters: list[asyncio.Future[None]] = []  # resolved when the next batch is written
         self._append = self._client.register_script(_APPEND)
         self._acquire = self._client.register_script(_ACQUIRE)
-        self._release = self._client.register_script(_RELEASE)
         self._owned: dict[str, _Owned] = {}
-        self._pending: dict[str, _Unwritten] = {}
+        self._pending: dict[str, list[bytes]] = {}  # frames not written yet
         self._wake = asyncio.Event()
         self._hurry: asyncio.Future[None] | None = None  # cuts the gathering short (release, close)
         self._write_lock = asyncio.Lock()
@@ -139,9 +134,9 @@ class RedisConversationStore(ConversationStore):
         self._late_releases = 0
         self._late_logged = -1e18
 
-    def _keys(self, conversation: str) -> tuple[str, str, str]:
+    def _keys(self, conversation: str) -> tuple[str, str]:
         base = f"{self.prefix}:conv:{conversation}"
-        return f"{base}:seq", f"{base}:frames", f"{base}:owner"
+        return f"{base}:frames", f"{base}:owner"
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -149,7 +144,7 @@ class RedisConversationStore(ConversationStore):
 
     async def close(self) -> None:
         if self._writer is not None:
-            # Never cancel a pipeline half-written: let the writer finish its batch and stop.
+            # Never cancel a batch half-written: let the writer finish its batch and stop.
             self._stopping = True
             self._wake.set()
             self._cut_short()
@@ -213,7 +208,7 @@ class RedisConversationStore(ConversationStore):
             _resolve(self._hurry)
 
     async def _write_pending(self) -> None:
-        """Write every pending frame (pipelines of ~FRAMES_PER_PIPELINE); on failure they are kept for the next try."""
+        """Write every pending frame (batches of ~FRAMES_PER_BATCH); on failure they are kept for the next try."""
         async with self._write_lock:
             batch, self._pending = self._pending, {}
             if not batch and not self._new and not self._releasing:
@@ -227,25 +222,23 @@ class RedisConversationStore(ConversationStore):
             waiters, self._waiters = self._waiters, []
             now = time.monotonic()
             renew_every = self.ttl_ms / 10_000
-            # Several pipelines of at most FRAMES_PER_PIPELINE frames: redis-py encodes a pipeline in
-            # one go, and a 50 ms batch under load (thousands of frames) would stall every socket
-            # for milliseconds. Owner keys go in the first, releases after every frame, in the last.
-            chunks = _chunked(batch, FRAMES_PER_PIPELINE)
+            # Owner keys go in the first write, releases after every frame, in the last. Not a
+            # transaction: a write cut off midway is retried whole (readers skip repeated seqs).
+            chunks = _chunked(batch, FRAMES_PER_BATCH)
             for index, chunk in enumerate(chunks):
-                pipe = self._client.pipeline(transaction=False)
+                commands = CommandBatch()
                 if index == 0:
                     for conversation in new:
                         if conversation in self._owned:
-                            pipe.set(self._keys(conversation)[2], self.process_id, px=self.ttl_ms)
-                for conversation, unwritten in chunk:
-                    self._queue_frames(pipe, conversation, unwritten, now, renew_every)
+                            commands.add("SET", self._keys(conversation)[1], self.process_id, "PX", self.ttl_ms)
+                for conversation, frames in chunk:
+                    self._queue_frames(commands, conversation, frames, now, renew_every)
                 if index == len(chunks) - 1:
                     for conversation in releasing:
-                        await self._release(keys=[self._keys(conversation)[2]], args=[self.process_id], client=pipe)
+                        commands.add("EVAL", _RELEASE, 1, self._keys(conversation)[1], self.process_id)
                 try:
-                    await pipe.execute()
+                    await send_batch(self._client, commands, WRITE_TIMEOUT)
                 except BaseException:
-                    await pipe.reset()  # type: ignore[no-untyped-call]  # give its connection back to the pool
                     if index == 0:
                         self._new |= new
                     self._releasing |= releasing
@@ -262,35 +255,33 @@ class RedisConversationStore(ConversationStore):
                     waiter.set_result(None)
 
     def _queue_frames(
-        self, pipe: aioredis.client.Pipeline, conversation: str, unwritten: _Unwritten, now: float, renew_every: float
+        self, commands: CommandBatch, conversation: str, frames: list[bytes], now: float, renew_every: float
     ) -> None:
-        seq_key, frames_key, owner_key = self._keys(conversation)
-        # Two commands per conversation and batch on the hot path; trim and TTL renewal only when
-        # due (a released conversation gets both).
-        pipe.rpush(frames_key, *unwritten.frames)
-        pipe.set(seq_key, unwritten.seq, px=self.ttl_ms)
+        frames_key, owner_key = self._keys(conversation)
+        # One command per conversation and batch on the hot path (the seq is in the frames); trim
+        # and TTL renewal only when due (a released conversation gets both).
+        commands.add("RPUSH", frames_key, *frames)
         state = self._owned.get(conversation)
         if state is not None:
-            state.stored += len(unwritten.frames)
+            state.stored += len(frames)
         if state is None or state.stored > self.max_frames:
-            pipe.ltrim(frames_key, -self.max_frames, -1)
+            commands.add("LTRIM", frames_key, -self.max_frames, -1)
             if state is not None:
                 state.stored = self.max_frames
         if state is None or now - state.renewed > renew_every:
-            pipe.pexpire(frames_key, self.ttl_ms)
-            pipe.pexpire(owner_key, self.ttl_ms)
+            commands.add("PEXPIRE", frames_key, self.ttl_ms)
+            commands.add("PEXPIRE", owner_key, self.ttl_ms)
             if state is not None:
                 state.renewed = now
 
-    def _keep_unwritten(self, unwritten: dict[str, _Unwritten]) -> None:
+    def _keep_unwritten(self, unwritten: dict[str, list[bytes]]) -> None:
         # A failed write: its frames go back in front of whatever was appended meanwhile.
         for conversation, newer in self._pending.items():
             older = unwritten.get(conversation)
             if older is None:
                 unwritten[conversation] = newer
             else:
-                older.frames.extend(newer.frames)
-                older.seq = newer.seq
+                older.extend(newer)
         self._pending = unwritten
 
     async def flush(self) -> None:
@@ -316,7 +307,7 @@ class RedisConversationStore(ConversationStore):
         if conversation in self._owned:
             return None
         try:
-            old = await self._acquire(keys=[self._keys(conversation)[2]], args=[self.process_id, self.ttl_ms])
+            old = await self._acquire(keys=[self._keys(conversation)[1]], args=[self.process_id, self.ttl_ms])
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
         if old is None:
@@ -327,15 +318,11 @@ class RedisConversationStore(ConversationStore):
     async def adopt(self, conversation: str) -> None:
         if conversation in self._owned:
             return
-        seq_key, frames_key, _ = self._keys(conversation)
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.get(seq_key)
-                pipe.lrange(frames_key, 0, -1)
-                raw_seq, raw_frames = await pipe.execute()
+            raw_frames = await self._client.lrange(self._keys(conversation)[0], 0, -1)
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
-        state = _Owned(frames=deque(maxlen=self.max_frames), seq=int(raw_seq or 0), stored=len(raw_frames))
+        state = _Owned(frames=deque(maxlen=self.max_frames), stored=len(raw_frames))
         for frame, raw in _once_per_seq(raw_frames):
             state.add(frame, raw)
             state.seq = max(state.seq, frame["seq"])
@@ -345,7 +332,7 @@ class RedisConversationStore(ConversationStore):
         if self._owned.pop(conversation, None) is None:
             return
         # The owner key goes in the same write-behind batch as the conversation's last frames, so
-        # thousands of sockets closing at once cost a few pipelines, not two round trips each.
+        # thousands of sockets closing at once cost a few writes, not two round trips each.
         # Wait for that batch (bounded: if Redis is down it is retried in the background).
         self._releasing.add(conversation)
         written = asyncio.get_running_loop().create_future()
@@ -392,9 +379,9 @@ class RedisConversationStore(ConversationStore):
         state.add(frame, encoded)
         unwritten = self._pending.get(conversation)
         if unwritten is None:
-            unwritten = self._pending[conversation] = _Unwritten()
-        unwritten.frames.append(encoded)
-        unwritten.seq = seq
+            self._pending[conversation] = [encoded]
+        else:
+            unwritten.append(encoded)
         self._wake.set()
         return encoded
 
@@ -420,15 +407,15 @@ class RedisConversationStore(ConversationStore):
             frames = state.frames
             wanted = min(len(frames), max(0, state.seq - after_seq))
             return [orjson.loads(raw) for raw in list(frames)[len(frames) - wanted :]]
-        raw_frames = await self._client.lrange(self._keys(conversation)[1], 0, -1)
+        raw_frames = await self._client.lrange(self._keys(conversation)[0], 0, -1)
         return [frame for frame, _ in _once_per_seq(raw_frames) if frame["seq"] > after_seq]
 
     async def last_seq(self, conversation: str) -> int:
         state = self._owned.get(conversation)
         if state is not None:
             return state.seq
-        raw = await self._client.get(self._keys(conversation)[0])
-        return int(raw or 0)
+        newest = await self._client.lindex(self._keys(conversation)[0], -1)
+        return 0 if newest is None else int(orjson.loads(newest)["seq"])
 
     async def claim_client_id(self, conversation: str, client_id: str) -> bool:
         state = self._owned.get(conversation)
@@ -452,16 +439,16 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _chunked(batch: dict[str, _Unwritten], frames_per_chunk: int) -> list[list[tuple[str, _Unwritten]]]:
+def _chunked(batch: dict[str, list[bytes]], frames_per_chunk: int) -> list[list[tuple[str, list[bytes]]]]:
     """Conversations grouped so each group holds about `frames_per_chunk` frames; at least one group."""
-    chunks: list[list[tuple[str, _Unwritten]]] = [[]]
+    chunks: list[list[tuple[str, list[bytes]]]] = [[]]
     frames = 0
     for item in batch.items():
         if frames >= frames_per_chunk:
             chunks.append([])
             frames = 0
         chunks[-1].append(item)
-        frames += len(item[1].frames)
+        frames += len(item[1])
     return chunks
 
 

@@ -175,7 +175,7 @@ async def test_redis_store_gathers_frames_into_one_write_per_conversation_and_in
             await store.append(conv, {"type": "user", "msg": str(n)})
         await asyncio.sleep(0)  # one loop pass: the writer wakes and starts gathering
     assert await stored() == [1, 1, 1]  # still gathering (write_interval 5 s)
-    await store.close()  # writes everything gathered, in one pipeline
+    await store.close()  # writes everything gathered, in one write
     assert await stored() == [11, 11, 11]
     assert await rpush_calls() - before == 3  # one RPUSH per conversation, not one per frame
     await client.aclose()
@@ -198,21 +198,21 @@ async def test_redis_store_writes_a_large_batch_with_newlines_intact(redis_serve
     await two.close()
 
 
-async def test_redis_store_splits_a_big_batch_into_pipelines_and_keeps_release_order(
+async def test_redis_store_splits_a_big_batch_into_writes_and_keeps_release_order(
     redis_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import chatbot_server.history_redis as history_redis
 
-    monkeypatch.setattr(history_redis, "FRAMES_PER_PIPELINE", 50)
+    monkeypatch.setattr(history_redis, "FRAMES_PER_BATCH", 50)
     prefix = unique_prefix()
     one = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1", write_interval=5)
     await one.start()
     conversations = [await one.create() for _ in range(12)]
     await one.flush()
-    for n in range(20):  # 240 frames: five pipelines of about 50
+    for n in range(20):  # 240 frames: five writes of about 50
         for conv in conversations:
             await one.append(conv, {"type": "user", "msg": f"{conv[:4]}-{n}"})
-    await one.release(conversations[-1])  # its owner key goes after its frames, in the last pipeline
+    await one.release(conversations[-1])  # its owner key goes after its frames, in the last write
     two = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p2")
     await two.start()
     assert await two.acquire(conversations[-1]) is None  # released: nobody owns it any more
@@ -236,7 +236,7 @@ async def test_redis_store_readers_skip_frames_a_retried_batch_wrote_twice(redis
         await one.append(conv, {"type": "user", "msg": str(n)})
     await one.close()
     client = aioredis.from_url(redis_server)
-    # A pipeline that failed after its RPUSH reached Redis is retried: frames 3 and 4 twice.
+    # A write that failed after its RPUSH reached Redis is retried: frames 3 and 4 twice.
     await client.rpush(f"{prefix}:conv:{conv}:frames", *[orjson.dumps({"type": "user", "msg": str(n), "seq": n + 1}) for n in (2, 3)])
     await client.aclose()
     two = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p2")

@@ -1,0 +1,70 @@
+"""Batches of Redis commands packed by us, sent in one write, their replies read under one timeout.
+
+The Redis store writes thousands of frames a second behind the sockets, every one of them already
+JSON bytes. redis-py's pipeline encodes each argument in Python (about 0.9 µs a frame, most of the
+write-behind's cost) and reads each reply under a timeout of its own; here a frame costs one
+bytes-format, and a batch one timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import redis.asyncio as aioredis
+
+Arg = bytes | str | int
+
+
+class CommandBatch:
+    """Commands in Redis's wire format (RESP), in order, and how many replies they will get."""
+
+    __slots__ = ("_parts", "commands")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.commands = 0
+
+    def add(self, *args: Arg) -> None:
+        """Append one command, e.g. add("SET", key, value, "PX", 1000)."""
+        encoded = [arg if type(arg) is bytes else _encode(arg) for arg in args]
+        self._parts.append(b"*%d\r\n" % len(encoded))
+        self._parts.append(b"".join([b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in encoded]))
+        self.commands += 1
+
+    def payload(self) -> bytes:
+        """Every command, ready to write."""
+        return b"".join(self._parts)
+
+
+def _encode(value: Arg) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return b"%d" % value
+    raise TypeError(f"a Redis argument must be bytes, str or int, got {type(value).__name__}")
+
+
+async def send_batch(client: aioredis.Redis, batch: CommandBatch, timeout: float) -> None:
+    """Send a batch on one pooled connection and read every reply; raise on the first error reply.
+
+    On any failure (an error reply, a timeout, a dropped connection, a cancellation) the
+    connection is closed, not reused: replies may be left unread on it.
+    """
+    if not batch.commands:
+        return
+    pool = client.connection_pool
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        async with asyncio.timeout(timeout):
+            await connection.send_packed_command(batch.payload(), check_health=False)
+            for _ in range(batch.commands):
+                # math.inf: no timer per reply (the whole batch has one).
+                await connection.read_response(timeout=math.inf)
+    except BaseException:
+        await connection.disconnect()
+        raise
+    finally:
+        await pool.release(connection)

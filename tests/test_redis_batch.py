@@ -1,0 +1,72 @@
+"""Packed command batches (the Redis store's write-behind) against a real redis-server."""
+
+from __future__ import annotations
+
+import pytest
+import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
+from redis.exceptions import ResponseError
+
+from chatbot_server.history_redis import RedisConversationStore
+from chatbot_server.redis_batch import CommandBatch, send_batch
+
+from .redis_server import unique_prefix
+
+
+def test_batch_packs_commands_exactly_as_redis_py_does() -> None:
+    frames = [b'{"msg":"\xe4\xbd\xa0\xe5\xa5\xbd\\r\\n","seq":1}', b"", b"\r\n$3\r\n*1\r\n"]
+    batch = CommandBatch()
+    batch.add("RPUSH", "p:conv:x:frames", *frames)
+    batch.add("SET", "p:conv:x:owner", "进程-1", "PX", 86_400_000)
+    batch.add("LTRIM", "k", -500, -1)
+    expected = Connection().pack_commands(
+        [("RPUSH", "p:conv:x:frames", *frames), ("SET", "p:conv:x:owner", "进程-1", "PX", 86_400_000),
+         ("LTRIM", "k", -500, -1)]
+    )
+    assert batch.payload() == b"".join(expected)
+    assert batch.commands == 3
+
+
+@pytest.mark.parametrize("bad", [1.5, True, None, ["x"]])
+def test_batch_refuses_arguments_redis_would_get_wrong(bad: object) -> None:
+    with pytest.raises(TypeError, match="bytes, str or int"):
+        CommandBatch().add("SET", "k", bad)  # type: ignore[arg-type]
+
+
+async def test_send_batch_writes_everything_and_raises_on_an_error_reply(redis_server: str) -> None:
+    prefix = unique_prefix()
+    client = aioredis.from_url(redis_server)
+    ok = CommandBatch()
+    ok.add("RPUSH", f"{prefix}:list", *[b"frame %d" % n for n in range(3000)])
+    ok.add("SET", f"{prefix}:string", "v")
+    await send_batch(client, ok, timeout=5)
+    assert await client.llen(f"{prefix}:list") == 3000
+
+    failing = CommandBatch()
+    failing.add("RPUSH", f"{prefix}:string", b"x")  # WRONGTYPE: the key holds a string
+    failing.add("RPUSH", f"{prefix}:list", b"after the error")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        await send_batch(client, failing, timeout=5)
+    # Redis ran the command after the error; the connection with its unread reply was closed,
+    # so the next command on the pool reads its own reply, not the stale one.
+    assert await client.lindex(f"{prefix}:list", -1) == b"after the error"
+    assert await client.get(f"{prefix}:string") == b"v"
+    await client.aclose()
+
+
+async def test_store_keeps_no_seq_key_and_an_unowned_append_continues_the_seqs(redis_server: str) -> None:
+    prefix = unique_prefix()
+    client = aioredis.from_url(redis_server)
+    one = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1")
+    await one.start()
+    conv = await one.create()
+    for n in range(3):
+        await one.append(conv, {"type": "user", "msg": str(n)})
+    await one.release(conv)
+    assert sorted(await client.keys(f"{prefix}:*")) == [f"{prefix}:conv:{conv}:frames".encode()]
+    # An agent's reply while no process owns the conversation: the script takes the next seq.
+    assert await one.append_if_unowned(conv, {"type": "agent", "msg": "人工"}) == 4
+    assert await one.last_seq(conv) == 4
+    assert [f["seq"] for f in await one.transcript(conv)] == [1, 2, 3, 4]
+    await one.close()
+    await client.aclose()
