@@ -71,7 +71,7 @@ Inbound = UserMessage | Resume | HandoffRequest
 
 def now_ms() -> int:
     """The frame timestamp: milliseconds since the Unix epoch."""
-    return int(time.time() * 1000)
+    return time.time_ns() // 1_000_000
 
 
 def parse_inbound(raw: str, *, max_text_length: int) -> Inbound:

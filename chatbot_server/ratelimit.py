@@ -24,11 +24,14 @@ class TokenBucket:
         """Take a token if there is one (`now`: time.monotonic(), if the caller has it already)."""
         if now is None:
             now = time.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        tokens = self._tokens + (now - self._stamp) * self.rate
+        if tokens > self.burst:  # not min(): a builtin call costs more than the compare, per message
+            tokens = self.burst
         self._stamp = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if tokens >= 1:
+            self._tokens = tokens - 1
             return True
+        self._tokens = tokens
         return False
 
 

@@ -288,3 +288,24 @@ async def test_heartbeat_does_not_drop_a_client_while_its_answer_is_being_made(a
         await ws.send_json({"text": "慢慢想"})
         assert (await receive_json(ws))["msg"] == "想好了"
     assert client.app[CONNECTIONS_KEY].stats.errors["no_pong"] == 0
+
+
+def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
+    from chatbot_server.ratelimit import TokenBucket
+
+    bucket = TokenBucket(rate=2.0, burst=3)
+    start = bucket._stamp
+    assert [bucket.take(start) for _ in range(4)] == [True, True, True, False]
+    assert bucket.take(start + 0.5) is True  # one token back after 1/rate seconds
+    assert bucket.take(start + 0.5) is False
+    assert [bucket.take(start + 100) for _ in range(4)] == [True, True, True, False]  # capped at burst
+
+
+def test_reply_confidence_has_at_most_four_decimals() -> None:
+    from chatbot_server.bots import Reply
+    from chatbot_server.chat import reply_frame
+
+    assert [reply_frame(Reply("x", "i", c))["confidence"] for c in (1, 0, 1 / 3, 0.12345, 0.5)] == [
+        1.0, 0.0, 0.3333, 0.1235, 0.5
+    ]
+
