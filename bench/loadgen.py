@@ -11,7 +11,8 @@ share of the processes named with --watch (from /proc/<pid>/stat), so the report
 server, not the client, was saturated.
 
 Scenarios (each prints one JSON object on stdout):
-  rtt     N clients in closed loops: send {"text": ...}, wait for the next frame, repeat.
+  rtt     N clients in closed loops: send {"text": ...}, wait for the next frame, repeat. With
+          --cycles, N clients per --url and the targets take turns in short windows (paired).
   conn    hold N idle sockets; server RSS before and after, per socket.
   fanout  M members; trigger broadcasts (HTTP POST or a RedisChannelLayer.group_send) and time
           until every member has the frame.
@@ -226,9 +227,10 @@ class CpuMeter:
         self.self0 = t.user + t.system
         self.w0 = {pid: proc_cpu(pid) for pid in self.watch}
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self, per: float | None = None) -> dict[str, Any]:
+        """CPU seconds used since start(), divided by the wall time (or by `per` seconds)."""
         t = os.times()
-        wall = pc() - self.t0
+        wall = per or pc() - self.t0
         return {
             "client_cpu": (t.user + t.system - self.self0) / wall,
             "watched_cpu": {str(pid): (proc_cpu(pid) - self.w0[pid]) / wall for pid in self.watch},
@@ -355,18 +357,64 @@ def scenario_rtt_epoll(args: argparse.Namespace) -> dict[str, Any]:
 
     Per reply: one recv, a header walk, one send of a pre-built frame. This keeps the client well
     below one core even when raw aiohttp answers tens of thousands of messages per second.
+
+    With --cycles, each --url gets its own --clients sockets and the targets take turns: one window
+    of --duration seconds each, --cycles times over (paired windows: a drift in machine speed hits
+    every target alike, so ratios between targets of one cycle are steadier than across runs).
     """
+    if args.cycles:
+        return scenario_rtt_paired(args)
+    socks, failed = connect_all([args.url[i % len(args.url)] for i in range(args.clients)])
+    result = closed_loops(socks, args, CpuMeter(args.watch), args.warmup)
+    for sock in socks:
+        sock.close()
+    return {**result, "failed": failed}
+
+
+def scenario_rtt_paired(args: argparse.Namespace) -> dict[str, Any]:
+    groups = []
+    failed = 0
+    for url in args.url:
+        socks, lost = connect_all([url] * args.clients)
+        groups.append(socks)
+        failed += lost
+    windows: list[list[dict[str, Any]]] = [[] for _ in groups]
+    for cycle in range(args.cycles):
+        for index, socks in enumerate(groups):
+            meter = CpuMeter(args.watch)
+            result = closed_loops(socks, args, meter, args.warmup if cycle == 0 else 0.0, settle=args.settle)
+            windows[index].append({**result, "cycle": cycle, "url": args.url[index]})
+    for socks in groups:
+        for sock in socks:
+            sock.close()
+    return {"scenario": "rtt-paired", "failed": failed, "windows": windows}
+
+
+def connect_all(urls: Sequence[str]) -> tuple[list[socket.socket], int]:
+    """One blocking websocket per url (greeting read); returns (sockets, failures)."""
     socks: list[socket.socket] = []
     failed = 0
-    for i in range(args.clients):
+    for url in urls:
         try:
-            socks.append(blocking_connect(args.url[i % len(args.url)]))
+            socks.append(blocking_connect(url))
         except OSError as error:
             failed += 1
             if failed == 1:
                 print(f"loadgen: connection failed: {error!r}", file=sys.stderr)
     if not socks:
         raise SystemExit("loadgen: no connection could be opened")
+    return socks, failed
+
+
+def closed_loops(
+    socks: Sequence[socket.socket], args: argparse.Namespace, meter: CpuMeter, warmup: float, settle: float = 0.0
+) -> dict[str, Any]:
+    """Every socket in a closed loop for warmup + args.duration seconds; the window's figures.
+
+    After the window, the replies still in flight are read and `settle` seconds pass before the CPU
+    meter stops (work the servers do behind a reply, such as writing history, counts), but CPU shares
+    are per second of the window itself.
+    """
     frame = text_frame(json.dumps({"text": args.text}, ensure_ascii=False).encode())
     ep = select.epoll()
     # fd -> [socket, time sent, leftover bytes, active]
@@ -374,13 +422,12 @@ def scenario_rtt_epoll(args: argparse.Namespace) -> dict[str, Any]:
     for sock in socks:
         ep.register(sock.fileno(), select.EPOLLIN)
         state[sock.fileno()] = [sock, 0.0, b"", True]
-    meter = CpuMeter(args.watch)
     latencies: list[float] = []
     record = latencies.append
     errors = 0
     sample: list[bytes] = []
     measuring = False
-    t_start = pc() + args.warmup
+    t_start = pc() + warmup
     t_end = t_start + args.duration
     for st in state.values():
         st[1] = pc()
@@ -452,16 +499,15 @@ def scenario_rtt_epoll(args: argparse.Namespace) -> dict[str, Any]:
             sock.send(frame)
         if pc() > t_end + 5:
             break  # replies that never come must not hang the run
-    cpu = meter.stop() if measuring else {"client_cpu": float("nan"), "watched_cpu": {}}
-    for sock in socks:
-        sock.close()
     ep.close()
+    if settle:
+        time.sleep(settle)
+    cpu = meter.stop(per=args.duration) if measuring else {"client_cpu": float("nan"), "watched_cpu": {}}
     latencies.sort()
     return {
         "scenario": "rtt",
         "engine": "epoll",
         "clients": len(socks),
-        "failed": failed,
         "messages": len(latencies),
         "error_frames": errors,
         "msgs_per_s": len(latencies) / args.duration,
@@ -770,7 +816,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--settle", type=float, default=1.0, help="conn: seconds to wait before reading RSS")
+    parser.add_argument("--settle", type=float, default=1.0,
+                        help="conn: seconds to wait before reading RSS; paired rtt: after each window")
     parser.add_argument("--text", default="银行卡丢了怎么挂失?")
     parser.add_argument("--trigger", default="", help="fanout: http://.../bench/broadcast or redis://...")
     parser.add_argument("--prefix", default="chatbot", help="fanout over redis: the layer's key prefix")
@@ -778,6 +825,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--engine", choices=["epoll", "asyncio"], default="epoll",
                         help="rtt and fanout: bare epoll loop (leaner, default) or asyncio Protocols")
     parser.add_argument("--watch", type=int, action="append", default=[], help="pid to report CPU share of")
+    parser.add_argument("--cycles", type=int, default=0,
+                        help="rtt: paired windows, each --url in turn, this many times over (epoll engine)")
     args = parser.parse_args(argv)
     raise_nofile()
     if args.engine == "epoll" and args.scenario in ("rtt", "fanout"):

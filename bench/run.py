@@ -53,7 +53,8 @@ class Plan:
     rounds: int
     rtt_clients: tuple[int, ...]
     rtt_warmup: float
-    rtt_duration: float
+    rtt_duration: float  # one window; the targets take turns, rtt_cycles times per round
+    rtt_cycles: int
     conn_sockets: int
     conn_settle: float
     fanout_members: int
@@ -62,8 +63,11 @@ class Plan:
     fanout_window: int
 
 
-QUICK = Plan(2, (1, 100, 1000), 0.3, 1.0, 2000, 0.5, 1000, 0.3, 0.8, 4)
-FULL = Plan(3, (1, 100, 1000), 1.0, 5.0, 10_000, 2.0, 1000, 1.0, 4.0, 4)
+QUICK = Plan(2, (1, 100, 1000), 0.5, 0.4, 3, 2000, 0.5, 1000, 0.3, 0.8, 4)
+FULL = Plan(3, (1, 100, 1000), 1.0, 1.0, 6, 10_000, 2.0, 1000, 1.0, 4.0, 4)
+# After each rtt window: replies in flight are read and the servers finish what they do behind a
+# reply (the Redis store writes history every 50 ms) before the next target's window starts.
+RTT_SETTLE = 0.1
 
 
 # ------------------------------------------------------------------------------ processes
@@ -275,27 +279,37 @@ def watch_args(pids: Sequence[int]) -> list[str]:
 
 
 def run_round(env: Env, plan: Plan, rtt_targets: Sequence[str], fanout_targets: Sequence[tuple[str, int]],
-              results: Results, only: set[str]) -> None:
-    for target in rtt_targets:
-        if not only & {"rtt", "conn"}:
-            break
-        s = start_target(env, target, fanout=False)
-        with running(*s.procs):
-            if "conn" in only:
+              results: Results, only: set[str], round_index: int) -> None:
+    if "conn" in only:
+        for target in rtt_targets:
+            s = start_target(env, target, fanout=False)
+            with running(*s.procs):
                 r = loadgen(["conn", "--url", s.ws_urls[0], "--clients", str(plan.conn_sockets),
                              "--settle", str(plan.conn_settle), *watch_args(s.server_pids)])
                 results[f"conn@{plan.conn_sockets}"][target].append(r)
                 progress(f"conn   {target:<14} {r['rss_per_socket'] / KIB:7.1f} KiB/socket  ({r['clients']} open)")
-            if "rtt" in only:
-                for n in plan.rtt_clients:
-                    r = loadgen(["rtt", "--url", s.ws_urls[0], "--clients", str(n), "--warmup",
-                                 str(plan.rtt_warmup), "--duration", str(plan.rtt_duration), *watch_args(s.watch)])
-                    results[f"rtt@{n}"][target].append(r)
-                    if r["error_frames"]:
-                        progress(f"WARNING {r['error_frames']} error frames, e.g. {r['sample_error'][:200]}")
-                    progress(f"rtt    {target:<14} {n:>5} clients {r['msgs_per_s']:9.0f} msg/s  p99 "
-                             f"{r['p99_ms']:7.2f} ms  server cpu {server_cpu(r, s.server_pids):.2f}  "
-                             f"client cpu {r['client_cpu']:.2f}")
+    if "rtt" in only:
+        # Every target up at once, idle but for its own windows: the load generator gives each its
+        # turn, cycle after cycle, so a change in machine speed (a noisy VM) hits all of them alike.
+        started = [start_target(env, target, fanout=False) for target in rtt_targets]
+        with running(*(p for s in started for p in s.procs)):
+            urls = [a for s in started for a in ("--url", s.ws_urls[0])]
+            watch = watch_args(sorted({pid for s in started for pid in s.watch}))
+            for n in plan.rtt_clients:
+                r = loadgen(["rtt", *urls, "--clients", str(n), "--warmup", str(plan.rtt_warmup), "--duration",
+                             str(plan.rtt_duration), "--cycles", str(plan.rtt_cycles), "--settle", str(RTT_SETTLE),
+                             *watch])
+                for target, s, windows in zip(rtt_targets, started, r["windows"], strict=True):
+                    for w in windows:
+                        w["pair"] = f"{round_index}.{w['cycle']}"
+                        w["watched_cpu_server"] = server_cpu(w, s.server_pids)
+                        results[f"rtt@{n}"][target].append(w)
+                        if w["error_frames"]:
+                            progress(f"WARNING {w['error_frames']} error frames, e.g. {w['sample_error'][:200]}")
+                    rates = [w["msgs_per_s"] for w in windows]
+                    progress(f"rtt    {target:<14} {n:>5} clients {med(rates):9.0f} msg/s (windows "
+                             f"{min(rates):.0f}-{max(rates):.0f})  server cpu "
+                             f"{med([w['watched_cpu_server'] for w in windows]):.2f}")
     if "fanout" not in only:
         return
     for target, processes in fanout_targets:
@@ -341,6 +355,20 @@ def client_bound(rs: Sequence[dict[str, Any]]) -> str:
     return "  client-bound: use x raw/cpu" if med([r["client_cpu"] for r in rs]) > 0.85 else ""
 
 
+def per_cpu(r: dict[str, Any]) -> float:
+    """Messages per server CPU second."""
+    return r["msgs_per_s"] / max(r["watched_cpu_server"], 1e-9)
+
+
+def paired(per_target: dict[str, list[dict[str, Any]]], target: str, value: Any) -> float:
+    """Median over rtt windows of value(target) / value(raw) in the same cycle (ratio of medians if unpaired)."""
+    raw = {r["pair"]: value(r) for r in per_target.get("raw", []) if "pair" in r}
+    ratios = [value(r) / raw[r["pair"]] for r in per_target.get(target, []) if raw.get(r.get("pair"))]
+    if ratios:
+        return med(ratios)
+    return med([value(r) for r in per_target.get(target, [])]) / med([value(r) for r in per_target.get("raw", [])])
+
+
 def fanout_cost(r: dict[str, Any]) -> float:
     """Server CPU milliseconds per broadcast (closed-loop phase), all server processes together."""
     per_s = r["closed_loop_per_s"]
@@ -355,20 +383,18 @@ def report(results: Results, plan: Plan) -> tuple[str, list[tuple[str, bool | No
         kind = key.split("@")[0]
         out.append("")
         if kind == "rtt":
-            out.append(f"rtt, {key.split('@')[1]} clients (closed loops, echo bot)")
+            out.append(f"rtt, {key.split('@')[1]} clients per target (closed loops, echo bot; targets take turns in "
+                       f"{plan.rtt_duration:g} s windows, {plan.rtt_cycles} per round; x raw = median of per-cycle ratios)")
             out.append(f"  {'target':<14}{'msg/s':>9}{'x raw':>7}{'p50 ms':>9}{'p99 ms':>9}{'srv cpu':>9}"
                        f"{'us/msg':>8}{'x raw/cpu':>10}{'cli cpu':>9}")
-            raw = per_target.get("raw", [])
-            raw_rate = med([r["msgs_per_s"] for r in raw])
-            raw_eff = med([r["msgs_per_s"] / max(r["watched_cpu_server"], 1e-9) for r in raw])
             for target, rs in per_target.items():
                 rate = med([r["msgs_per_s"] for r in rs])
-                eff = med([r["msgs_per_s"] / max(r["watched_cpu_server"], 1e-9) for r in rs])
+                eff = med([per_cpu(r) for r in rs])
                 out.append(
-                    f"  {target:<14}{fmt(rate):>9}{fmt(rate / raw_rate, '.2f'):>7}"
+                    f"  {target:<14}{fmt(rate):>9}{fmt(paired(per_target, target, lambda r: r['msgs_per_s']), '.2f'):>7}"
                     f"{fmt(med([r['p50_ms'] for r in rs]), '.2f'):>9}{fmt(med([r['p99_ms'] for r in rs]), '.2f'):>9}"
                     f"{fmt(med([r['watched_cpu_server'] for r in rs]), '.2f'):>9}{fmt(1e6 / eff, '.0f'):>8}"
-                    f"{fmt(eff / raw_eff, '.2f'):>10}{fmt(med([r['client_cpu'] for r in rs]), '.2f'):>9}"
+                    f"{fmt(paired(per_target, target, per_cpu), '.2f'):>10}{fmt(med([r['client_cpu'] for r in rs]), '.2f'):>9}"
                     + client_bound(rs)
                 )
         elif kind == "conn":
@@ -406,13 +432,10 @@ def report(results: Results, plan: Plan) -> tuple[str, list[tuple[str, bool | No
     def verdict(name: str, value: float, ok: bool, shown: str) -> None:
         verdicts.append((name, None if value != value else ok, shown))
 
-    raw100 = rate("rtt@100", "raw", "msgs_per_s")
-    raw100_eff = med([r["msgs_per_s"] / max(r["watched_cpu_server"], 1e-9)
-                      for r in results.get("rtt@100", {}).get("raw", [])])
+    rtt100 = results.get("rtt@100", {})
     for target, floor in (("memory", 0.85), ("redis", 0.8)):
-        ratio = rate("rtt@100", target, "msgs_per_s") / raw100
-        eff = med([r["msgs_per_s"] / max(r["watched_cpu_server"], 1e-9)
-                   for r in results.get("rtt@100", {}).get(target, [])]) / raw100_eff
+        ratio = paired(rtt100, target, lambda r: r["msgs_per_s"])
+        eff = paired(rtt100, target, per_cpu)
         verdict(f"{target} layer msgs/s at 100 clients >= {floor}x raw aiohttp", ratio, ratio >= floor,
                 f"{ratio:.2f}x (per server CPU second: {eff:.2f}x)")
     conn_key = f"conn@{plan.conn_sockets}"
@@ -521,19 +544,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for i in range(plan.rounds):
             progress(f"round {i + 1}/{plan.rounds}")
-            run_round(env, plan, rtt_targets, fanout_targets, results, only)
+            run_round(env, plan, rtt_targets, fanout_targets, results, only, i)
     finally:
         redis.stop()
     for per_target in results.values():
         for rs in per_target.values():
             for r in rs:
+                if "watched_cpu_server" in r:
+                    continue
                 pids = [int(p) for p in r.get("watched_cpu", {})]
                 r["watched_cpu_server"] = sum(v for p, v in r.get("watched_cpu", {}).items()
                                               if int(p) != env.redis_pid) if pids else float("nan")
     table, verdicts = report(results, plan)
     end_load = machine()["loadavg"]
     print(f"chatbot_server benchmark ({'quick' if args.quick else 'full'}), medians of {plan.rounds} interleaved "
-          f"rounds; {time.monotonic() - _T0:.0f} s")
+          f"rounds (rtt: of {plan.rounds * plan.rtt_cycles} paired windows); {time.monotonic() - _T0:.0f} s")
     print(f"machine: {info['nproc']} cores, {info['cpu']}; Python {info['python']}, aiohttp {info['aiohttp']}, "
           f"redis-server {redis_version()}, {info['loop']}")
     print(f"load average: {info['loadavg']} at start, {end_load} at end (other work on the machine makes "
