@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -143,6 +144,25 @@ def loadgen(args: Sequence[str], timeout: float = 300.0) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+NODE_CLIENT = BENCH / "node"
+
+
+def node_fanout_ready() -> bool:
+    """Whether the Node fan-out client can run (node on PATH, `ws` installed by bench/node/setup.sh)."""
+    return shutil.which("node") is not None and (NODE_CLIENT / "node_modules" / "ws").is_dir()
+
+
+def node_fanout(args: Sequence[str], timeout: float = 300.0) -> dict[str, Any]:
+    """The fan-out scenario with bench/node/fanout.mjs as the members, on the client core."""
+    argv = ["taskset", "-c", CLIENT_CORE, "node", str(NODE_CLIENT / "fanout.mjs"), *args,
+            "--python", sys.executable, "--loadgen", str(BENCH / "loadgen.py")]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if done.returncode != 0:
+        raise RuntimeError(f"fanout.mjs failed ({done.returncode}): {' '.join(args)}\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 # ------------------------------------------------------------------------------ targets
 @dataclass
 class Env:
@@ -152,7 +172,8 @@ class Env:
     redis_url: str
     redis_pid: int
     log_level: str
-    extra: dict[str, Any] = field(default_factory=dict)  # --set dotted.key=value for chatbot configs
+    extra: dict[str, Any] = field(default_factory=dict)
+    node_fanout: bool = False  # fan-out members on Node's ws client (bench/node) instead of loadgen.py  # --set dotted.key=value for chatbot configs
     serial: int = 0
 
     def prefix(self, name: str) -> str:
@@ -317,9 +338,10 @@ def run_round(env: Env, plan: Plan, rtt_targets: Sequence[str], fanout_targets: 
         label = fanout_label(target, processes)
         with running(*s.procs):
             urls = [a for u in s.ws_urls for a in ("--url", u)]
-            r = loadgen(["fanout", *urls, "--members", str(plan.fanout_members),
-                         "--warmup", str(plan.fanout_warmup), "--duration", str(plan.fanout_duration),
-                         "--window", str(plan.fanout_window), *s.trigger, *watch_args(s.watch)])
+            fanout_args = [*urls, "--members", str(plan.fanout_members), "--warmup", str(plan.fanout_warmup),
+                           "--duration", str(plan.fanout_duration), "--window", str(plan.fanout_window),
+                           *s.trigger, *watch_args(s.watch)]
+            r = node_fanout(fanout_args) if env.node_fanout else loadgen(["fanout", *fanout_args])
             results[f"fanout@{plan.fanout_members}"][label].append(r)
             progress(f"fanout {label:<14} {r['broadcasts_per_s']:7.1f} bcast/s  p50 {r['p50_ms']:7.2f} ms  "
                      f"p99 {r['p99_ms']:7.2f} ms  lost {r['lost']}  client cpu {r['client_cpu']:.2f}")
@@ -407,8 +429,9 @@ def report(results: Results, plan: Plan) -> tuple[str, list[tuple[str, bool | No
                     f"{fmt(med([r['connects_per_s'] for r in rs])):>8}"
                 )
         elif kind == "fanout":
+            engines = sorted({r.get("engine", "?") for rs in per_target.values() for r in rs})
             out.append(f"fanout, group_send to {key.split('@')[1]} members (rate: {plan.fanout_window} in flight; "
-                       "latency: 1 in flight, until all received)")
+                       f"latency: 1 in flight, until all received; client: {', '.join(engines)})")
             out.append(f"  {'target':<14}{'bcast/s':>9}{'x raw':>7}{'p50 ms':>9}{'p99 ms':>9}{'srv cpu':>9}"
                        f"{'cpu ms/b':>9}{'x raw/cpu':>10}{'cli cpu':>9}{'lost':>6}")
             raw_rate = med([r["broadcasts_per_s"] for r in per_target.get("raw", [])])
@@ -488,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="chatbot_server's logging.level (default INFO, the shipped default)")
     parser.add_argument("--conn-sockets", type=int, help="idle sockets of the conn scenario")
     parser.add_argument("--rtt-clients", help="comma-separated client counts of the rtt scenario (default 1,100,1000)")
+    parser.add_argument("--python-fanout", action="store_true",
+                        help="fan-out members on loadgen.py even if the Node client (bench/node/setup.sh) is installed")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra chatbot_server config, e.g. --set bot.history_turns=0 (value parsed as JSON)")
     args = parser.parse_args(argv)
@@ -538,7 +563,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     redis_port = free_port()
     redis = Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
                   "no", "--maxclients", "20000"], logdir=logdir, name="redis", port=redis_port)
-    env = Env(logdir, f"redis://127.0.0.1:{redis_port}/0", redis.pid, args.log_level, extra)
+    env = Env(logdir, f"redis://127.0.0.1:{redis_port}/0", redis.pid, args.log_level, extra,
+              node_fanout=node_fanout_ready() and not args.python_fanout)
+    if not env.node_fanout and not args.python_fanout and "fanout" in only:
+        progress("fan-out members on loadgen.py: run bench/node/setup.sh for the faster Node client (on this "
+                 "2-core VM the Python client's own reading sets the fan-out latency)")
     progress(f"{'quick' if args.quick else 'full'} run, {plan.rounds} rounds; logs in {logdir}; "
              f"load average at start {info['loadavg']}")
     try:
