@@ -67,7 +67,7 @@ class WebsocketConsumer:
     __slots__ = (
         "__weakref__", "_bucket", "_closed_with", "_dispatching", "_drain_task", "_groups", "_ip_counted",
         "_registry", "_strikes", "busy", "channel_name", "client_ip", "close_code", "connection_id",
-        "last_active", "last_heard", "layer", "request", "settings", "stats", "ws",
+        "last_active", "last_heard", "layer", "request", "settings", "stats", "transport", "ws",
     )
 
     #: Groups every socket joins on connect and leaves on disconnect.
@@ -83,6 +83,9 @@ class WebsocketConsumer:
         except KeyError:
             raise NotSetUpError() from None
         self.request = request
+        # The connection's transport, kept once the socket is open (request.transport is a property
+        # chain, and every send asks for the write buffer's size).
+        self.transport: asyncio.Transport | None = None
         limits = self.settings.limits
         # Pings are sent by the registry's one sweep per application (limits.heartbeat), not by a
         # timer per socket that aiohttp would re-arm on every frame received.
@@ -133,7 +136,8 @@ class WebsocketConsumer:
         except BaseException:
             self._release_ip()
             raise
-        _right_size_reads(self.request.transport)
+        self.transport = self.request.transport
+        _right_size_reads(self.transport)
         await self._registry.add(self)
         self.stats.connections_total += 1
         stats = self.stats
@@ -269,7 +273,7 @@ class WebsocketConsumer:
         ws = self.ws
         if ws.closed:
             return
-        transport = self.request.transport
+        transport = self.transport
         try:
             if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
                 # Below asyncio's write-buffer high-water mark: aiohttp cannot wait for a drain.
@@ -296,7 +300,7 @@ class WebsocketConsumer:
         ws = self.ws
         if ws.closed:
             return
-        transport = self.request.transport
+        transport = self.transport
         if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
             _run_now(ws.send_frame(data, _TEXT))
             self.stats.messages_out += 1
@@ -324,7 +328,7 @@ class WebsocketConsumer:
     def _reset(self, code: int) -> None:
         if self._closed_with is None:
             self._closed_with = code
-        transport = self.request.transport
+        transport = self.transport
         if transport is not None:
             transport.abort()
 

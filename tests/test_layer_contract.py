@@ -116,6 +116,7 @@ async def test_group_send_skips_full_members(layer_factory: LayerFactory) -> Non
     await layer.group_send("g", {"type": "broadcast"})  # must not raise
     assert (await recv(layer, free))["type"] == "broadcast"
     assert (await recv(layer, full))["type"] == "first"
+    assert layer.stats.dropped == 1  # counted for /metrics
 
 
 async def test_group_membership_expires(layer_factory: LayerFactory) -> None:

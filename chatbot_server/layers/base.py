@@ -8,7 +8,7 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,10 +124,11 @@ class Mailbox:
         items = self._items
         if not items:
             return None
-        self.drop_expired(now)
-        if items:
-            return items.popleft()[1]  # type: ignore[union-attr]
-        return None
+        if items[0][0] <= now:
+            self.drop_expired(now)
+            if not items:
+                return None
+        return items.popleft()[1]  # type: ignore[union-attr]
 
     async def get(self) -> Message:
         while True:
@@ -154,6 +155,8 @@ class LocalMailboxes:
         self.expiry = expiry
         self.stats = stats if stats is not None else LayerStats()
         self._boxes: dict[str, Mailbox] = {}
+        #: `channel in mailboxes` without a Python-level call (group sends test every member).
+        self.contains: Callable[[str], bool] = self._boxes.__contains__
 
     def __len__(self) -> int:
         return len(self._boxes)
@@ -169,22 +172,44 @@ class LocalMailboxes:
 
     def deliver(self, channel: str, message: Message, *, strict: bool) -> bool:
         """Queue a message; when full, raise ChannelFull if `strict`, else drop it and return False."""
-        box = self.box(channel)
+        if self.deliver_many((channel,), message):
+            return True
+        if strict:
+            raise ChannelFull(f"channel {channel!r} is full ({self.capacity} messages)")
+        return False
+
+    def deliver_many(self, channels: Iterable[str], message: Message, *, known_only: bool = False) -> int:
+        """Queue one message for several channels (full ones miss it); how many got it.
+
+        `known_only`: skip channels this process has no mailbox for (released ones). One clock
+        read and no per-member method calls: a broadcast to thousands of sockets runs this loop.
+        """
+        boxes = self._boxes
         now = time.monotonic()
-        if len(box) >= self.capacity:
-            box.drop_expired(now)
-            if len(box) >= self.capacity:
-                self.stats.dropped += 1
-                if strict:
-                    raise ChannelFull(f"channel {channel!r} is full ({self.capacity} messages)")
-                return False
-        box.put(message, now + self.expiry)
-        self.stats.delivered += 1
-        return True
+        expires_at = now + self.expiry
+        capacity = self.capacity
+        delivered = 0
+        for channel in channels:
+            box = boxes.get(channel)
+            if box is None:
+                if known_only:
+                    continue
+                box = boxes[channel] = Mailbox()
+            if len(box._items) >= capacity:
+                box.drop_expired(now)
+                if len(box._items) >= capacity:
+                    self.stats.dropped += 1
+                    continue
+            box.put(message, expires_at)
+            delivered += 1
+        self.stats.delivered += delivered
+        return delivered
 
     def get_nowait(self, channel: str) -> Message | None:
         box = self._boxes.get(channel)
-        return None if box is None else box.get_nowait(time.monotonic())
+        if box is None or not box._items:
+            return None
+        return box.get_nowait(time.monotonic())
 
     async def get(self, channel: str) -> Message:
         return await self.box(channel).get()

@@ -49,18 +49,16 @@ class MemoryChannelLayer(ChannelLayer):
         if not members:
             return
         oldest = time.monotonic() - self.group_expiry
-        local = self.local
+        known = self.local.contains
         # Expired memberships, and process channels whose socket released them without leaving.
         stale = [
             channel
             for channel, joined in members.items()
-            if joined < oldest or (channel not in local and process_of(channel) is not None)
+            if joined < oldest or (not known(channel) and process_of(channel) is not None)
         ]
         for channel in stale:
             del members[channel]
-        deliver = self.local.deliver
-        for channel in members:
-            deliver(channel, message, strict=False)
+        self.local.deliver_many(members, message)
 
     def group_members(self, group: str) -> list[str]:
         """The current members of a group (for tests and diagnostics)."""

@@ -367,17 +367,12 @@ class RedisChannelLayer(ChannelLayer):
             if "g" in doc:
                 group = doc["g"]
                 members = self._groups.members(group, time.time() - self.group_expiry)
-                message = doc["m"]
-                for channel in members:
-                    if channel in local:  # a released channel gets nothing more
-                        local.deliver(channel, message, strict=False)
+                # A released channel gets nothing more.
+                local.deliver_many(members, doc["m"], known_only=True)
                 if not members:
                     self._schedule_sync(group)  # stop others sending us this group
             elif "m" in doc:
-                message = doc["m"]
-                for channel in doc["c"]:
-                    if channel in local:
-                        local.deliver(channel, message, strict=False)
+                local.deliver_many(doc["c"], doc["m"], known_only=True)
             elif "j" in doc:
                 if doc["c"] in local:
                     self._groups.add(doc["j"], doc["c"], float(doc["t"]))
@@ -503,10 +498,7 @@ class RedisChannelLayer(ChannelLayer):
         payload = self._dumps(message)
         self.stats.group_sent += 1
         now = time.time()
-        local = self.local
-        for channel in self._groups.members(group, now - self.group_expiry):
-            if channel in local:
-                local.deliver(channel, message, strict=False)
+        self.local.deliver_many(self._groups.members(group, now - self.group_expiry), message, known_only=True)
         if not self._up:
             return  # local members got it; remote ones cannot be reached now
         args: list[Any] = [
