@@ -302,8 +302,8 @@ class WebsocketConsumer:
             return
         transport = self.transport
         if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
-            _run_now(ws.send_frame(data, _TEXT))
-            self.stats.messages_out += 1
+            if _run_now(ws.send_frame(data, _TEXT)):
+                self.stats.messages_out += 1
             return
         self._registry.keep_alive(self.send_encoded(data))
 
@@ -424,8 +424,8 @@ def _right_size_reads(transport: asyncio.BaseTransport | None) -> None:
         transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
 
 
-def _run_now(coro: Coroutine[Any, Any, None]) -> None:
-    """Run aiohttp's send of an uncompressed frame to its end, here and now.
+def _run_now(coro: Coroutine[Any, Any, None]) -> bool:
+    """Run aiohttp's send of an uncompressed frame to its end, here and now; False if the peer is gone.
 
     aiohttp writes such a frame synchronously and can only suspend afterwards, to wait for a drain
     (which a socket with room in its buffer never needs). If it does suspend, the frame is already
@@ -434,10 +434,11 @@ def _run_now(coro: Coroutine[Any, Any, None]) -> None:
     try:
         coro.send(None)
     except StopIteration:
-        return
+        return True
     except ConnectionError:
-        return  # the peer went away; the receive loop will see the close
+        return False  # the peer went away; the receive loop will see the close
     coro.close()
+    return True
 
 
 _HANDLERS: dict[tuple[type, str], tuple[MessageHandler | None, bool]] = {}

@@ -63,8 +63,10 @@ async def send_batch(client: aioredis.Redis, batch: CommandBatch, timeout: float
             for _ in range(batch.commands):
                 # math.inf: no timer per reply (the whole batch has one).
                 await connection.read_response(timeout=math.inf)
-    except BaseException:
+    except BaseException as exc:
         await connection.disconnect()
+        if type(exc) is TimeoutError:  # asyncio's says nothing; the log line and /healthz show this
+            raise TimeoutError(f"no answer from Redis within {timeout:g} s (batch of {batch.commands})") from None
         raise
     finally:
         await pool.release(connection)

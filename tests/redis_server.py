@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -71,6 +72,16 @@ class RedisProcess:
                 self.kill()
                 raise RuntimeError(f"redis-server on port {self.port} did not answer PING in {READY_DEADLINE}s")
             time.sleep(0.01)  # polling a child process that has no readiness event
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections stay open but nothing is answered (a hung Redis)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen server."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL the server: clients see an abrupt outage, all data is gone."""

@@ -142,3 +142,25 @@ async def test_sync_and_async_handlers_keep_the_order(aiohttp_client: Any) -> No
         OrderConsumer.release.set()
         await layer.group_send(group, {"type": "echo.self", "n": 4})
         assert [(await receive_json(ws))["n"] for _ in range(5)] == [1, 2, 3, 4, 99]
+
+
+async def test_frames_sent_after_the_peer_is_gone_are_not_counted(aiohttp_client: Any) -> None:
+    counted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Lost(WebsocketConsumer):
+        async def on_connect(self) -> None:
+            assert self.transport is not None
+            self.transport.abort()  # the peer is gone; the receive loop has not noticed yet
+            before = self.stats.messages_out
+            for n in range(5):
+                self.send_json_nowait({"n": n})
+            await self.send_json({"n": 5})
+            counted.set_result(self.stats.messages_out - before)
+
+    app = web.Application()
+    setup(app, make_settings())
+    app.router.add_get("/lost", Lost.as_handler())
+    client = await aiohttp_client(app)
+    ws = await client.ws_connect("/lost")
+    assert await asyncio.wait_for(counted, 5) == 0  # /metrics' messages_out counts frames written
+    await ws.close()

@@ -10,7 +10,7 @@ from redis.exceptions import ResponseError
 from chatbot_server.history_redis import RedisConversationStore
 from chatbot_server.redis_batch import CommandBatch, send_batch
 
-from .redis_server import unique_prefix
+from .redis_server import RedisProcess, unique_prefix
 
 
 def test_batch_packs_commands_exactly_as_redis_py_does() -> None:
@@ -69,4 +69,19 @@ async def test_store_keeps_no_seq_key_and_an_unowned_append_continues_the_seqs(r
     assert await one.last_seq(conv) == 4
     assert [f["seq"] for f in await one.transcript(conv)] == [1, 2, 3, 4]
     await one.close()
+    await client.aclose()
+
+
+async def test_a_batch_redis_does_not_answer_times_out_with_a_message(redis_process: RedisProcess) -> None:
+    client = aioredis.from_url(redis_process.url)
+    await client.ping()
+    batch = CommandBatch()
+    batch.add("SET", f"{unique_prefix()}:k", "v")
+    redis_process.freeze()
+    try:
+        with pytest.raises(TimeoutError, match=r"no answer from Redis within 0.3 s \(batch of 1\)"):
+            await send_batch(client, batch, timeout=0.3)
+    finally:
+        redis_process.thaw()
+    assert await client.ping()  # the timed-out connection was closed, not handed back with a reply due
     await client.aclose()
