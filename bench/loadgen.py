@@ -227,10 +227,9 @@ class CpuMeter:
         self.self0 = t.user + t.system
         self.w0 = {pid: proc_cpu(pid) for pid in self.watch}
 
-    def stop(self, per: float | None = None) -> dict[str, Any]:
-        """CPU seconds used since start(), divided by the wall time (or by `per` seconds)."""
+    def stop(self) -> dict[str, Any]:
         t = os.times()
-        wall = per or pc() - self.t0
+        wall = pc() - self.t0
         return {
             "client_cpu": (t.user + t.system - self.self0) / wall,
             "watched_cpu": {str(pid): (proc_cpu(pid) - self.w0[pid]) / wall for pid in self.watch},
@@ -380,7 +379,9 @@ def scenario_rtt_paired(args: argparse.Namespace) -> dict[str, Any]:
         failed += lost
     windows: list[list[dict[str, Any]]] = [[] for _ in groups]
     for cycle in range(args.cycles):
-        for index, socks in enumerate(groups):
+        # Each cycle starts with another target, so none always follows the same neighbour.
+        for index in [(cycle + k) % len(groups) for k in range(len(groups))]:
+            socks = groups[index]
             meter = CpuMeter(args.watch)
             result = closed_loops(socks, args, meter, args.warmup if cycle == 0 else 0.0, settle=args.settle)
             windows[index].append({**result, "cycle": cycle, "url": args.url[index]})
@@ -411,9 +412,9 @@ def closed_loops(
 ) -> dict[str, Any]:
     """Every socket in a closed loop for warmup + args.duration seconds; the window's figures.
 
-    After the window, the replies still in flight are read and `settle` seconds pass before the CPU
-    meter stops (work the servers do behind a reply, such as writing history, counts), but CPU shares
-    are per second of the window itself.
+    After the window, the replies still in flight are read (they count for CPU per message, not for
+    msgs/s), then `settle` seconds pass before the next window, for work the servers do behind a
+    reply (the Redis store writes history every 50 ms).
     """
     frame = text_frame(json.dumps({"text": args.text}, ensure_ascii=False).encode())
     ep = select.epoll()
@@ -427,6 +428,7 @@ def closed_loops(
     errors = 0
     sample: list[bytes] = []
     measuring = False
+    drained = 0  # replies read after the window, to requests sent inside it
     t_start = pc() + warmup
     t_end = t_start + args.duration
     for st in state.values():
@@ -484,6 +486,7 @@ def closed_loops(
                     if st[3]:
                         st[3] = False
                         active -= 1
+                        drained += 1
                     continue
                 if not measuring:
                     measuring = True
@@ -500,9 +503,12 @@ def closed_loops(
         if pc() > t_end + 5:
             break  # replies that never come must not hang the run
     ep.close()
+    # The meter ran from the first reply of the window until the last reply in flight was read:
+    # its CPU shares are per second of that time, and `cpu_msgs_per_s` counts every reply in it.
+    cpu = meter.stop() if measuring else {"client_cpu": float("nan"), "watched_cpu": {}}
+    metered = pc() - meter.t0 if measuring else float("nan")
     if settle:
         time.sleep(settle)
-    cpu = meter.stop(per=args.duration) if measuring else {"client_cpu": float("nan"), "watched_cpu": {}}
     latencies.sort()
     return {
         "scenario": "rtt",
@@ -511,6 +517,7 @@ def closed_loops(
         "messages": len(latencies),
         "error_frames": errors,
         "msgs_per_s": len(latencies) / args.duration,
+        "cpu_msgs_per_s": (len(latencies) + drained) / metered,
         "p50_ms": percentile(latencies, 50) * 1000,
         "p99_ms": percentile(latencies, 99) * 1000,
         "sample_reply": sample[0].decode("utf-8", "replace") if sample else "",

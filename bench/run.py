@@ -160,7 +160,9 @@ def node_fanout(args: Sequence[str], timeout: float = 300.0) -> dict[str, Any]:
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode != 0:
         raise RuntimeError(f"fanout.mjs failed ({done.returncode}): {' '.join(args)}\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # JSON has no NaN: JavaScript writes null where loadgen.py writes NaN (e.g. every broadcast lost).
+    return {key: float("nan") if value is None else value for key, value in result.items()}
 
 
 # ------------------------------------------------------------------------------ targets
@@ -378,8 +380,8 @@ def client_bound(rs: Sequence[dict[str, Any]]) -> str:
 
 
 def per_cpu(r: dict[str, Any]) -> float:
-    """Messages per server CPU second."""
-    return r["msgs_per_s"] / max(r["watched_cpu_server"], 1e-9)
+    """Messages per server CPU second (over the metered time, replies read after the window included)."""
+    return r.get("cpu_msgs_per_s", r["msgs_per_s"]) / max(r["watched_cpu_server"], 1e-9)
 
 
 def paired(per_target: dict[str, list[dict[str, Any]]], target: str, value: Any) -> float:
