@@ -385,10 +385,23 @@ def scenario_rtt_paired(args: argparse.Namespace) -> dict[str, Any]:
             meter = CpuMeter(args.watch)
             result = closed_loops(socks, args, meter, args.warmup if cycle == 0 else 0.0, settle=args.settle)
             windows[index].append({**result, "cycle": cycle, "url": args.url[index]})
+            if result["lost_sockets"]:
+                print(f"loadgen: {args.url[index]} closed {result['lost_sockets']} sockets", file=sys.stderr)
+                groups[index] = socks = [sock for sock in socks if _still_open(sock)]
     for socks in groups:
         for sock in socks:
             sock.close()
     return {"scenario": "rtt-paired", "failed": failed, "windows": windows}
+
+
+def _still_open(sock: socket.socket) -> bool:
+    """False for a socket the peer has closed or reset (a non-blocking peek sees EOF or an error)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 def connect_all(urls: Sequence[str]) -> tuple[list[socket.socket], int]:
@@ -431,10 +444,17 @@ def closed_loops(
     drained = 0  # replies read after the window, to requests sent inside it
     t_start = pc() + warmup
     t_end = t_start + args.duration
-    for st in state.values():
-        st[1] = pc()
-        st[0].send(frame)
     active = len(state)
+    lost = 0  # sockets the server closed or reset (a peer server may drop idle ones)
+    for fd, st in state.items():
+        st[1] = pc()
+        try:
+            st[0].send(frame)
+        except OSError:
+            ep.unregister(fd)
+            st[3] = False
+            active -= 1
+            lost += 1
     poll = ep.poll
     while active:
         for fd, _ in poll(0.5):
@@ -444,11 +464,14 @@ def closed_loops(
                 data = sock.recv(65536)
             except BlockingIOError:
                 continue
+            except ConnectionError:
+                data = b""
             if not data:
                 ep.unregister(fd)
                 if st[3]:
                     active -= 1
                     st[3] = False
+                    lost += 1
                 continue
             if st[2]:
                 data = st[2] + data
@@ -499,7 +522,13 @@ def closed_loops(
                 else:
                     record(now - st[1])
             st[1] = now
-            sock.send(frame)
+            try:
+                sock.send(frame)
+            except OSError:  # reset between its reply and our next message
+                ep.unregister(fd)
+                st[3] = False
+                active -= 1
+                lost += 1
         if pc() > t_end + 5:
             break  # replies that never come must not hang the run
     ep.close()
@@ -514,6 +543,7 @@ def closed_loops(
         "scenario": "rtt",
         "engine": "epoll",
         "clients": len(socks),
+        "lost_sockets": lost,
         "messages": len(latencies),
         "error_frames": errors,
         "msgs_per_s": len(latencies) / args.duration,

@@ -330,6 +330,9 @@ def run_round(env: Env, plan: Plan, rtt_targets: Sequence[str], fanout_targets: 
                         if w["error_frames"]:
                             progress(f"WARNING {w['error_frames']} error frames, e.g. {w['sample_error'][:200]}")
                     rates = [w["msgs_per_s"] for w in windows]
+                    if sum(w.get("lost_sockets", 0) for w in windows):
+                        progress(f"WARNING {target} closed {sum(w['lost_sockets'] for w in windows)} of {n} sockets "
+                                 f"during the windows (its server log is in {env.logdir})")
                     progress(f"rtt    {target:<14} {n:>5} clients {med(rates):9.0f} msg/s (windows "
                              f"{min(rates):.0f}-{max(rates):.0f})  server cpu "
                              f"{med([w['watched_cpu_server'] for w in windows]):.2f}")
