@@ -56,17 +56,21 @@ async def send_batch(client: aioredis.Redis, batch: CommandBatch, timeout: float
     if not batch.commands:
         return
     pool = client.connection_pool
-    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    connection = None
     try:
+        # Taking a connection (and connecting it, after an outage) counts against the timeout too.
         async with asyncio.timeout(timeout):
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
             await connection.send_packed_command(batch.payload(), check_health=False)
             for _ in range(batch.commands):
                 # math.inf: no timer per reply (the whole batch has one).
                 await connection.read_response(timeout=math.inf)
     except BaseException as exc:
-        await connection.disconnect()
+        if connection is not None:
+            await connection.disconnect()
         if type(exc) is TimeoutError:  # asyncio's says nothing; the log line and /healthz show this
             raise TimeoutError(f"no answer from Redis within {timeout:g} s (batch of {batch.commands})") from None
         raise
     finally:
-        await pool.release(connection)
+        if connection is not None:
+            await pool.release(connection)

@@ -85,3 +85,17 @@ async def test_a_batch_redis_does_not_answer_times_out_with_a_message(redis_proc
         redis_process.thaw()
     assert await client.ping()  # the timed-out connection was closed, not handed back with a reply due
     await client.aclose()
+
+
+async def test_taking_a_connection_to_a_hung_redis_counts_against_the_timeout(redis_process: RedisProcess) -> None:
+    client = aioredis.from_url(redis_process.url)  # no connection opened yet
+    batch = CommandBatch()
+    batch.add("SET", f"{unique_prefix()}:k", "v")
+    redis_process.freeze()  # the kernel still accepts the connection; the handshake gets no answer
+    try:
+        with pytest.raises(TimeoutError, match="no answer from Redis within 0.3 s"):
+            await send_batch(client, batch, timeout=0.3)
+    finally:
+        redis_process.thaw()
+    await send_batch(client, batch, timeout=5)  # and the pool works once Redis answers again
+    await client.aclose()
