@@ -521,6 +521,9 @@ class ChatConsumer(WebsocketConsumer):
             self._early.append(out)  # type: ignore[arg-type]
         elif self.holding:
             await self.emit(out)  # type: ignore[arg-type]
+            # An agent's answer is rare and precious: written at once, not after history.write_interval
+            # (a crash of this process would lose it, though the user saw it).
+            self.store.write_soon()
         else:
             await self.deliver(out)  # type: ignore[arg-type]
 

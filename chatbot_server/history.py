@@ -115,6 +115,9 @@ class ConversationStore(abc.ABC):
     async def flush(self) -> None:
         """Write out every pending frame now."""
 
+    def write_soon(self) -> None:
+        """Start writing pending frames now instead of after the gathering interval (no wait)."""
+
 
 @dataclass(slots=True)
 class _Conversation:

@@ -287,6 +287,10 @@ class RedisConversationStore(ConversationStore):
     async def flush(self) -> None:
         await self._write_pending()
 
+    def write_soon(self) -> None:
+        self._wake.set()
+        self._cut_short()
+
     # ------------------------------------------------------------ ownership
     def owns(self, conversation: str) -> bool:
         return conversation in self._owned

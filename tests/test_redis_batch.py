@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
@@ -98,4 +100,30 @@ async def test_taking_a_connection_to_a_hung_redis_counts_against_the_timeout(re
     finally:
         redis_process.thaw()
     await send_batch(client, batch, timeout=5)  # and the pool works once Redis answers again
+    await client.aclose()
+
+
+async def test_write_soon_writes_gathered_frames_without_waiting_for_the_interval(redis_server: str) -> None:
+    prefix = unique_prefix()
+    key = f"{prefix}:conv:{{}}:frames"
+    client = aioredis.from_url(redis_server)
+    store = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1", write_interval=30)
+    await store.start()
+    conv = await store.create()
+    await store.append(conv, {"type": "greeting", "msg": "hi"})
+    await store.flush()
+    await store.flush()  # queued behind the writer's own pass: it is idle now
+    await store.append(conv, {"type": "user", "msg": "人工"})
+    for _ in range(3):
+        await asyncio.sleep(0)  # the writer wakes and starts gathering for 30 s
+    assert await client.llen(key.format(conv)) == 1  # gathering: the user's line is not written yet
+    await store.append(conv, {"type": "agent", "msg": "人工客服的回答"})
+    store.write_soon()  # an agent's answer: at once
+
+    for _ in range(400):  # Redis offers no event for "a list grew": look every 5 ms, 2 s at most
+        if await client.llen(key.format(conv)) == 3:
+            break
+        await asyncio.sleep(0.005)
+    assert await client.llen(key.format(conv)) == 3
+    await store.close()
     await client.aclose()
