@@ -118,6 +118,9 @@ class RedisConversationStore(ConversationStore):
             connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=None)
         )
         self._new: set[str] = set()  # created here, owner key not written yet
+        # Owned here when a write failed: Redis may have lost their owner keys (a restart without
+        # persistence), so the next write sets them again, unless another process holds one now.
+        self._reclaim: set[str] = set()
         self._fresh: set[str] = set()  # created here, first frames not written yet
         self._releasing: set[str] = set()  # given up here, owner key to delete after its frames
         self._waiters: list[asyncio.Future[None]] = []  # resolved when the next batch is written
@@ -211,13 +214,14 @@ class RedisConversationStore(ConversationStore):
         """Write every pending frame (batches of ~FRAMES_PER_BATCH); on failure they are kept for the next try."""
         async with self._write_lock:
             batch, self._pending = self._pending, {}
-            if not batch and not self._new and not self._releasing:
+            if not batch and not self._new and not self._releasing and not self._reclaim:
                 for waiter in self._waiters:
                     if not waiter.done():
                         waiter.set_result(None)
                 self._waiters.clear()
                 return
             new, self._new = self._new, set()
+            reclaim, self._reclaim = self._reclaim, set()
             releasing, self._releasing = self._releasing, set()
             waiters, self._waiters = self._waiters, []
             now = time.monotonic()
@@ -231,6 +235,10 @@ class RedisConversationStore(ConversationStore):
                     for conversation in new:
                         if conversation in self._owned:
                             commands.add("SET", self._keys(conversation)[1], self.process_id, "PX", self.ttl_ms)
+                    for conversation in reclaim - new:
+                        if conversation in self._owned:
+                            owner_key = self._keys(conversation)[1]
+                            commands.add("SET", owner_key, self.process_id, "NX", "PX", self.ttl_ms)
                 for conversation, frames in chunk:
                     self._queue_frames(commands, conversation, frames, now, renew_every)
                 if index == len(chunks) - 1:
@@ -239,6 +247,7 @@ class RedisConversationStore(ConversationStore):
                 try:
                     await send_batch(self._client, commands, WRITE_TIMEOUT)
                 except BaseException:
+                    self._reclaim.update(self._owned)
                     if index == 0:
                         self._new |= new
                     self._releasing |= releasing

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from chatbot_server.history_redis import RedisConversationStore
 from chatbot_server.redis_batch import CommandBatch, send_batch
@@ -127,3 +127,26 @@ async def test_write_soon_writes_gathered_frames_without_waiting_for_the_interva
     assert await client.llen(key.format(conv)) == 3
     await store.close()
     await client.aclose()
+
+
+async def test_an_owner_sets_its_owner_key_again_after_redis_lost_its_data(redis_process: RedisProcess) -> None:
+    prefix = unique_prefix()
+    one = RedisConversationStore(url=redis_process.url, prefix=prefix, process_id="p1", write_interval=0)
+    await one.start()
+    conv = await one.create()
+    await one.append(conv, {"type": "greeting", "msg": "hi"})
+    await one.flush()
+    redis_process.kill()
+    await one.append(conv, {"type": "user", "msg": "Redis 不在时说的话"})
+    with pytest.raises((RedisError, OSError)):
+        await one.flush()  # kept for the next try
+    redis_process.start()  # empty: owner key and frames are gone
+    await one.flush()
+    two = RedisConversationStore(url=redis_process.url, prefix=prefix, process_id="p2")
+    await two.start()
+    # p1 still holds the conversation: an agent's answer from p2 must go to it, not straight into
+    # Redis with a seq p1 will give its own next frame.
+    assert await two.append_if_unowned(conv, {"type": "agent", "msg": "人工"}) is None
+    assert await two.acquire(conv) == "p1"
+    await two.close()
+    await one.close()
