@@ -446,15 +446,21 @@ def closed_loops(
     t_end = t_start + args.duration
     active = len(state)
     lost = 0  # sockets the server closed or reset (a peer server may drop idle ones)
+
+    def drop(fd: int, st: list[Any]) -> None:
+        nonlocal active, lost
+        ep.unregister(fd)
+        if st[3]:
+            st[3] = False
+            active -= 1
+            lost += 1
+
     for fd, st in state.items():
         st[1] = pc()
         try:
             st[0].send(frame)
         except OSError:
-            ep.unregister(fd)
-            st[3] = False
-            active -= 1
-            lost += 1
+            drop(fd, st)
     poll = ep.poll
     while active:
         for fd, _ in poll(0.5):
@@ -467,11 +473,7 @@ def closed_loops(
             except ConnectionError:
                 data = b""
             if not data:
-                ep.unregister(fd)
-                if st[3]:
-                    active -= 1
-                    st[3] = False
-                    lost += 1
+                drop(fd, st)
                 continue
             if st[2]:
                 data = st[2] + data
@@ -525,10 +527,7 @@ def closed_loops(
             try:
                 sock.send(frame)
             except OSError:  # reset between its reply and our next message
-                ep.unregister(fd)
-                st[3] = False
-                active -= 1
-                lost += 1
+                drop(fd, st)
         if pc() > t_end + 5:
             break  # replies that never come must not hang the run
     ep.close()

@@ -132,16 +132,23 @@ def running(*procs: Proc) -> Iterator[None]:
             p.stop()
 
 
-def loadgen(args: Sequence[str], timeout: float = 300.0) -> dict[str, Any]:
-    """Run bench/loadgen.py on the client core and return its JSON result."""
-    argv = ["taskset", "-c", CLIENT_CORE, sys.executable, str(BENCH / "loadgen.py"), *args]
+def run_client(name: str, command: Sequence[str], args: Sequence[str], timeout: float = 300.0) -> dict[str, Any]:
+    """Run a load-generator command on the client core and return its JSON result (the last line)."""
+    argv = ["taskset", "-c", CLIENT_CORE, *command, *args]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     if done.returncode != 0:
-        raise RuntimeError(f"loadgen failed ({done.returncode}): {' '.join(args)}\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"{name} failed ({done.returncode}): {' '.join(args)}\n{done.stderr[-2000:]}")
     if done.stderr.strip():
-        print(f"    loadgen: {done.stderr.strip()[-300:]}", file=sys.stderr)
-    return json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"    {name}: {done.stderr.strip()[-300:]}", file=sys.stderr)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # JSON has no NaN: JavaScript writes null where loadgen.py writes NaN (e.g. every broadcast lost).
+    return {key: float("nan") if value is None else value for key, value in result.items()}
+
+
+def loadgen(args: Sequence[str]) -> dict[str, Any]:
+    """Run bench/loadgen.py on the client core."""
+    return run_client("loadgen", [sys.executable, str(BENCH / "loadgen.py")], args)
 
 
 NODE_CLIENT = BENCH / "node"
@@ -152,17 +159,10 @@ def node_fanout_ready() -> bool:
     return shutil.which("node") is not None and (NODE_CLIENT / "node_modules" / "ws").is_dir()
 
 
-def node_fanout(args: Sequence[str], timeout: float = 300.0) -> dict[str, Any]:
+def node_fanout(args: Sequence[str]) -> dict[str, Any]:
     """The fan-out scenario with bench/node/fanout.mjs as the members, on the client core."""
-    argv = ["taskset", "-c", CLIENT_CORE, "node", str(NODE_CLIENT / "fanout.mjs"), *args,
-            "--python", sys.executable, "--loadgen", str(BENCH / "loadgen.py")]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if done.returncode != 0:
-        raise RuntimeError(f"fanout.mjs failed ({done.returncode}): {' '.join(args)}\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    # JSON has no NaN: JavaScript writes null where loadgen.py writes NaN (e.g. every broadcast lost).
-    return {key: float("nan") if value is None else value for key, value in result.items()}
+    command = ["node", str(NODE_CLIENT / "fanout.mjs")]
+    return run_client("fanout.mjs", command, [*args, "--python", sys.executable, "--loadgen", str(BENCH / "loadgen.py")])
 
 
 # ------------------------------------------------------------------------------ targets

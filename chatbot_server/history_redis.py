@@ -2,9 +2,10 @@
 
 The process whose socket holds a conversation owns it and is its single writer: it assigns seqs
 in memory and writes frames behind, in batches packed by the store itself (redis_batch.py) from
-one background task, so the reply path never waits on Redis. A resume on another process first takes ownership over (the chat
-consumer asks the old owner to write out and stop, through the channel layer), then `adopt`s the
-stored state. Frames made while no process owns a conversation are appended by an atomic script.
+one background task, so the reply path never waits on Redis. A resume on another process first
+takes ownership over (the chat consumer asks the old owner to write out and stop, through the
+channel layer), then `adopt`s the stored state. Frames made while no process owns a conversation
+are appended by an atomic script.
 """
 
 from __future__ import annotations
