@@ -11,6 +11,7 @@ from aiohttp import WSCloseCode, web
 
 from .bots import Bot, HistoryEntry, Reply, Turn, Typing
 from .consumer import WebsocketConsumer, message_handler
+from .deadlines import first_step
 from .errors import ProtocolError, StoreUnavailableError
 from .history import ConversationStore, StoredFrame
 from .jsonutil import dumpb
@@ -291,8 +292,10 @@ class ChatConsumer(WebsocketConsumer):
         if client_id is not None:
             user_frame["id"] = client_id
         if self.holding:
-            encoded = await self.store.append_encoded(self.conversation, user_frame)  # type: ignore[arg-type]
-            if message.typed:
+            encoded = self.store.append_held(self.conversation, user_frame)  # type: ignore[arg-type]
+            if encoded is None:
+                encoded = await self.store.append_encoded(self.conversation, user_frame)  # type: ignore[arg-type]
+            if message.typed and not self._write_now(encoded):
                 await self.send_encoded(encoded)
         else:
             await self.deliver(user_frame)
@@ -319,7 +322,12 @@ class ChatConsumer(WebsocketConsumer):
         timeout = self.settings.bot.timeout
         try:
             if self._answers_once:  # the common case: no async generator, no timer for a bot that never waits
-                await self._on_reply(await deadlines.run(self.bot.answer(turn), timeout, started), started, client_id)
+                # deadlines.run() without its coroutine: a bot answering from memory never suspends.
+                answering = self.bot.answer(turn)
+                finished, reply = first_step(answering)
+                if not finished:
+                    reply = await deadlines.finish(answering, reply, timeout, started)
+                await self._on_reply(reply, started, client_id)
             else:
                 async with deadlines.limit(timeout):
                     async for event in self.bot.respond(turn):
@@ -472,7 +480,11 @@ class ChatConsumer(WebsocketConsumer):
         if not self.holding:
             await self.deliver(out)
             return
-        await self.send_encoded(await self.store.append_encoded(self.conversation, out))  # type: ignore[arg-type]
+        encoded = self.store.append_held(self.conversation, out)  # type: ignore[arg-type]
+        if encoded is None:
+            encoded = await self.store.append_encoded(self.conversation, out)  # type: ignore[arg-type]
+        if not self._write_now(encoded):
+            await self.send_encoded(encoded)
         if self.mode == "agent":
             await self.forward_to_agents(out)
 

@@ -57,6 +57,7 @@ _WRITER_LIMIT = 64 * 1024
 # A send that leaves less than this in the transport's buffer never waits (asyncio pauses writing
 # at 64 KiB by default), so it needs no timeout on the hot path.
 _NEVER_BLOCKS = 16 * 1024
+assert _NEVER_BLOCKS <= 65536  # _long_header writes 16-bit lengths only
 
 
 class WebsocketConsumer:
@@ -270,17 +271,13 @@ class WebsocketConsumer:
 
     async def send_encoded(self, data: bytes) -> None:
         """send_json for a frame already encoded as JSON bytes."""
-        ws = self.ws
-        if ws.closed:
+        if self._write_now(data):
             return
-        transport = self.transport
+        if self.ws.closed:
+            return
         try:
-            if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
-                # Below asyncio's write-buffer high-water mark: aiohttp cannot wait for a drain.
-                await ws.send_frame(data, _TEXT)
-            else:
-                async with asyncio.timeout(self.settings.limits.send_timeout):
-                    await ws.send_frame(data, _TEXT)
+            async with asyncio.timeout(self.settings.limits.send_timeout):
+                await self.ws.send_frame(data, _TEXT)
             self.stats.messages_out += 1
         except TimeoutError:
             await self._drop_slow_reader()
@@ -297,15 +294,32 @@ class WebsocketConsumer:
 
     def send_encoded_nowait(self, data: bytes) -> None:
         """send_json_nowait for a frame already encoded (a broadcast encodes once for everyone)."""
-        ws = self.ws
-        if ws.closed:
-            return
+        if not self._write_now(data) and not self.ws.closed:
+            self._registry.keep_alive(self.send_encoded(data))
+
+    def _write_now(self, data: bytes) -> bool:
+        """Write one text frame straight to the transport if that cannot block; True if done.
+
+        True also when the socket is closed or closing (the frame is dropped, as aiohttp would).
+        False when the transport's buffer is too full: the caller goes through aiohttp's
+        send_frame, which waits for the client to read.
+        """
         transport = self.transport
-        if transport is not None and transport.get_write_buffer_size() + len(data) < _NEVER_BLOCKS:
-            if _run_now(ws.send_frame(data, _TEXT)):
-                self.stats.messages_out += 1
-            return
-        self._registry.keep_alive(self.send_encoded(data))
+        if transport is None or self.ws.closed:
+            return transport is not None
+        if transport.is_closing():
+            return True  # the peer went away; the receive loop will see the close
+        size = len(data)
+        if transport.get_write_buffer_size() + size >= _NEVER_BLOCKS:
+            return False
+        # An unmasked, uncompressed, final text frame (RFC 6455 5.2): what aiohttp's writer would
+        # write for it, without its three coroutine frames (compress=False is set for every socket).
+        if size < 126:
+            transport.write(_SHORT_HEADERS[size] + data)
+        else:
+            transport.write(_long_header(size) + data)
+        self.stats.messages_out += 1
+        return True
 
     async def _drop_slow_reader(self) -> None:
         # The client's buffers are full, so no close frame could reach it: reset the connection.
@@ -422,6 +436,15 @@ _READ_SIZE = 64 * 1024
 def _right_size_reads(transport: asyncio.BaseTransport | None) -> None:
     if transport is not None and getattr(transport, "max_size", 0) > _READ_SIZE:
         transport.max_size = _READ_SIZE  # type: ignore[attr-defined]
+
+
+# Headers of unmasked final text frames (FIN + opcode 1, then the payload length).
+_SHORT_HEADERS = [bytes((0x81, size)) for size in range(126)]
+
+
+def _long_header(size: int) -> bytes:
+    # 126..65535 bytes: a 16-bit length (larger frames never take the direct path: _NEVER_BLOCKS).
+    return b"\x81\x7e" + size.to_bytes(2, "big")
 
 
 def _run_now(coro: Coroutine[Any, Any, None]) -> bool:

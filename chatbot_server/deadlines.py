@@ -72,10 +72,13 @@ class Deadlines:
         """
         if started is None:
             started = time.monotonic()
-        try:
-            suspended_on = coro.send(None)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+        finished, result = first_step(coro)
+        if finished:
+            return result  # type: ignore[no-any-return]
+        return await self.finish(coro, result, seconds, started)
+
+    async def finish(self, coro: Coroutine[Any, Any, T], suspended_on: Any, seconds: float, started: float) -> T:
+        """The rest of `run()` for a coroutine whose first_step() suspended on `suspended_on`."""
         async with _Limit(self, started + seconds):
             return await _resume(coro, suspended_on)
 
@@ -111,6 +114,19 @@ class Deadlines:
         if self._sweeper is not None:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
+
+
+def first_step(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
+    """Run a coroutine up to its first suspension: (True, its result) if it finished, else (False,
+    what it waits on; pass that to Deadlines.finish()). Its exceptions propagate.
+
+    What `Deadlines.run()` does first, for a caller that wants no coroutine of its own in between
+    (the bot turn on every message).
+    """
+    try:
+        return False, coro.send(None)
+    except StopIteration as done:
+        return True, done.value
 
 
 @types.coroutine

@@ -383,10 +383,16 @@ class RedisConversationStore(ConversationStore):
         return frame["seq"]  # type: ignore[no-any-return]
 
     async def append_encoded(self, conversation: str, frame: StoredFrame) -> bytes:
-        state = self._owned.get(conversation)
-        if state is None:
+        encoded = self.append_held(conversation, frame)
+        if encoded is None:
             await self._script_append(conversation, frame, force=True)
             return orjson.dumps(frame)
+        return encoded
+
+    def append_held(self, conversation: str, frame: StoredFrame) -> bytes | None:
+        state = self._owned.get(conversation)
+        if state is None:
+            return None  # not owned here: appended by a script, with a round trip
         seq = state.seq = state.seq + 1
         frame["seq"] = seq
         encoded = dumpb_to_keep(frame)

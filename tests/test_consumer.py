@@ -164,3 +164,26 @@ async def test_frames_sent_after_the_peer_is_gone_are_not_counted(aiohttp_client
     ws = await client.ws_connect("/lost")
     assert await asyncio.wait_for(counted, 5) == 0  # /metrics' messages_out counts frames written
     await ws.close()
+
+
+async def test_frames_of_every_header_size_arrive_whole(aiohttp_client: Any) -> None:
+    """Frames written straight to the transport (7- and 16-bit lengths) and frames too big for that
+    (aiohttp's own writer, which waits for the client) arrive whole and in order."""
+    sizes = [0, 1, 125, 126, 127, 1000, 16_000, 65_535, 65_536, 200_000]
+
+    class Sizes(WebsocketConsumer):
+        async def on_connect(self) -> None:
+            for size in sizes:
+                await self.send_encoded(b'{"s":"' + b"x" * size + b'"}')
+            for size in sizes:
+                self.send_encoded_nowait(b'{"s":"' + "汉".encode() * (size // 3) + b'"}')
+
+    app = web.Application()
+    setup(app, make_settings())
+    app.router.add_get("/sizes", Sizes.as_handler())
+    client = await aiohttp_client(app)
+    async with client.ws_connect("/sizes", max_msg_size=1 << 20) as ws:
+        assert [len((await receive_json(ws))["s"]) for _ in sizes] == sizes
+        assert [len((await receive_json(ws))["s"]) for _ in sizes] == [size // 3 for size in sizes]
+        stats = client.app[CONNECTIONS_KEY].stats
+        assert stats.messages_out == 2 * len(sizes)
