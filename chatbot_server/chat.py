@@ -350,7 +350,12 @@ class ChatConsumer(WebsocketConsumer):
     async def _on_reply(self, reply: Reply, started: float, client_id: str | None) -> None:
         self.stats.bot_latency.observe(time.monotonic() - started)
         out = reply_frame(reply, client_id)
-        await self.emit(out)
+        # emit(out), without its coroutine in the common case (once per message).
+        encoded = self._record_held(out)
+        if encoded is None:
+            await self._emit_otherwise(out)
+        elif not self._write_now(encoded):
+            await self.send_encoded(encoded)
         if reply.handoff or reply.fallback or self._fallbacks:
             await self.after_reply(reply)
 
@@ -477,14 +482,27 @@ class ChatConsumer(WebsocketConsumer):
 
     async def emit(self, out: Frame) -> None:
         """Record a conversational frame (it gets its seq) and send it; via the holder if not us."""
+        encoded = self._record_held(out)
+        if encoded is None:
+            await self._emit_otherwise(out)
+        elif not self._write_now(encoded):
+            await self.send_encoded(encoded)
+
+    def _record_held(self, out: Frame) -> bytes | None:
+        # emit()'s common case: the conversation is held here, no agent watches it, and the store
+        # appends without I/O. The frame encoded (recorded, to send), or None (nothing done).
+        if not self.holding or self.mode == "agent":
+            return None
+        return self.store.append_held(self.conversation, out)  # type: ignore[arg-type]
+
+    async def _emit_otherwise(self, out: Frame) -> None:
         if not self.holding:
             await self.deliver(out)
             return
         encoded = self.store.append_held(self.conversation, out)  # type: ignore[arg-type]
         if encoded is None:
             encoded = await self.store.append_encoded(self.conversation, out)  # type: ignore[arg-type]
-        if not self._write_now(encoded):
-            await self.send_encoded(encoded)
+        await self.send_encoded(encoded)
         if self.mode == "agent":
             await self.forward_to_agents(out)
 

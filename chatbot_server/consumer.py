@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import logging
 import secrets
+import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ClassVar
@@ -57,7 +58,7 @@ _WRITER_LIMIT = 64 * 1024
 # A send that leaves less than this in the transport's buffer never waits (asyncio pauses writing
 # at 64 KiB by default), so it needs no timeout on the hot path.
 _NEVER_BLOCKS = 16 * 1024
-assert _NEVER_BLOCKS <= 65536  # _long_header writes 16-bit lengths only
+assert _NEVER_BLOCKS <= 65536  # _write_now writes 16-bit lengths at most
 
 
 class WebsocketConsumer:
@@ -316,8 +317,8 @@ class WebsocketConsumer:
         # write for it, without its three coroutine frames (compress=False is set for every socket).
         if size < 126:
             transport.write(_SHORT_HEADERS[size] + data)
-        else:
-            transport.write(_long_header(size) + data)
+        else:  # 126..16383 bytes: a 16-bit length
+            transport.write(_HEADER_16(0x81, 126, size) + data)
         self.stats.messages_out += 1
         return True
 
@@ -440,11 +441,7 @@ def _right_size_reads(transport: asyncio.BaseTransport | None) -> None:
 
 # Headers of unmasked final text frames (FIN + opcode 1, then the payload length).
 _SHORT_HEADERS = [bytes((0x81, size)) for size in range(126)]
-
-
-def _long_header(size: int) -> bytes:
-    # 126..65535 bytes: a 16-bit length (larger frames never take the direct path: _NEVER_BLOCKS).
-    return b"\x81\x7e" + size.to_bytes(2, "big")
+_HEADER_16 = struct.Struct("!BBH").pack
 
 
 def _run_now(coro: Coroutine[Any, Any, None]) -> bool:
