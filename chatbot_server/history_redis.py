@@ -128,7 +128,9 @@ class RedisConversationStore(ConversationStore):
         self._append = self._client.register_script(_APPEND)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._owned: dict[str, _Owned] = {}
-        self._pending: dict[str, list[bytes]] = {}  # frames not written yet
+        # Frames not written yet, each already in Redis's wire format (redis_batch.bulk): packed as
+        # they are appended, a batch of thousands is joined, not packed frame by frame.
+        self._pending: dict[str, list[bytes]] = {}
         self._wake = asyncio.Event()
         self._hurry: asyncio.Future[None] | None = None  # cuts the gathering short (release, close)
         self._write_lock = asyncio.Lock()
@@ -270,7 +272,7 @@ class RedisConversationStore(ConversationStore):
         frames_key, owner_key = self._keys(conversation)
         # One command per conversation and batch on the hot path (the seq is in the frames); trim
         # and TTL renewal only when due (a released conversation gets both).
-        commands.add("RPUSH", frames_key, *frames)
+        commands.add_with_bulks("RPUSH", frames_key, bulks=frames)
         state = self._owned.get(conversation)
         if state is not None:
             state.stored += len(frames)
@@ -293,6 +295,7 @@ class RedisConversationStore(ConversationStore):
             else:
                 older.extend(newer)
         self._pending = unwritten
+        self._wake.set()  # appends to these lists will not: see append_held
 
     async def flush(self) -> None:
         await self._write_pending()
@@ -397,12 +400,15 @@ class RedisConversationStore(ConversationStore):
         frame["seq"] = seq
         encoded = b"%b" % dumpb(frame)  # dumpb_to_keep(), inlined: twice per message
         state.add(frame, encoded)
+        packed = b"$%d\r\n%b\r\n" % (len(encoded), encoded)  # redis_batch.bulk(), inlined
         unwritten = self._pending.get(conversation)
         if unwritten is None:
-            self._pending[conversation] = [encoded]
+            self._pending[conversation] = [packed]
+            # Only here: while the conversation has a pending list, the writer is awake already
+            # (it clears the event before it takes the pending lists, and sets it on a failed write).
+            self._wake.set()
         else:
-            unwritten.append(encoded)
-        self._wake.set()
+            unwritten.append(packed)
         return encoded
 
     async def append_if_unowned(self, conversation: str, frame: StoredFrame) -> int | None:

@@ -32,9 +32,23 @@ class CommandBatch:
         self._parts.append(b"".join([b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in encoded]))
         self.commands += 1
 
+    def add_with_bulks(self, *args: Arg, bulks: list[bytes]) -> None:
+        """Append one command whose last arguments come already packed by bulk(), e.g.
+        add_with_bulks("RPUSH", key, bulks=[bulk(frame) for frame in frames]) (no per-argument work here)."""
+        encoded = [arg if type(arg) is bytes else _encode(arg) for arg in args]
+        self._parts.append(b"*%d\r\n" % (len(encoded) + len(bulks)))
+        self._parts.append(b"".join([b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in encoded]))
+        self._parts.append(b"".join(bulks))
+        self.commands += 1
+
     def payload(self) -> bytes:
         """Every command, ready to write."""
         return b"".join(self._parts)
+
+
+def bulk(value: bytes) -> bytes:
+    """One argument in Redis's wire format, for add_with_bulks (packed when it is made, not per batch)."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 def _encode(value: Arg) -> bytes:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError, ResponseError
 
 from chatbot_server.history_redis import RedisConversationStore
-from chatbot_server.redis_batch import CommandBatch, send_batch
+from chatbot_server.redis_batch import CommandBatch, bulk, send_batch
 
 from .redis_server import RedisProcess, unique_prefix
 
@@ -21,12 +22,13 @@ def test_batch_packs_commands_exactly_as_redis_py_does() -> None:
     batch.add("RPUSH", "p:conv:x:frames", *frames)
     batch.add("SET", "p:conv:x:owner", "进程-1", "PX", 86_400_000)
     batch.add("LTRIM", "k", -500, -1)
+    batch.add_with_bulks("RPUSH", "p:conv:y:frames", bulks=[bulk(frame) for frame in frames])
     expected = Connection().pack_commands(
         [("RPUSH", "p:conv:x:frames", *frames), ("SET", "p:conv:x:owner", "进程-1", "PX", 86_400_000),
-         ("LTRIM", "k", -500, -1)]
+         ("LTRIM", "k", -500, -1), ("RPUSH", "p:conv:y:frames", *frames)]
     )
     assert batch.payload() == b"".join(expected)
-    assert batch.commands == 3
+    assert batch.commands == 4
 
 
 @pytest.mark.parametrize("bad", [1.5, True, None, ["x"]])
@@ -127,6 +129,32 @@ async def test_write_soon_writes_gathered_frames_without_waiting_for_the_interva
     assert await client.llen(key.format(conv)) == 3
     await store.close()
     await client.aclose()
+
+
+async def test_frames_kept_by_a_failed_flush_are_written_by_the_writer(redis_process: RedisProcess) -> None:
+    """The writer is woken by a conversation's first pending frame only: a failed write that puts
+    frames back must wake it too, or later frames of the same conversations would wait forever."""
+    prefix = unique_prefix()
+    store = RedisConversationStore(url=redis_process.url, prefix=prefix, process_id="p1", write_interval=0)
+    await store.start()
+    conv = await store.create()
+    await store.append(conv, {"type": "greeting", "msg": "hi"})
+    await store.flush()
+    redis_process.kill()
+    await store.append(conv, {"type": "user", "msg": "Redis 不在时说的话"})
+    with pytest.raises((RedisError, OSError)):
+        await store.flush()
+    redis_process.start()
+    await store.append(conv, {"type": "reply", "msg": "回答"})  # joins the kept list: no wake of its own
+    client = aioredis.from_url(redis_process.url)
+    key = f"{prefix}:conv:{conv}:frames"
+    for _ in range(400):  # Redis offers no event for "a list grew": look every 5 ms, 2 s at most
+        if await client.llen(key) == 2:
+            break
+        await asyncio.sleep(0.005)
+    assert [orjson.loads(raw)["seq"] for raw in await client.lrange(key, 0, -1)] == [2, 3]  # greeting lost with Redis
+    await client.aclose()
+    await store.close()
 
 
 async def test_an_owner_sets_its_owner_key_again_after_redis_lost_its_data(redis_process: RedisProcess) -> None:
