@@ -327,7 +327,15 @@ class ChatConsumer(WebsocketConsumer):
                 finished, reply = first_step(answering)
                 if not finished:
                     reply = await deadlines.finish(answering, reply, timeout, started)
-                await self._on_reply(reply, started, client_id)
+                # _on_reply(), inlined (and emit() in it): no coroutine in the common case.
+                out = self._reply_out(reply, started, client_id)
+                encoded = self._record_held(out)
+                if encoded is None:
+                    await self._emit_otherwise(out)
+                elif not self._write_now(encoded):
+                    await self.send_encoded(encoded)
+                if reply.handoff or reply.fallback or self._fallbacks:
+                    await self.after_reply(reply)
             else:
                 async with deadlines.limit(timeout):
                     async for event in self.bot.respond(turn):
@@ -348,16 +356,13 @@ class ChatConsumer(WebsocketConsumer):
                 self._answering.discard(client_id)  # type: ignore[union-attr]
 
     async def _on_reply(self, reply: Reply, started: float, client_id: str | None) -> None:
-        self.stats.bot_latency.observe(time.monotonic() - started)
-        out = reply_frame(reply, client_id)
-        # emit(out), without its coroutine in the common case (once per message).
-        encoded = self._record_held(out)
-        if encoded is None:
-            await self._emit_otherwise(out)
-        elif not self._write_now(encoded):
-            await self.send_encoded(encoded)
+        await self.emit(self._reply_out(reply, started, client_id))
         if reply.handoff or reply.fallback or self._fallbacks:
             await self.after_reply(reply)
+
+    def _reply_out(self, reply: Reply, started: float, client_id: str | None) -> Frame:
+        self.stats.bot_latency.observe(time.monotonic() - started)
+        return reply_frame(reply, client_id)
 
     # --------------------------------------------------------------- handoff
     async def after_reply(self, reply: Reply) -> None:

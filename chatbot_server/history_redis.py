@@ -78,7 +78,7 @@ class _Owned:
 
     def add(self, frame: StoredFrame, encoded: bytes) -> None:
         self.frames.append(encoded)
-        if frame.get("type") == "user" and "id" in frame:
+        if "id" in frame and frame.get("type") == "user":
             self.client_ids.add(frame["id"])
         reply_to = frame.get("reply_to")
         if reply_to is not None:
@@ -399,7 +399,13 @@ class RedisConversationStore(ConversationStore):
         seq = state.seq = state.seq + 1
         frame["seq"] = seq
         encoded = b"%b" % dumpb(frame)  # dumpb_to_keep(), inlined: twice per message
-        state.add(frame, encoded)
+        # state.add(frame, encoded), inlined
+        state.frames.append(encoded)
+        if "id" in frame and frame.get("type") == "user":
+            state.client_ids.add(frame["id"])
+        reply_to = frame.get("reply_to")
+        if reply_to is not None:
+            state.replied.add(reply_to)
         packed = b"$%d\r\n%b\r\n" % (len(encoded), encoded)  # redis_batch.bulk(), inlined
         unwritten = self._pending.get(conversation)
         if unwritten is None:
