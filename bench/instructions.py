@@ -1,0 +1,155 @@
+"""CPU instructions per message, counted by valgrind: an A/B measure that this VM's drift cannot touch.
+
+    python bench/instructions.py                 # raw aiohttp, memory layer, Redis layer
+    python bench/instructions.py memory --messages 100
+
+Wall-clock ratios on a shared 2-core VM move by ±0.05 between identical runs (bench/README.md).
+This counts the user-space instructions a server executes while 100 clients exchange a fixed
+number of messages with it (closed loops, the echo bot, as in `run.py`'s rtt scenario), under
+`valgrind --tool=callgrind`: only the exchange is counted (connections are opened before counting
+starts), and two runs of the same code agree within ~0.5%. What it cannot see: kernel time
+(syscalls are the same for every target, about half of the wall-clock cost) and cache misses
+(`--cache-sim` counts them, at 3x the run time). It is the tool for "did this change make the hot
+path cheaper", not for the targets, which run.py measures in wall-clock time.
+
+The Redis target writes behind every `history.write_interval`; under valgrind the server runs
+~50x slower, so the interval is stretched 50x here (2.5 s) to keep batches the size they have
+in real runs. Needs `valgrind` (apt-get install valgrind) and a `redis-server` on PATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import aiohttp
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from run import bench_limits, free_port, wait_port  # noqa: E402  (bench/ is not a package)
+
+TEXT = "银行卡丢了怎么挂失?"
+CLIENTS = 100
+TARGETS = ("raw", "memory", "redis")
+SLOWDOWN = 50  # valgrind's, roughly: how much to stretch the write-behind interval
+
+
+async def exchange(
+    url: str, clients: int, messages: int, ready: asyncio.Event, go: asyncio.Event, done: asyncio.Event,
+    close: asyncio.Event,
+) -> None:
+    """Open `clients` sockets, set `ready`, wait for `go`, run `messages` closed loops on each, set
+    `done`, and close the sockets when `close` is set (closing is not per-message work)."""
+    payload = json.dumps({"text": TEXT}, ensure_ascii=False)
+    async with aiohttp.ClientSession() as session:
+        sockets = [await session.ws_connect(url) for _ in range(clients)]
+        for ws in sockets:
+            await ws.receive()  # the greeting
+        ready.set()
+        await go.wait()
+
+        async def loop(ws: aiohttp.ClientWebSocketResponse) -> None:
+            for _ in range(messages):
+                await ws.send_str(payload)
+                await ws.receive()
+
+        await asyncio.gather(*(loop(ws) for ws in sockets))
+        done.set()
+        await close.wait()
+        for ws in sockets:
+            await ws.close()
+
+
+async def count(argv: list[str], port: int, messages: int, outdir: Path) -> int:
+    """Instructions the server runs while CLIENTS x messages are exchanged."""
+    out = outdir / "callgrind.out.%p"
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *argv],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        await asyncio.to_thread(wait_port, port, server, 300.0)
+        url = f"ws://127.0.0.1:{port}/ws"
+        warm_ready, warm_go, warm_done, warm_close = (asyncio.Event() for _ in range(4))
+        warm_go.set()
+        warm_close.set()
+        await exchange(url, CLIENTS, 10, warm_ready, warm_go, warm_done, warm_close)  # first-use work
+        ready, go, done, close = (asyncio.Event() for _ in range(4))
+        run = asyncio.create_task(exchange(url, CLIENTS, messages, ready, go, done, close))
+        await ready.wait()
+        await control(server.pid, "-i", "on")
+        go.set()
+        await done.wait()
+        await control(server.pid, "-i", "off")
+        await control(server.pid, "-d")
+        close.set()
+        await run
+    finally:
+        server.terminate()
+        server.wait()
+    totals = [int(line.split()[1]) for path in glob.glob(str(outdir / "callgrind.out.*"))
+              for line in Path(path).read_text().splitlines() if line.startswith(("summary:", "totals:"))]
+    for path in glob.glob(str(outdir / "callgrind.out.*")):
+        os.remove(path)
+    return max(totals)
+
+
+async def control(pid: int, *args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "callgrind_control", *args, str(pid), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    await process.wait()
+
+
+def server_argv(target: str, port: int, redis_url: str, workdir: Path) -> list[str]:
+    python = os.path.realpath(sys.executable)  # valgrind must start the interpreter itself, not a shim
+    if target == "raw":
+        return [python, str(BENCH / "raw_server.py"), "--port", str(port)]
+    config = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "bot": {"name": "echo"},
+        "limits": bench_limits(),
+        "layer": {"backend": target} | ({"redis": {"url": redis_url, "prefix": f"instr{port}"}} if target == "redis" else {}),
+        "history": {"write_interval": 0.05 * SLOWDOWN},
+    }
+    path = workdir / f"{target}.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return [python, "-m", "chatbot_server", "--config", str(path)]
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("targets", nargs="*", help="raw, memory, redis (default: all three)")
+    parser.add_argument("--messages", type=int, default=60, help="per client (100 clients)")
+    args = parser.parse_args()
+    targets = args.targets or list(TARGETS)
+    if unknown := set(targets) - set(TARGETS):
+        parser.error(f"unknown targets: {', '.join(sorted(unknown))} (choose from {', '.join(TARGETS)})")
+    with tempfile.TemporaryDirectory(prefix="chatbot-instr-") as tmp:
+        workdir = Path(tmp)
+        redis_port = free_port()
+        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+                                  "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        try:
+            results = {}
+            for target in targets:
+                port = free_port()
+                argv = server_argv(target, port, f"redis://127.0.0.1:{redis_port}/0", workdir)
+                results[target] = await count(argv, port, args.messages, workdir) / (CLIENTS * args.messages)
+                ratio = f"  raw/this {results['raw'] / results[target]:.3f}" if "raw" in results else ""
+                print(f"{target:8s} {results[target]:9,.0f} instructions per message{ratio}", flush=True)
+        finally:
+            redis.terminate()
+            redis.wait()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
