@@ -33,7 +33,7 @@ import aiohttp
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from run import bench_limits, free_port, wait_port  # noqa: E402  (bench/ is not a package)
+from run import bench_limits, free_port  # noqa: E402  (bench/ is not a package)
 
 TEXT = "银行卡丢了怎么挂失?"
 CLIENTS = 100
@@ -70,12 +70,12 @@ async def exchange(
 async def count(argv: list[str], port: int, messages: int, outdir: Path) -> int:
     """Instructions the server runs while CLIENTS x messages are exchanged."""
     out = outdir / "callgrind.out.%p"
-    server = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *argv],
+    server = await asyncio.create_subprocess_exec(
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *argv,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        await asyncio.to_thread(wait_port, port, server, 300.0)
+        await listening(port, server)
         url = f"ws://127.0.0.1:{port}/ws"
         warm_ready, warm_go, warm_done, warm_close = (asyncio.Event() for _ in range(4))
         warm_go.set()
@@ -93,12 +93,27 @@ async def count(argv: list[str], port: int, messages: int, outdir: Path) -> int:
         await run
     finally:
         server.terminate()
-        server.wait()
+        await server.wait()
     totals = [int(line.split()[1]) for path in glob.glob(str(outdir / "callgrind.out.*"))
               for line in Path(path).read_text().splitlines() if line.startswith(("summary:", "totals:"))]
     for path in glob.glob(str(outdir / "callgrind.out.*")):
         os.remove(path)
     return max(totals)
+
+
+async def listening(port: int, process: asyncio.subprocess.Process, timeout: float = 300.0) -> None:
+    """Wait until something accepts connections on `port` (valgrind starts Python slowly)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if process.returncode is not None:
+                raise RuntimeError(f"the server exited with {process.returncode} before listening on {port}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.2)  # nothing to await for "a port opened" but another try
+                continue
+            writer.close()
+            return
 
 
 async def control(pid: int, *args: str) -> None:
@@ -135,8 +150,10 @@ async def main() -> int:
     with tempfile.TemporaryDirectory(prefix="chatbot-instr-") as tmp:
         workdir = Path(tmp)
         redis_port = free_port()
-        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        redis = await asyncio.create_subprocess_exec(
+            "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            stdout=subprocess.DEVNULL,
+        )
         try:
             results = {}
             for target in targets:
@@ -147,7 +164,7 @@ async def main() -> int:
                 print(f"{target:8s} {results[target]:9,.0f} instructions per message{ratio}", flush=True)
         finally:
             redis.terminate()
-            redis.wait()
+            await redis.wait()
     return 0
 
 
