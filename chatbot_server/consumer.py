@@ -24,6 +24,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .config import Settings
 from .connections import ConnectionRegistry
+from .deadlines import first_step, resume
 from .errors import ChatbotServerError, NotSetUpError
 from .jsonutil import dumpb
 from .keys import CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY
@@ -295,8 +296,28 @@ class WebsocketConsumer:
 
     def send_encoded_nowait(self, data: bytes) -> None:
         """send_json_nowait for a frame already encoded (a broadcast encodes once for everyone)."""
-        if not self._write_now(data) and not self.ws.closed:
-            self._registry.keep_alive(self.send_encoded(data))
+        if self._write_now(data) or self.ws.closed:
+            return
+        # Too much is buffered: aiohttp's send writes the frame now, in its place among this
+        # socket's frames, and then waits for the client to read; only that wait goes on in the
+        # background (and drops a client that does not read within limits.send_timeout).
+        send = self.ws.send_frame(data, _TEXT)
+        try:
+            finished, suspended_on = first_step(send)
+        except ConnectionError:
+            return  # the peer went away; the receive loop will see the close
+        self.stats.messages_out += 1
+        if not finished:
+            self._registry.keep_alive(self._wait_sent(send, suspended_on))
+
+    async def _wait_sent(self, send: Coroutine[Any, Any, None], suspended_on: Any) -> None:
+        try:
+            async with asyncio.timeout(self.settings.limits.send_timeout):
+                await resume(send, suspended_on)
+        except TimeoutError:
+            await self._drop_slow_reader()
+        except ConnectionError:
+            pass
 
     def _write_now(self, data: bytes) -> bool:
         """Write one text frame straight to the transport if that cannot block; True if done.

@@ -80,7 +80,7 @@ class Deadlines:
     async def finish(self, coro: Coroutine[Any, Any, T], suspended_on: Any, seconds: float, started: float) -> T:
         """The rest of `run()` for a coroutine whose first_step() suspended on `suspended_on`."""
         async with _Limit(self, started + seconds):
-            return await _resume(coro, suspended_on)
+            return await resume(coro, suspended_on)
 
     def _current_task(self) -> asyncio.Task[object]:
         task = None if self._loop is None else asyncio.current_task(self._loop)
@@ -130,8 +130,9 @@ def first_step(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, T], suspended_on: Any) -> Generator[Any, Any, T]:
-    """Drive a coroutine whose first step already ran, exactly as `await coro` would have (PEP 380)."""
+def resume(coro: Coroutine[Any, Any, T], suspended_on: Any) -> Generator[Any, Any, T]:
+    """Drive a coroutine whose first_step() suspended on `suspended_on`, exactly as `await coro`
+    would have (PEP 380): `await resume(coro, suspended_on)`, in any task."""
     while True:
         try:
             sent = yield suspended_on

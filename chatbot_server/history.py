@@ -186,9 +186,12 @@ class MemoryConversationStore(ConversationStore):
         return frame["seq"]  # type: ignore[no-any-return]
 
     async def append_encoded(self, conversation: str, frame: StoredFrame) -> bytes:
-        return self.append_held(conversation, frame)
+        return self._append_now(conversation, frame)
 
-    def append_held(self, conversation: str, frame: StoredFrame) -> bytes:
+    def append_held(self, conversation: str, frame: StoredFrame) -> bytes | None:
+        return self._append_now(conversation, frame)
+
+    def _append_now(self, conversation: str, frame: StoredFrame) -> bytes:
         conversations = self._conversations
         conv = conversations.get(conversation)
         now = time.monotonic()

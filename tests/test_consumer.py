@@ -166,24 +166,28 @@ async def test_frames_sent_after_the_peer_is_gone_are_not_counted(aiohttp_client
     await ws.close()
 
 
-async def test_frames_of_every_header_size_arrive_whole(aiohttp_client: Any) -> None:
+async def test_frames_of_every_header_size_arrive_whole_and_in_order(aiohttp_client: Any) -> None:
     """Frames written straight to the transport (7- and 16-bit lengths) and frames too big for that
-    (aiohttp's own writer, which waits for the client) arrive whole and in order."""
-    sizes = [0, 1, 125, 126, 127, 1000, 16_000, 65_535, 65_536, 200_000]
+    (aiohttp's own writer, which waits for the client) arrive whole, and in the order sent."""
+    sizes = [0, 1, 124, 125, 126, 127, 255, 256, 1000, 16_383, 16_384, 65_535, 65_536, 200_000]
 
     class Sizes(WebsocketConsumer):
         async def on_connect(self) -> None:
             for size in sizes:
-                await self.send_encoded(b'{"s":"' + b"x" * size + b'"}')
+                await self.send_encoded(b"x" * size)
             for size in sizes:
-                self.send_encoded_nowait(b'{"s":"' + "汉".encode() * (size // 3) + b'"}')
+                self.send_encoded_nowait("汉".encode() * (size // 3))
+            # A frame too big for the direct path, then small ones: the big one keeps its place.
+            self.send_encoded_nowait(b"1" * 20_000)
+            self.send_encoded_nowait(b"2")
+            await self.send_encoded(b"3")
 
     app = web.Application()
     setup(app, make_settings())
     app.router.add_get("/sizes", Sizes.as_handler())
     client = await aiohttp_client(app)
     async with client.ws_connect("/sizes", max_msg_size=1 << 20) as ws:
-        assert [len((await receive_json(ws))["s"]) for _ in sizes] == sizes
-        assert [len((await receive_json(ws))["s"]) for _ in sizes] == [size // 3 for size in sizes]
-        stats = client.app[CONNECTIONS_KEY].stats
-        assert stats.messages_out == 2 * len(sizes)
+        assert [len((await ws.receive()).data) for _ in sizes] == sizes
+        assert [(await ws.receive()).data for _ in sizes] == ["汉" * (size // 3) for size in sizes]
+        assert [(await ws.receive()).data[0] for _ in range(3)] == ["1", "2", "3"]
+        assert client.app[CONNECTIONS_KEY].stats.messages_out == 2 * len(sizes) + 3

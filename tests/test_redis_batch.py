@@ -132,8 +132,9 @@ async def test_write_soon_writes_gathered_frames_without_waiting_for_the_interva
 
 
 async def test_frames_kept_by_a_failed_flush_are_written_by_the_writer(redis_process: RedisProcess) -> None:
-    """The writer is woken by a conversation's first pending frame only: a failed write that puts
-    frames back must wake it too, or later frames of the same conversations would wait forever."""
+    """The writer is woken by a conversation's first pending frame only: frames that a failed
+    flush() put back, and a later frame that joins them without a wake of its own, are written by
+    the writer all the same once Redis is back."""
     prefix = unique_prefix()
     store = RedisConversationStore(url=redis_process.url, prefix=prefix, process_id="p1", write_interval=0)
     await store.start()
