@@ -76,14 +76,6 @@ class _Owned:
     stored: int = 0
     renewed: float = -1e18
 
-    def add(self, frame: StoredFrame, encoded: bytes) -> None:
-        self.frames.append(encoded)
-        if "id" in frame and frame.get("type") == "user":
-            self.client_ids.add(frame["id"])
-        reply_to = frame.get("reply_to")
-        if reply_to is not None:
-            self.replied.add(reply_to)
-
 
 class RedisConversationStore(ConversationStore):
     """Conversations under `<prefix>:conv:<id>:*`, expiring `ttl` seconds after their last write."""
@@ -339,10 +331,11 @@ class RedisConversationStore(ConversationStore):
             raw_frames = await self._client.lrange(self._keys(conversation)[0], 0, -1)
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
-        state = _Owned(frames=deque(maxlen=self.max_frames), stored=len(raw_frames))
-        for frame, raw in _once_per_seq(raw_frames):
-            state.add(frame, raw)
-            state.seq = max(state.seq, frame["seq"])
+        stored = _once_per_seq(raw_frames)
+        state = _Owned(frames=deque((raw for _, raw in stored), maxlen=self.max_frames), stored=len(raw_frames))
+        state.seq = max((frame["seq"] for frame, _ in stored), default=0)
+        state.client_ids.update(frame["id"] for frame, _ in stored if "id" in frame and frame.get("type") == "user")
+        state.replied.update(frame["reply_to"] for frame, _ in stored if frame.get("reply_to") is not None)
         self._owned[conversation] = state
 
     async def release(self, conversation: str) -> None:
@@ -399,7 +392,6 @@ class RedisConversationStore(ConversationStore):
         seq = state.seq = state.seq + 1
         frame["seq"] = seq
         encoded = b"%b" % dumpb(frame)  # dumpb_to_keep(), inlined: twice per message
-        # state.add(frame, encoded), inlined
         state.frames.append(encoded)
         if "id" in frame and frame.get("type") == "user":
             state.client_ids.add(frame["id"])

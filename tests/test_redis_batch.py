@@ -131,11 +131,9 @@ async def test_write_soon_writes_gathered_frames_without_waiting_for_the_interva
     await client.aclose()
 
 
-async def test_frames_kept_by_a_failed_flush_are_written_by_the_writer(redis_process: RedisProcess) -> None:
-    """The writer is woken by a conversation's first pending frame only: frames that a failed
-    flush() put back, and a later frame that joins them without a wake of its own, are written by
-    the writer all the same once Redis is back."""
-    prefix = unique_prefix()
+async def _owner_whose_write_failed(redis_process: RedisProcess, prefix: str) -> tuple[RedisConversationStore, str]:
+    """A store (process "p1") owning a conversation whose greeting was written, whose next frame's
+    write failed because Redis was killed, and Redis restarted empty (owner key and frames gone)."""
     store = RedisConversationStore(url=redis_process.url, prefix=prefix, process_id="p1", write_interval=0)
     await store.start()
     conv = await store.create()
@@ -144,8 +142,17 @@ async def test_frames_kept_by_a_failed_flush_are_written_by_the_writer(redis_pro
     redis_process.kill()
     await store.append(conv, {"type": "user", "msg": "Redis 不在时说的话"})
     with pytest.raises((RedisError, OSError)):
-        await store.flush()
+        await store.flush()  # kept for the next try
     redis_process.start()
+    return store, conv
+
+
+async def test_frames_kept_by_a_failed_flush_are_written_by_the_writer(redis_process: RedisProcess) -> None:
+    """The writer is woken by a conversation's first pending frame only: frames that a failed
+    flush() put back, and a later frame that joins them without a wake of its own, are written by
+    the writer all the same once Redis is back."""
+    prefix = unique_prefix()
+    store, conv = await _owner_whose_write_failed(redis_process, prefix)
     await store.append(conv, {"type": "reply", "msg": "回答"})  # joins the kept list: no wake of its own
     client = aioredis.from_url(redis_process.url)
     key = f"{prefix}:conv:{conv}:frames"
@@ -160,16 +167,7 @@ async def test_frames_kept_by_a_failed_flush_are_written_by_the_writer(redis_pro
 
 async def test_an_owner_sets_its_owner_key_again_after_redis_lost_its_data(redis_process: RedisProcess) -> None:
     prefix = unique_prefix()
-    one = RedisConversationStore(url=redis_process.url, prefix=prefix, process_id="p1", write_interval=0)
-    await one.start()
-    conv = await one.create()
-    await one.append(conv, {"type": "greeting", "msg": "hi"})
-    await one.flush()
-    redis_process.kill()
-    await one.append(conv, {"type": "user", "msg": "Redis 不在时说的话"})
-    with pytest.raises((RedisError, OSError)):
-        await one.flush()  # kept for the next try
-    redis_process.start()  # empty: owner key and frames are gone
+    one, conv = await _owner_whose_write_failed(redis_process, prefix)
     await one.flush()
     two = RedisConversationStore(url=redis_process.url, prefix=prefix, process_id="p2")
     await two.start()
