@@ -285,6 +285,10 @@ class WebsocketConsumer:
             await self._drop_slow_reader()
         except ConnectionError:
             pass  # the peer went away; the receive loop will see the close
+        except asyncio.CancelledError:
+            if _cancelling():
+                raise
+            self._lost_shared_wait()
 
     def send_json_nowait(self, payload: Any) -> None:
         """Send one JSON text frame without waiting, for synchronous message handlers.
@@ -306,6 +310,9 @@ class WebsocketConsumer:
             finished, suspended_on = first_step(send)
         except ConnectionError:
             return  # the peer went away; the receive loop will see the close
+        except asyncio.CancelledError:  # not this caller's: it awaits nothing
+            self._lost_shared_wait()
+            return
         self.stats.messages_out += 1
         if not finished:
             self._registry.keep_alive(self._wait_sent(send, suspended_on))
@@ -317,7 +324,11 @@ class WebsocketConsumer:
         except TimeoutError:
             await self._drop_slow_reader()
         except ConnectionError:
-            pass
+            pass  # the peer went away
+        except asyncio.CancelledError:
+            if _cancelling():
+                raise
+            self._lost_shared_wait()
 
     def _write_now(self, data: bytes) -> bool:
         """Write one text frame straight to the transport if that cannot block; True if done.
@@ -342,6 +353,12 @@ class WebsocketConsumer:
             transport.write(_HEADER_16(0x81, 126, size) + data)
         self.stats.messages_out += 1
         return True
+
+    def _lost_shared_wait(self) -> None:
+        # aiohttp's sends on one socket share one future that waits for the client to read, and a
+        # send whose task is cancelled (its timeout: the client is dropped) cancels it for all.
+        # This send ends as that one did; until the reset, the others would not wait at all.
+        self._reset(CLOSE_SLOW_READER)
 
     async def _drop_slow_reader(self) -> None:
         # The client's buffers are full, so no close frame could reach it: reset the connection.
@@ -463,6 +480,12 @@ def _right_size_reads(transport: asyncio.BaseTransport | None) -> None:
 # Headers of unmasked final text frames (FIN + opcode 1, then the payload length).
 _SHORT_HEADERS = [bytes((0x81, size)) for size in range(126)]
 _HEADER_16 = struct.Struct("!BBH").pack
+
+
+def _cancelling() -> bool:
+    """Whether the running task is being cancelled (a CancelledError it sees is then its own)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _run_now(coro: Coroutine[Any, Any, None]) -> bool:

@@ -124,15 +124,23 @@ def first_step(coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any]:
     (the bot turn on every message).
     """
     try:
-        return False, coro.send(None)
+        suspended_on = coro.send(None)
     except StopIteration as done:
         return True, done.value
+    # asyncio's protocol: a Task that gets a future from `await` marks it taken (the flag Future's
+    # __await__ set). Until resume() hands it to a Task, others may await the same future (aiohttp's
+    # sends on one socket share one), and awaiting a future still marked raises RuntimeError.
+    if getattr(suspended_on, "_asyncio_future_blocking", False):
+        suspended_on._asyncio_future_blocking = False
+    return False, suspended_on
 
 
 @types.coroutine
 def resume(coro: Coroutine[Any, Any, T], suspended_on: Any) -> Generator[Any, Any, T]:
     """Drive a coroutine whose first_step() suspended on `suspended_on`, exactly as `await coro`
     would have (PEP 380): `await resume(coro, suspended_on)`, in any task."""
+    if getattr(suspended_on, "_asyncio_future_blocking", None) is False:
+        suspended_on._asyncio_future_blocking = True  # as `await` left it, for the Task to take
     while True:
         try:
             sent = yield suspended_on

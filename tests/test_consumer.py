@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import socket
 from typing import Any, ClassVar
 
 import pytest
@@ -191,3 +194,55 @@ async def test_frames_of_every_header_size_arrive_whole_and_in_order(aiohttp_cli
         assert [(await ws.receive()).data for _ in sizes] == ["汉" * (size // 3) for size in sizes]
         assert [(await ws.receive()).data[0] for _ in range(3)] == ["1", "2", "3"]
         assert client.app[CONNECTIONS_KEY].stats.messages_out == 2 * len(sizes) + 3
+
+
+async def test_sends_racing_on_a_client_that_stops_reading_end_without_a_stray_cancellation(
+    aiohttp_client: Any,
+) -> None:
+    """aiohttp's sends on one socket share one future that waits for the client to read, and the
+    first send to time out cancels it: the other sends must see a dropped client, not a
+    CancelledError that nobody asked for (it would end their task)."""
+    outcomes: list[str] = []
+    finished = asyncio.Event()
+
+    class Flood(WebsocketConsumer):
+        async def on_connect(self) -> None:
+            async def flood() -> None:
+                try:
+                    for _ in range(1000):  # bounded: a send that stopped waiting must not hang the suite
+                        if self.ws.closed or self.transport is None or self.transport.is_closing():
+                            break
+                        await self.send_encoded(b"x" * 60_000)
+                    outcomes.append("dropped" if self.transport is not None and self.transport.is_closing() else "kept")
+                except asyncio.CancelledError:
+                    outcomes.append("cancelled")
+                if len(outcomes) == 3:
+                    finished.set()
+
+            self._registry.keep_alive(flood())
+            # Two more senders start waiting later, so the first one's timeout fires while they wait.
+            asyncio.get_running_loop().call_later(
+                0.15, lambda: [self._registry.keep_alive(flood()) for _ in range(2)]
+            )
+
+    app = web.Application()
+    setup(app, make_settings(limits={"send_timeout": 0.3, "heartbeat": 0}))
+    app.router.add_get("/flood", Flood.as_handler())
+    client = await aiohttp_client(app)
+    raw = socket.socket()  # completes the handshake, then never reads
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect((client.host, client.port))
+    raw.sendall(
+        (
+            f"GET /flood HTTP/1.1\r\nHost: {client.host}:{client.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    try:
+        async with asyncio.timeout(10):
+            await finished.wait()
+        assert outcomes == ["dropped"] * 3
+        assert client.app[CONNECTIONS_KEY].stats.errors["slow_reader"] >= 1
+    finally:
+        raw.close()
