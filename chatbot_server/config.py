@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -335,6 +336,10 @@ def _build(cls: type[Any], data: Any, *, prefix: str, source: str) -> Any:
     return cls(**values)
 
 
+# What YAML 1.1 reads as a string although it is a float: an exponent on a mantissa without a dot.
+_EXPONENT_WITHOUT_DOT = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
 def _convert(hint: Any, value: Any, *, key: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     if isinstance(hint, type) and dataclasses.is_dataclass(hint):
@@ -368,6 +373,8 @@ def _convert(hint: Any, value: Any, *, key: str, source: str) -> Any:
             raise ConfigError(f"must be an integer, got {value!r}", key=key, source=source)
         return value
     if hint is float:
+        if isinstance(value, str) and _EXPONENT_WITHOUT_DOT.fullmatch(value.strip()):
+            return float(value)  # 1e9: a number to anyone, a string to YAML 1.1 (PyYAML)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"must be a number, got {value!r}", key=key, source=source)
         return float(value)

@@ -50,12 +50,20 @@ def test_int_is_accepted_where_a_float_is_expected(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, "layer: {expiry: 5}\n"), env={}).layer.expiry == 5.0
 
 
+def test_an_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
+    # PyYAML (YAML 1.1) reads 1e9 as the string "1e9"; 1.0e9 as a float.
+    settings = load_settings(write(tmp_path, "limits: {rate_per_second: 1e9, send_timeout: 5E-1}\n"), env={})
+    assert settings.limits.rate_per_second == 1e9
+    assert settings.limits.send_timeout == 0.5
+
+
 @pytest.mark.parametrize(
     ("text", "key", "words"),
     [
         ("serverr: {}\n", "serverr", "unknown key"),
         ("server: {prot: 1}\n", "server.prot", "unknown key"),
         ("server: {port: eighty}\n", "server.port", "must be an integer"),
+        ("limits: {rate_per_second: 1e9x}\n", "limits.rate_per_second", "must be a number"),
         ("server: {port: 70000}\n", "server.port", "port number"),
         ("server: {port: true}\n", "server.port", "must be an integer"),
         ("layer: {capacity: 0}\n", "layer.capacity", ">= 1"),
