@@ -199,7 +199,9 @@ class MemoryConversationStore(ConversationStore):
             conv = conversations[conversation] = _Conversation(frames=[])
         seq = conv.seq = conv.seq + 1
         frame["seq"] = seq
-        encoded = b"%b" % dumpb(frame)  # dumpb_to_keep(), inlined: twice per message
+        # A right-sized copy (bytes formatting, ~60 ns): orjson writes into a large buffer and
+        # shrinks it in place, and a kept result pins that allocation (+3.8 KiB per idle socket).
+        encoded = b"%b" % dumpb(frame)
         frames = conv.frames
         frames.append(encoded)
         if len(frames) > self._trim_at:

@@ -391,7 +391,9 @@ class RedisConversationStore(ConversationStore):
             return None  # not owned here: appended by a script, with a round trip
         seq = state.seq = state.seq + 1
         frame["seq"] = seq
-        encoded = b"%b" % dumpb(frame)  # dumpb_to_keep(), inlined: twice per message
+        # A right-sized copy (bytes formatting, ~60 ns): orjson writes into a large buffer and
+        # shrinks it in place, and a kept result pins that allocation (+3.8 KiB per idle socket).
+        encoded = b"%b" % dumpb(frame)
         state.frames.append(encoded)
         if "id" in frame and frame.get("type") == "user":
             state.client_ids.add(frame["id"])
