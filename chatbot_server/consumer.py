@@ -149,6 +149,7 @@ class WebsocketConsumer:
         try:
             self.channel_name = await self.layer.new_channel(self.channel_prefix)
             self.layer.set_listener(self.channel_name, self._on_layer_message)
+            self.layer.set_taker(self.channel_name, self._take_layer_message)
             for group in self.groups:
                 await self.group_add(group)
             await self.on_connect()
@@ -411,6 +412,29 @@ class WebsocketConsumer:
         await self.layer.group_discard(group, self.channel_name)
 
     # ----------------------------------------------------- layer dispatching
+    def _take_layer_message(self, message: Message) -> bool:
+        # Offered by the layer for a message that arrives while none is queued for this socket:
+        # a synchronous handler runs it here, with no queue (a broadcast's common case). Anything
+        # else is queued and goes through _on_layer_message, which keeps the order.
+        if self._dispatching:
+            return False
+        task = self._drain_task
+        if task is not None and not task.done():
+            return False
+        handler, is_async = _handler_for(type(self), message["type"])
+        if handler is None or is_async:
+            return False
+        self._dispatching = True
+        self._run_sync_handler(handler, message)
+        self._dispatching = False
+        return True
+
+    def _run_sync_handler(self, handler: MessageHandler, message: Message) -> None:
+        try:
+            handler(self, message)
+        except Exception:
+            log.exception("ws.dispatch_failed conn=%s type=%s", self.connection_id, message["type"][:64])
+
     def _on_layer_message(self) -> None:
         # Called synchronously by the layer for each message that arrives for this socket.
         # Synchronous handlers (plain `def`, typically a send_json_nowait) run right here: a
@@ -430,10 +454,7 @@ class WebsocketConsumer:
                 if handler is None or is_async:
                     self._drain_task = asyncio.get_running_loop().create_task(self._drain(message))
                     return
-                try:
-                    handler(self, message)
-                except Exception:
-                    log.exception("ws.dispatch_failed conn=%s type=%s", self.connection_id, message["type"][:64])
+                self._run_sync_handler(handler, message)
         finally:
             self._dispatching = False
 

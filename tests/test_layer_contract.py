@@ -186,6 +186,42 @@ async def test_listener_is_called_on_arrival(layer_factory: LayerFactory) -> Non
     assert layer.receive_nowait(channel) is None
 
 
+async def test_a_taker_handles_messages_that_find_nothing_queued(layer_factory: LayerFactory) -> None:
+    layer = await layer_factory()
+    channel = await layer.new_channel()
+    taken: list[str] = []
+    took, heard = asyncio.Event(), asyncio.Event()
+    accept = True
+
+    def take(message: dict) -> bool:
+        if accept:
+            taken.append(message["type"])
+            took.set()
+        return accept
+
+    layer.set_taker(channel, take)
+    layer.set_listener(channel, heard.set)
+    await layer.group_add("g", channel)
+    await layer.group_send("g", {"type": "one"})
+    async with asyncio.timeout(5):
+        await took.wait()  # the Redis layer delivers from its reader task
+    assert taken == ["one"]
+    assert not heard.is_set()  # taken: neither queued nor announced
+    assert layer.receive_nowait(channel) is None
+    accept = False  # refused: queued, and the listener hears of it
+    await layer.group_send("g", {"type": "two"})
+    async with asyncio.timeout(5):
+        await heard.wait()
+    accept = True  # one is queued: the next queues behind it, in order, without an offer
+    heard.clear()
+    await layer.group_send("g", {"type": "three"})
+    async with asyncio.timeout(5):
+        await heard.wait()
+    assert (await recv(layer, channel))["type"] == "two"
+    assert (await recv(layer, channel))["type"] == "three"
+    assert taken == ["one"]
+
+
 async def test_released_channel_gets_nothing_more(layer_factory: LayerFactory) -> None:
     layer = await layer_factory()
     gone, staying = await layer.new_channel(), await layer.new_channel()

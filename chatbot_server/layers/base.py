@@ -88,7 +88,7 @@ class LayerHealth:
 class Mailbox:
     """A bounded FIFO of (expires_at, message) for one channel, with one waiting receiver."""
 
-    __slots__ = ("_items", "_waiter", "listener")
+    __slots__ = ("_items", "_waiter", "listener", "taker")
 
     # An idle socket's mailbox holds nothing: share one empty tuple until the first message
     # (a deque costs ~600 bytes, times 10,000 idle sockets).
@@ -99,6 +99,9 @@ class Mailbox:
         self._waiter: asyncio.Future[None] | None = None
         # Called (synchronously) whenever a message arrives; consumers use it to wake up.
         self.listener: Callable[[], None] | None = None
+        # Offered each message that arrives while none is queued; True if it handled it then and
+        # there (it is not queued). Consumers with synchronous handlers: no queue for a broadcast.
+        self.taker: Callable[[Message], bool] | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -195,7 +198,11 @@ class LocalMailboxes:
                 if known_only:
                     continue
                 box = boxes[channel] = Mailbox()
-            if len(box._items) >= capacity:
+            items = box._items
+            if not items and box.taker is not None and box.taker(message):
+                delivered += 1
+                continue
+            if len(items) >= capacity:
                 box.drop_expired(now)
                 if len(box._items) >= capacity:
                     self.stats.dropped += 1
@@ -216,6 +223,9 @@ class LocalMailboxes:
 
     def set_listener(self, channel: str, listener: Callable[[], None] | None) -> None:
         self.box(channel).listener = listener
+
+    def set_taker(self, channel: str, taker: Callable[[Message], bool] | None) -> None:
+        self.box(channel).taker = taker
 
     def remove(self, channel: str) -> None:
         self._boxes.pop(channel, None)
@@ -277,6 +287,12 @@ class ChannelLayer(abc.ABC):
     def set_listener(self, channel: str, listener: Callable[[], None] | None) -> None:
         """Call `listener()` whenever a message arrives for this process's `channel`."""
         self.local.set_listener(channel, listener)
+
+    def set_taker(self, channel: str, taker: Callable[[Message], bool] | None) -> None:
+        """Offer `taker(message)` each message for this process's `channel` that arrives while none
+        is queued; if it returns True it has handled the message, which is not queued (nor does the
+        listener hear of it). Order is kept: while messages are queued, new ones queue behind them."""
+        self.local.set_taker(channel, taker)
 
     async def release_channel(self, channel: str) -> None:
         """Forget a channel of this process (its socket has closed); queued messages are dropped."""
