@@ -336,8 +336,9 @@ def _build(cls: type[Any], data: Any, *, prefix: str, source: str) -> Any:
     return cls(**values)
 
 
-# What YAML 1.1 reads as a string although it is a float: an exponent on a mantissa without a dot.
-_EXPONENT_WITHOUT_DOT = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+# What YAML 1.1 (PyYAML) reads as a string although it is a float: an exponent without a dot in
+# the mantissa (1e9) or without a sign (1.5e3). Only what PyYAML would read as a float otherwise.
+_EXPONENT_WITHOUT_DOT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+", re.ASCII)
 
 
 def _convert(hint: Any, value: Any, *, key: str, source: str) -> Any:

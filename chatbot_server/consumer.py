@@ -276,59 +276,63 @@ class WebsocketConsumer:
         """send_json for a frame already encoded as JSON bytes."""
         if self._write_now(data):
             return
-        if self.ws.closed:
+        waiting = self._write_then_wait(data)
+        if waiting is not None:
+            await self._wait_sent(waiting)
+
+    def send_json_nowait(self, payload: Any) -> None:
+        """Send one JSON text frame without waiting, for synchronous message handlers.
+
+        Written at once, in order with the socket's other frames; when the client is slow to read,
+        a background task waits for it like send_json (and drops a client that stopped reading).
+        """
+        self.send_encoded_nowait(dumpb(payload))
+
+    def send_encoded_nowait(self, data: bytes) -> None:
+        """send_json_nowait for a frame already encoded (a broadcast encodes once for everyone)."""
+        if self._write_now(data):
             return
+        waiting = self._write_then_wait(data)
+        if waiting is not None:
+            self._registry.keep_alive(self._wait_sent(waiting))
+
+    def _write_then_wait(self, data: bytes) -> asyncio.Future[None] | None:
+        """Write a frame through aiohttp now (too much is buffered for _write_now), so it keeps its
+        place among the socket's frames; the wait for the client to read, if aiohttp needs one, as
+        a task of its own (None if there is nothing to wait for).
+
+        The wait is a task of its own because aiohttp's sends on one socket wait on one shared
+        future, and a cancelled waiter would cancel it for all of them: the task is only ever
+        awaited through asyncio.shield(), so a sender's timeout or cancellation never reaches it.
+        """
+        if self.ws.closed:
+            return None
+        send = self.ws.send_frame(data, _TEXT)
+        try:
+            finished, suspended_on = first_step(send)
+        except ConnectionError:
+            return None  # the peer went away; the receive loop will see the close
+        except asyncio.CancelledError:  # the shared future, cancelled by code other than ours
+            self._lost_shared_wait()
+            return None
+        self.stats.messages_out += 1
+        if finished:
+            return None
+        waiting = asyncio.get_running_loop().create_task(_finish_send(send, suspended_on))
+        waiting.add_done_callback(_retrieve)
+        return waiting
+
+    async def _wait_sent(self, waiting: asyncio.Future[None]) -> None:
         try:
             async with asyncio.timeout(self.settings.limits.send_timeout):
-                await self.ws.send_frame(data, _TEXT)
-            self.stats.messages_out += 1
+                await asyncio.shield(waiting)
         except TimeoutError:
             await self._drop_slow_reader()
         except ConnectionError:
             pass  # the peer went away; the receive loop will see the close
         except asyncio.CancelledError:
             if _cancelling():
-                raise
-            self._lost_shared_wait()
-
-    def send_json_nowait(self, payload: Any) -> None:
-        """Send one JSON text frame without waiting, for synchronous message handlers.
-
-        Written at once when the socket's buffer has room (the usual case); otherwise queued
-        behind a task that waits like send_json (and drops a client that stopped reading).
-        """
-        self.send_encoded_nowait(dumpb(payload))
-
-    def send_encoded_nowait(self, data: bytes) -> None:
-        """send_json_nowait for a frame already encoded (a broadcast encodes once for everyone)."""
-        if self._write_now(data) or self.ws.closed:
-            return
-        # Too much is buffered: aiohttp's send writes the frame now, in its place among this
-        # socket's frames, and then waits for the client to read; only that wait goes on in the
-        # background (and drops a client that does not read within limits.send_timeout).
-        send = self.ws.send_frame(data, _TEXT)
-        try:
-            finished, suspended_on = first_step(send)
-        except ConnectionError:
-            return  # the peer went away; the receive loop will see the close
-        except asyncio.CancelledError:  # not this caller's: it awaits nothing
-            self._lost_shared_wait()
-            return
-        self.stats.messages_out += 1
-        if not finished:
-            self._registry.keep_alive(self._wait_sent(send, suspended_on))
-
-    async def _wait_sent(self, send: Coroutine[Any, Any, None], suspended_on: Any) -> None:
-        try:
-            async with asyncio.timeout(self.settings.limits.send_timeout):
-                await resume(send, suspended_on)
-        except TimeoutError:
-            await self._drop_slow_reader()
-        except ConnectionError:
-            pass  # the peer went away
-        except asyncio.CancelledError:
-            if _cancelling():
-                raise
+                raise  # this sender was cancelled (a bot deadline, shutdown); the wait goes on
             self._lost_shared_wait()
 
     def _write_now(self, data: bytes) -> bool:
@@ -356,22 +360,25 @@ class WebsocketConsumer:
         return True
 
     def _lost_shared_wait(self) -> None:
-        # aiohttp's sends on one socket share one future that waits for the client to read, and a
-        # send whose task is cancelled (its timeout: the client is dropped) cancels it for all.
-        # This send ends as that one did; until the reset, the others would not wait at all.
+        # aiohttp's future that waits for this client to read was cancelled by code other than ours
+        # (ours only awaits it shielded): until the client reads, no send would wait any more, so
+        # nothing would bound the buffer. Drop the client, as for a slow reader.
+        log.info("ws.drain_wait_cancelled conn=%s", self.connection_id)
         self._reset(CLOSE_SLOW_READER)
 
     async def _drop_slow_reader(self) -> None:
         # The client's buffers are full, so no close frame could reach it: reset the connection.
         # The receive loop then sees the end of the stream and cleans up as for any disconnect.
-        log.warning("ws.slow_reader conn=%s ip=%s code=%d", self.connection_id, self.client_ip, CLOSE_SLOW_READER)
-        self.stats.error("slow_reader")
+        if self._closed_with is None:  # once per connection, however many sends time out
+            log.warning("ws.slow_reader conn=%s ip=%s code=%d", self.connection_id, self.client_ip, CLOSE_SLOW_READER)
+            self.stats.error("slow_reader")
         self._reset(CLOSE_SLOW_READER)
 
     def ping_nowait(self) -> None:
         """Send a websocket ping now (the registry's heartbeat sweep calls this)."""
-        if not self.ws.closed:
-            _run_now(self.ws.ping())
+        transport = self.transport
+        if transport is not None and not self.ws.closed and not transport.is_closing():
+            transport.write(_PING_FRAME)  # never waits: a client that does not read gets no pong
 
     def drop_unresponsive(self) -> None:
         """Reset a connection whose peer did not answer a ping in time (close code 1006, like aiohttp)."""
@@ -501,6 +508,7 @@ def _right_size_reads(transport: asyncio.BaseTransport | None) -> None:
 # Headers of unmasked final text frames (FIN + opcode 1, then the payload length).
 _SHORT_HEADERS = [bytes((0x81, size)) for size in range(126)]
 _HEADER_16 = struct.Struct("!BBH").pack
+_PING_FRAME = b"\x89\x00"  # FIN + ping, no payload
 
 
 def _cancelling() -> bool:
@@ -509,21 +517,15 @@ def _cancelling() -> bool:
     return task is None or task.cancelling() > 0
 
 
-def _run_now(coro: Coroutine[Any, Any, None]) -> bool:
-    """Run aiohttp's send of an uncompressed frame to its end, here and now; False if the peer is gone.
+async def _finish_send(send: Coroutine[Any, Any, None], suspended_on: Any) -> None:
+    await resume(send, suspended_on)
 
-    aiohttp writes such a frame synchronously and can only suspend afterwards, to wait for a drain
-    (which a socket with room in its buffer never needs). If it does suspend, the frame is already
-    written and only that wait is skipped. No user code ever runs outside its task this way.
-    """
-    try:
-        coro.send(None)
-    except StopIteration:
-        return True
-    except ConnectionError:
-        return False  # the peer went away; the receive loop will see the close
-    coro.close()
-    return True
+
+def _retrieve(waiting: asyncio.Future[None]) -> None:
+    # A wait nobody awaits any more (its sender timed out or was cancelled) may end with the
+    # connection's error: take it, or asyncio logs "exception was never retrieved".
+    if not waiting.cancelled():
+        waiting.exception()
 
 
 _HANDLERS: dict[tuple[type, str], tuple[MessageHandler | None, bool]] = {}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,3 +48,19 @@ async def receive_close(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5)
             msg = await ws.receive()
             if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING):
                 return msg
+
+
+def raw_websocket_that_never_reads(host: str, port: int, path: str) -> socket.socket:
+    """A plain socket that completes a websocket handshake on `path` and then reads nothing (a
+    4 KiB receive buffer), so the server's buffers for it fill up."""
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect((host, port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    raw.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    return raw

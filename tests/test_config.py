@@ -50,11 +50,13 @@ def test_int_is_accepted_where_a_float_is_expected(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, "layer: {expiry: 5}\n"), env={}).layer.expiry == 5.0
 
 
-def test_an_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
-    # PyYAML (YAML 1.1) reads 1e9 as the string "1e9"; 1.0e9 as a float.
-    settings = load_settings(write(tmp_path, "limits: {rate_per_second: 1e9, send_timeout: 5E-1}\n"), env={})
+def test_numbers_with_an_exponent_are_numbers(tmp_path: Path) -> None:
+    # PyYAML (YAML 1.1) reads 1e9 and 1.5e3 as strings; 1.0e+9 as a float.
+    text = "limits: {rate_per_second: 1e9, rate_burst: 20, send_timeout: 5E-1, idle_timeout: 1.5e3}\n"
+    settings = load_settings(write(tmp_path, text), env={})
     assert settings.limits.rate_per_second == 1e9
     assert settings.limits.send_timeout == 0.5
+    assert settings.limits.idle_timeout == 1500.0
 
 
 @pytest.mark.parametrize(
@@ -64,6 +66,7 @@ def test_an_exponent_without_a_dot_is_a_number(tmp_path: Path) -> None:
         ("server: {prot: 1}\n", "server.prot", "unknown key"),
         ("server: {port: eighty}\n", "server.port", "must be an integer"),
         ("limits: {rate_per_second: 1e9x}\n", "limits.rate_per_second", "must be a number"),
+        ("limits: {rate_per_second: １e９}\n", "limits.rate_per_second", "must be a number"),
         ("server: {port: 70000}\n", "server.port", "port number"),
         ("server: {port: true}\n", "server.port", "must be an integer"),
         ("layer: {capacity: 0}\n", "layer.capacity", ">= 1"),

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import socket
 from typing import Any, ClassVar
 
 import pytest
@@ -15,7 +12,7 @@ from chatbot_server import NotSetUpError, WebsocketConsumer, get_layer, message_
 from chatbot_server.keys import CONNECTIONS_KEY
 from chatbot_server.layers import Message
 
-from .helpers import make_settings, receive_json
+from .helpers import make_settings, raw_websocket_that_never_reads, receive_json
 
 
 class RoomConsumer(WebsocketConsumer):
@@ -229,20 +226,59 @@ async def test_sends_racing_on_a_client_that_stops_reading_end_without_a_stray_c
     setup(app, make_settings(limits={"send_timeout": 0.3, "heartbeat": 0}))
     app.router.add_get("/flood", Flood.as_handler())
     client = await aiohttp_client(app)
-    raw = socket.socket()  # completes the handshake, then never reads
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    raw.connect((client.host, client.port))
-    raw.sendall(
-        (
-            f"GET /flood HTTP/1.1\r\nHost: {client.host}:{client.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
+    raw = raw_websocket_that_never_reads(client.host, client.port, "/flood")
     try:
         async with asyncio.timeout(10):
             await finished.wait()
         assert outcomes == ["dropped"] * 3
         assert client.app[CONNECTIONS_KEY].stats.errors["slow_reader"] >= 1
+    finally:
+        raw.close()
+
+
+async def test_a_sender_cancelled_while_the_client_is_slow_does_not_drop_the_client(aiohttp_client: Any) -> None:
+    """A send cancelled while it waits for a slow client (a bot's deadline ran out) must not touch the
+    wait the socket's other sends share: the client is kept, and gets every frame once it reads."""
+    deadline_hit, all_sent = asyncio.Event(), asyncio.Event()
+    consumers: list[WebsocketConsumer] = []
+
+    class Patient(WebsocketConsumer):
+        async def on_connect(self) -> None:
+            consumers.append(self)
+
+            async def with_deadline() -> None:
+                try:
+                    async with asyncio.timeout(0.3):
+                        for _ in range(100):
+                            await self.send_encoded(b"d" * 60_000)
+                except TimeoutError:
+                    deadline_hit.set()
+
+            async def patient() -> None:
+                for _ in range(5):
+                    await self.send_encoded(b"p" * 60_000)
+                all_sent.set()
+
+            self._registry.keep_alive(with_deadline())
+            self._registry.keep_alive(patient())
+
+    app = web.Application()
+    setup(app, make_settings(limits={"send_timeout": 10, "heartbeat": 0}))
+    app.router.add_get("/patient", Patient.as_handler())
+    client = await aiohttp_client(app)
+    raw = raw_websocket_that_never_reads(client.host, client.port, "/patient")
+    raw.setblocking(False)  # until the test reads
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(10):
+            await deadline_hit.wait()  # the client has not read a byte yet
+            received = 0
+            while not all_sent.is_set():  # now it reads: the patient sender gets through
+                chunk = await loop.sock_recv(raw, 1 << 20)
+                assert chunk, "the server closed the connection"
+                received += len(chunk)
+        assert received > 0
+        assert consumers[0].transport is not None and not consumers[0].transport.is_closing()
+        assert client.app[CONNECTIONS_KEY].stats.errors["slow_reader"] == 0
     finally:
         raw.close()
