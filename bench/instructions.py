@@ -2,6 +2,7 @@
 
     python bench/instructions.py                 # raw aiohttp, memory layer, Redis layer
     python bench/instructions.py memory --messages 100
+    python bench/instructions.py --fanout        # per member of a 1,000-member broadcast instead
 
 Wall-clock ratios on a shared 2-core VM move by ±0.05 between identical runs (bench/README.md).
 This counts the user-space instructions a server executes while 100 clients exchange a fixed
@@ -10,7 +11,9 @@ number of messages with it (closed loops, the echo bot, as in `run.py`'s rtt sce
 starts), and two runs of the same code agree within ~0.5%. What it cannot see: kernel time
 (syscalls are the same for every target, about half of the wall-clock cost) and cache misses
 (`--cache-sim` counts them, at 3x the run time). It is the tool for "did this change make the hot
-path cheaper", not for the targets, which run.py measures in wall-clock time.
+path cheaper", not for the targets, which run.py measures in wall-clock time. With `--fanout`,
+1,000 members are connected and `--messages` broadcasts sent (`POST /bench/broadcast`, each
+waited for until every member has it): instructions per member per broadcast.
 
 The Redis target writes behind every `history.write_interval`; under valgrind the server runs
 ~50x slower, so the interval is stretched 50x here (2.5 s) to keep batches the size they have
@@ -21,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import glob
 import json
 import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -37,13 +42,14 @@ from run import bench_limits, free_port  # noqa: E402  (bench/ is not a package)
 
 TEXT = "银行卡丢了怎么挂失?"
 CLIENTS = 100
+MEMBERS = 1000
 TARGETS = ("raw", "memory", "redis")
 SLOWDOWN = 50  # valgrind's, roughly: how much to stretch the write-behind interval
 
 
 async def exchange(
-    url: str, clients: int, messages: int, ready: asyncio.Event, go: asyncio.Event, done: asyncio.Event,
-    close: asyncio.Event,
+    url: str, messages: int, ready: asyncio.Event, go: asyncio.Event, done: asyncio.Event, close: asyncio.Event,
+    *, clients: int,
 ) -> None:
     """Open `clients` sockets, set `ready`, wait for `go`, run `messages` closed loops on each, set
     `done`, and close the sockets when `close` is set (closing is not per-message work)."""
@@ -67,8 +73,33 @@ async def exchange(
             await ws.close()
 
 
-async def count(argv: list[str], port: int, messages: int, outdir: Path) -> int:
-    """Instructions the server runs while CLIENTS x messages are exchanged."""
+async def broadcasts(
+    url: str, count: int, ready: asyncio.Event, go: asyncio.Event, done: asyncio.Event, close: asyncio.Event,
+    *, members: int,
+) -> None:
+    """Like exchange(), for `count` broadcasts to `members` sockets, one at a time, each until all have it."""
+    broadcast_url = url.replace("ws://", "http://").replace("/ws", "/bench/broadcast")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        sockets = [await session.ws_connect(url) for _ in range(members)]
+        for ws in sockets:
+            await ws.receive()  # the greeting
+        ready.set()
+        await go.wait()
+        for _ in range(count):
+            async with session.post(broadcast_url, json={"text": "系统维护通知"}) as response:
+                await response.read()
+            await asyncio.gather(*(ws.receive() for ws in sockets))
+        done.set()
+        await close.wait()
+        for ws in sockets:
+            await ws.close()
+
+
+Workload = Callable[[str, int, asyncio.Event, asyncio.Event, asyncio.Event, asyncio.Event], Awaitable[None]]
+
+
+async def count(argv: list[str], port: int, workload: Workload, messages: int, outdir: Path) -> int:
+    """Instructions the server runs while the workload runs its `messages` (not its set-up)."""
     out = outdir / "callgrind.out.%p"
     server = await asyncio.create_subprocess_exec(
         "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *argv,
@@ -80,9 +111,9 @@ async def count(argv: list[str], port: int, messages: int, outdir: Path) -> int:
         warm_ready, warm_go, warm_done, warm_close = (asyncio.Event() for _ in range(4))
         warm_go.set()
         warm_close.set()
-        await exchange(url, CLIENTS, 10, warm_ready, warm_go, warm_done, warm_close)  # first-use work
+        await workload(url, 3, warm_ready, warm_go, warm_done, warm_close)  # first-use work
         ready, go, done, close = (asyncio.Event() for _ in range(4))
-        run = asyncio.create_task(exchange(url, CLIENTS, messages, ready, go, done, close))
+        run = asyncio.create_task(workload(url, messages, ready, go, done, close))
         await ready.wait()
         await control(server.pid, "-i", "on")
         go.set()
@@ -123,7 +154,7 @@ async def control(pid: int, *args: str) -> None:
     await process.wait()
 
 
-def server_argv(target: str, port: int, redis_url: str, workdir: Path) -> list[str]:
+def server_argv(target: str, port: int, redis_url: str, workdir: Path, *, fanout: bool) -> list[str]:
     python = os.path.realpath(sys.executable)  # valgrind must start the interpreter itself, not a shim
     if target == "raw":
         return [python, str(BENCH / "raw_server.py"), "--port", str(port)]
@@ -136,14 +167,24 @@ def server_argv(target: str, port: int, redis_url: str, workdir: Path) -> list[s
     }
     path = workdir / f"{target}.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
+    if fanout:  # needs the bench-only broadcast route
+        return [python, str(BENCH / "chatbot_bench_server.py"), "--config", str(path), "--port", str(port)]
     return [python, "-m", "chatbot_server", "--config", str(path)]
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", help="raw, memory, redis (default: all three)")
-    parser.add_argument("--messages", type=int, default=60, help="per client (100 clients)")
+    parser.add_argument("--messages", type=int, help="per client (100 clients; default 60), or broadcasts (default 20)")
+    parser.add_argument("--fanout", action="store_true", help="broadcasts to 1,000 members instead of rtt")
     args = parser.parse_args()
+    messages = args.messages or (20 if args.fanout else 60)
+    if args.fanout:
+        workload: Workload = functools.partial(broadcasts, members=MEMBERS)  # type: ignore[assignment]
+        per, unit = MEMBERS * messages, "instructions per member per broadcast"
+    else:
+        workload = functools.partial(exchange, clients=CLIENTS)  # type: ignore[assignment]
+        per, unit = CLIENTS * messages, "instructions per message"
     targets = args.targets or list(TARGETS)
     if unknown := set(targets) - set(TARGETS):
         parser.error(f"unknown targets: {', '.join(sorted(unknown))} (choose from {', '.join(TARGETS)})")
@@ -158,10 +199,10 @@ async def main() -> int:
             results = {}
             for target in targets:
                 port = free_port()
-                argv = server_argv(target, port, f"redis://127.0.0.1:{redis_port}/0", workdir)
-                results[target] = await count(argv, port, args.messages, workdir) / (CLIENTS * args.messages)
+                argv = server_argv(target, port, f"redis://127.0.0.1:{redis_port}/0", workdir, fanout=args.fanout)
+                results[target] = await count(argv, port, workload, messages, workdir) / per
                 ratio = f"  raw/this {results['raw'] / results[target]:.3f}" if "raw" in results else ""
-                print(f"{target:8s} {results[target]:9,.0f} instructions per message{ratio}", flush=True)
+                print(f"{target:8s} {results[target]:9,.0f} {unit}{ratio}", flush=True)
         finally:
             redis.terminate()
             await redis.wait()
