@@ -174,8 +174,8 @@ class Env:
     redis_url: str
     redis_pid: int
     log_level: str
-    extra: dict[str, Any] = field(default_factory=dict)
-    node_fanout: bool = False  # fan-out members on Node's ws client (bench/node) instead of loadgen.py  # --set dotted.key=value for chatbot configs
+    extra: dict[str, Any] = field(default_factory=dict)  # --set dotted.key=value for chatbot configs
+    node_fanout: bool = False  # fan-out members on Node's ws client (bench/node) instead of loadgen.py
     serial: int = 0
 
     def prefix(self, name: str) -> str:

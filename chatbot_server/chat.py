@@ -504,10 +504,8 @@ class ChatConsumer(WebsocketConsumer):
         if not self.holding:
             await self.deliver(out)
             return
-        encoded = self.store.append_held(self.conversation, out)  # type: ignore[arg-type]
-        if encoded is None:
-            encoded = await self.store.append_encoded(self.conversation, out)  # type: ignore[arg-type]
-        await self.send_encoded(encoded)
+        # Not the hot path: append_encoded() takes the store's synchronous path itself when it can.
+        await self.send_encoded(await self.store.append_encoded(self.conversation, out))  # type: ignore[arg-type]
         if self.mode == "agent":
             await self.forward_to_agents(out)
 
