@@ -23,7 +23,7 @@ import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatbot_server.layers.redis_impl import RedisChannelLayer
+from chatbot_server.layers.redis import RedisChannelLayer
 from tests.redis_server import RedisProcess
 
 GROUP = "users"

@@ -18,7 +18,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
 import chatbot_server
-from chatbot_server.logs import configure_logging
+from chatbot_server.ops.logs import configure_logging
 
 
 async def broadcast(request: web.Request) -> web.Response:

@@ -585,7 +585,7 @@ class RedisTrigger:
 
     async def start(self) -> None:
         sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        from chatbot_server.layers.redis_impl import RedisChannelLayer
+        from chatbot_server.layers.redis import RedisChannelLayer
 
         self.layer = RedisChannelLayer(url=self.url, prefix=self.prefix, required=True)
         await self.layer.start()

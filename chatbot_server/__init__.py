@@ -6,11 +6,11 @@ __version__ = "0.1.0"
 
 from .app import create_app, get_layer, setup
 from .bots import Bot, Reply, Turn, Typing
-from .chat import ChatConsumer
+from .chat.consumer import ChatConsumer
 from .config import Settings, load_settings, settings_from_dict
-from .consumer import WebsocketConsumer, message_handler
 from .errors import ChannelFull, ChatbotServerError, ConfigError, NotSetUpError
 from .layers import ChannelLayer, MemoryChannelLayer
+from .sockets.consumer import WebsocketConsumer, message_handler
 
 __all__ = [
     "Bot", "ChannelFull", "ChannelLayer", "ChatConsumer", "ChatbotServerError", "ConfigError",

@@ -14,16 +14,16 @@ import jinja2
 from aiohttp import web
 
 from .bots import Bot, BotContext, build_bot
-from .chat import ChatConsumer
+from .chat.consumer import ChatConsumer
 from .config import Settings
-from .connections import ConnectionRegistry
-from .consumer import WebsocketConsumer
 from .errors import NotSetUpError
-from .history import ConversationStore, MemoryConversationStore
 from .keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY
 from .layers import ChannelLayer, make_layer
+from .ops.views import chat_page, healthz, metrics
 from .resources import static_dir, templates_dir
-from .views import chat_page, healthz, metrics
+from .sockets.consumer import WebsocketConsumer
+from .sockets.registry import ConnectionRegistry
+from .store.base import ConversationStore, MemoryConversationStore
 
 log = logging.getLogger("chatbot_server.app")
 
@@ -122,7 +122,7 @@ def make_store(settings: Settings, layer: ChannelLayer) -> ConversationStore:
     if backend == "auto":
         backend = "redis" if settings.layer.backend == "redis" else "memory"
     if backend == "redis":
-        from .history_redis import RedisConversationStore
+        from .store.redis import RedisConversationStore
 
         redis = settings.layer.redis
         return RedisConversationStore(

@@ -18,7 +18,7 @@ from .bots import BotContext, build_bot
 from .config import ENV_OVERRIDES, Settings, load_settings
 from .errors import ConfigError, LayerUnavailableError
 from .layers import make_layer
-from .logs import configure_logging
+from .ops.logs import configure_logging
 
 log = logging.getLogger("chatbot_server")
 

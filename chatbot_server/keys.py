@@ -11,9 +11,9 @@ if TYPE_CHECKING:
 
     from .bots import Bot
     from .config import Settings
-    from .connections import ConnectionRegistry
-    from .history import ConversationStore
     from .layers import ChannelLayer
+    from .sockets.registry import ConnectionRegistry
+    from .store.base import ConversationStore
 
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("chatbot_server.settings")
 LAYER_KEY: web.AppKey[ChannelLayer] = web.AppKey("chatbot_server.layer")

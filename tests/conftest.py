@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from chatbot_server.layers import ChannelLayer, MemoryChannelLayer
-from chatbot_server.layers.redis_impl import RedisChannelLayer
+from chatbot_server.layers.redis import RedisChannelLayer
 
 from .redis_server import redis_prefix, redis_process, redis_server, unique_prefix
 

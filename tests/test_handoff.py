@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from chatbot_server import setup
-from chatbot_server.agents.queue import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
+from chatbot_server.store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 
 from .agent_support import AgentSocket, HandoffBot, agent_section
 from .helpers import make_settings, receive_json, receive_until

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, make_mocked_request
 
 from chatbot_server import Bot, Reply, Turn, setup
 from chatbot_server.keys import CONNECTIONS_KEY, LAYER_KEY
-from chatbot_server.logs import JsonFormatter
+from chatbot_server.ops.logs import JsonFormatter
 
 from .helpers import make_settings, receive_close, receive_json
 
@@ -79,7 +79,7 @@ async def test_forwarded_for_counts_only_behind_trusted_proxies(aiohttp_client: 
         await receive_json(a)
         await receive_json(b)  # two clients behind the proxy, one socket each
     # From an untrusted peer the header is ignored: the per-IP count is the peer's own address.
-    from chatbot_server.ratelimit import client_ip
+    from chatbot_server.sockets.ratelimit import client_ip
 
     class Peer:
         def get_extra_info(self, name: str, default: Any = None) -> Any:
@@ -177,7 +177,7 @@ async def test_message_text_never_reaches_the_logs(aiohttp_client: Any, caplog: 
 
 
 def test_json_log_lines_parse() -> None:
-    record = logging.LogRecord("chatbot_server.chat", logging.INFO, __file__, 1, "ws.connect conn=%s", ("abc",), None)
+    record = logging.LogRecord("chatbot_server.chat.consumer", logging.INFO, __file__, 1, "ws.connect conn=%s", ("abc",), None)
     line = JsonFormatter().format(record)
     data = json.loads(line)
     assert data["msg"] == "ws.connect conn=abc" and data["level"] == "INFO" and data["ts"].endswith("Z")
@@ -291,7 +291,7 @@ async def test_heartbeat_does_not_drop_a_client_while_its_answer_is_being_made(a
 
 
 def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
-    from chatbot_server.ratelimit import TokenBucket
+    from chatbot_server.sockets.ratelimit import TokenBucket
 
     bucket = TokenBucket(rate=2.0, burst=3)
     start = bucket._stamp
@@ -303,7 +303,7 @@ def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
 
 def test_reply_confidence_has_at_most_four_decimals() -> None:
     from chatbot_server.bots import Reply
-    from chatbot_server.chat import reply_frame
+    from chatbot_server.chat.consumer import reply_frame
 
     assert [reply_frame(Reply("x", "i", c))["confidence"] for c in (1, 0, 1 / 3, 0.12345, 0.5)] == [
         1.0, 0.0, 0.3333, 0.1235, 0.5

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from chatbot_server.history import ConversationStore, MemoryConversationStore
-from chatbot_server.history_redis import RedisConversationStore
+from chatbot_server.store.base import ConversationStore, MemoryConversationStore
+from chatbot_server.store.redis import RedisConversationStore
 
 from .redis_server import unique_prefix
 
@@ -201,7 +201,7 @@ async def test_redis_store_writes_a_large_batch_with_newlines_intact(redis_serve
 async def test_redis_store_splits_a_big_batch_into_writes_and_keeps_release_order(
     redis_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import chatbot_server.history_redis as history_redis
+    import chatbot_server.store.redis as history_redis
 
     monkeypatch.setattr(history_redis, "FRAMES_PER_BATCH", 50)
     prefix = unique_prefix()

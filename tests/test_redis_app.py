@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from chatbot_server import setup
-from chatbot_server.history_redis import RedisConversationStore
+from chatbot_server.store.redis import RedisConversationStore
 from chatbot_server.keys import LAYER_KEY, STORE_KEY
 
 from .helpers import make_settings, receive_json, receive_until

@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError, ResponseError
 
-from chatbot_server.history_redis import RedisConversationStore
-from chatbot_server.redis_batch import CommandBatch, bulk, send_batch
+from chatbot_server.store.redis import RedisConversationStore
+from chatbot_server.store.redis_batch import CommandBatch, bulk, send_batch
 
 from .redis_server import RedisProcess, unique_prefix
 

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from chatbot_server.errors import ChannelFull, LayerUnavailableError
 from chatbot_server.layers.base import Message
-from chatbot_server.layers.redis_impl import RedisChannelLayer
+from chatbot_server.layers.redis import RedisChannelLayer
 
 from .redis_server import RedisProcess, free_port, unique_prefix
 
@@ -300,7 +300,7 @@ async def test_redis_outage_and_recovery(redis_process: RedisProcess, caplog: py
     finally:
         await one.close()
         await two.close()
-    outage_lines = [r for r in caplog.records if "unreachable" in r.message and r.name.endswith("redis_impl")]
+    outage_lines = [r for r in caplog.records if "unreachable" in r.message and r.name == "chatbot_server.layers.redis"]
     assert 1 <= len(outage_lines) <= 2  # once per process, not once per failed command
 
 

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from chatbot_server.layers.base import process_of
-from chatbot_server.layers.redis_impl import RedisChannelLayer
+from chatbot_server.layers.redis import RedisChannelLayer
 
 from .redis_server import free_port, unique_prefix
 

@@ -12,7 +12,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from chatbot_server import Bot, Reply, Turn, setup
-from chatbot_server.history_redis import RedisConversationStore
+from chatbot_server.store.redis import RedisConversationStore
 
 from .helpers import make_settings, receive_json, receive_until
 from .redis_server import unique_prefix

@@ -13,19 +13,19 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
-from ..chat import conversation_group, deliver
-from ..consumer import WebsocketConsumer, message_handler
+from ..chat.consumer import conversation_group, deliver
 from ..errors import ProtocolError
-from ..history import ConversationStore
 from ..jsonutil import JSONDecodeError, loads
 from ..keys import STORE_KEY
 from ..layers import Message
 from ..masking import mask_sensitive
-from ..origin import origin_allowed
 from ..protocol import MAX_CONVERSATION_ID_LENGTH, Frame, error_frame, frame
+from ..sockets.consumer import WebsocketConsumer, message_handler
+from ..sockets.origin import origin_allowed
+from ..store.base import ConversationStore
+from ..store.handoff import HandoffQueue
 from .directory import Agent, AgentDirectory
 from .keys import AGENTS_GROUP, DIRECTORY_KEY, QUEUE_GROUP, QUEUE_KEY, watch_group
-from .queue import HandoffQueue
 from .sessions import COOKIE_NAME
 
 log = logging.getLogger("chatbot_server.agents")

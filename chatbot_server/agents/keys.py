@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..chat import AGENTS_GROUP, QUEUE_GROUP, QUEUE_KEY, watch_group
+from ..chat.consumer import AGENTS_GROUP, QUEUE_GROUP, QUEUE_KEY, watch_group
 
 if TYPE_CHECKING:
     from .directory import AgentDirectory

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ..config import Settings
+from ..store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 from .consumer import AgentConsumer
 from .directory import AgentDirectory
 from .keys import DIRECTORY_KEY, QUEUE_KEY
-from .queue import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 from .views import console_page, login, login_page, logout
 
 

@@ -9,8 +9,8 @@ from aiohttp import web
 
 from .. import __version__
 from ..keys import SETTINGS_KEY, TEMPLATES_KEY
-from ..origin import origin_allowed
-from ..ratelimit import client_ip
+from ..sockets.origin import origin_allowed
+from ..sockets.ratelimit import client_ip
 from .directory import Agent, AgentDirectory
 from .keys import DIRECTORY_KEY
 from .sessions import COOKIE_NAME

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from .base import ChannelLayer, LayerHealth, Message
-from .memory_impl import MemoryChannelLayer
+from .memory import MemoryChannelLayer
 
 if TYPE_CHECKING:
     from ..config import LayerSettings
@@ -25,7 +25,7 @@ def make_layer(settings: LayerSettings) -> ChannelLayer:
     if settings.backend == "memory":
         return MemoryChannelLayer(**common)
     if settings.backend == "redis":
-        from .redis_impl import RedisChannelLayer
+        from .redis import RedisChannelLayer
 
         r = settings.redis
         return RedisChannelLayer(

@@ -9,16 +9,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import WSCloseCode, web
 
-from .bots import Bot, HistoryEntry, Reply, Turn, Typing
-from .consumer import WebsocketConsumer, message_handler
-from .deadlines import first_step
-from .errors import ProtocolError, StoreUnavailableError
-from .history import ConversationStore, StoredFrame
-from .jsonutil import dumpb
-from .keys import BOT_KEY, STORE_KEY
-from .layers import ChannelLayer, Message
-from .masking import mask_sensitive
-from .protocol import (
+from ..bots import Bot, HistoryEntry, Reply, Turn, Typing
+from ..deadlines import first_step
+from ..errors import ProtocolError, StoreUnavailableError
+from ..jsonutil import dumpb
+from ..keys import BOT_KEY, STORE_KEY
+from ..layers import ChannelLayer, Message
+from ..masking import mask_sensitive
+from ..protocol import (
     CLOSE_IDLE,
     CLOSE_TAKEN_OVER,
     Frame,
@@ -30,9 +28,11 @@ from .protocol import (
     now_ms,
     parse_inbound,
 )
+from ..sockets.consumer import WebsocketConsumer, message_handler
+from ..store.base import ConversationStore, StoredFrame
 
 if TYPE_CHECKING:
-    from .agents.queue import HandoffQueue, Mode
+    from ..store.handoff import HandoffQueue, Mode
 
 log = logging.getLogger("chatbot_server.chat")
 

@@ -22,16 +22,16 @@ from typing import Any, ClassVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from .config import Settings
-from .connections import ConnectionRegistry
-from .deadlines import first_step, resume
-from .errors import ChatbotServerError, NotSetUpError
-from .jsonutil import dumpb
-from .keys import CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY
-from .layers import ChannelLayer, Message
+from ..config import Settings
+from ..deadlines import first_step, resume
+from ..errors import ChatbotServerError, NotSetUpError
+from ..jsonutil import dumpb
+from ..keys import CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY
+from ..layers import ChannelLayer, Message
+from ..protocol import CLOSE_SLOW_READER
 from .origin import origin_allowed
-from .protocol import CLOSE_SLOW_READER
 from .ratelimit import TokenBucket, client_ip
+from .registry import ConnectionRegistry
 
 log = logging.getLogger("chatbot_server.consumer")
 

@@ -21,9 +21,9 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .errors import StoreUnavailableError
-from .history import ConversationStore, StoredFrame, new_conversation_id
-from .jsonutil import dumpb
+from ..errors import StoreUnavailableError
+from ..jsonutil import dumpb
+from .base import ConversationStore, StoredFrame, new_conversation_id
 from .redis_batch import CommandBatch, send_batch
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from .jsonutil import dumpb, loads
+from ..jsonutil import dumpb, loads
 
 StoredFrame = dict[str, Any]
 

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSCloseCode
 
-from .deadlines import Deadlines
-from .memtrim import TrimAfterWaves, release_free_memory
-from .metrics import ServerStats
-from .protocol import CLOSE_IDLE
+from ..deadlines import Deadlines
+from ..ops.memtrim import TrimAfterWaves, release_free_memory
+from ..ops.metrics import ServerStats
+from ..protocol import CLOSE_IDLE
 from .ratelimit import ConnectionsPerIp
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .layers import ChannelLayer
+from ..layers import ChannelLayer
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
