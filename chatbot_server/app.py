@@ -6,24 +6,30 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
 from .bots import Bot, BotContext, build_bot
-from .chat.consumer import ChatConsumer
-from .config import Settings
+from .chat import ChatConsumer
+from .chat.holding import Holders
+from .chat.turns import TurnRunner
+from .config import LayerSettings, Settings
 from .errors import NotSetUpError
-from .keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY
+from .keys import BOT_KEY, CONNECTIONS_KEY, HOLDERS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY, TURNS_KEY
 from .layers import ChannelLayer, make_layer
 from .ops.views import chat_page, healthz, metrics
 from .resources import static_dir, templates_dir
 from .sockets.consumer import WebsocketConsumer
 from .sockets.registry import ConnectionRegistry
-from .store.base import ConversationStore, MemoryConversationStore
+from .store import ConversationStore, MemoryConversationStore
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 log = logging.getLogger("chatbot_server.app")
 
@@ -51,19 +57,38 @@ def setup(
         if not prefix.startswith("/") or prefix.endswith("/"):
             raise ValueError(f"prefix must look like '/support', got {prefix!r}")
         target = web.Application()
+    handoff = settings.agents.enabled and bool(settings.agents.accounts)
+    # One Redis client for the whole process (layer, history, handoff queue): one pool, one retry
+    # and health policy. It connects on its first command and is closed after all three.
+    store_backend = store.backend if store is not None else history_backend(settings)
+    redis = None
+    if (
+        (layer is None and settings.layer.backend == "redis")
+        or (store is None and store_backend == "redis")
+        or (handoff and store_backend == "redis")  # the queue follows the store
+    ):
+        from .ops.redis import redis_client
+
+        r = settings.layer.redis
+        redis = redis_client(
+            r.url, pool_size=r.pool_size, connect_timeout=r.connect_timeout, socket_timeout=r.socket_timeout
+        )
+        target.cleanup_ctx.append(_closes(redis))  # first in, so cleaned up last
     owned_layer = layer is None
-    layer = layer if layer is not None else make_layer(settings.layer)
+    layer = layer if layer is not None else build_layer(settings.layer, redis_client=redis)
     owned_bot = bot is None
     bot = bot if bot is not None else build_bot(
         settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir)
     )
     owned_store = store is None
-    store = store if store is not None else make_store(settings, layer)
+    store = store if store is not None else make_store(settings, layer, redis_client=redis)
 
     target[SETTINGS_KEY] = settings
     target[LAYER_KEY] = layer
     target[BOT_KEY] = bot
     target[STORE_KEY] = store
+    target[TURNS_KEY] = TurnRunner(bot, timeout=settings.bot.timeout)
+    target[HOLDERS_KEY] = Holders()
     registry = ConnectionRegistry(max_per_ip=settings.limits.max_connections_per_ip)
     registry.stats.bind(lambda: len(registry), layer)
     target[CONNECTIONS_KEY] = registry
@@ -74,13 +99,12 @@ def setup(
     target.router.add_get("/healthz", healthz, name="chatbot_healthz")
     target.router.add_get("/metrics", metrics, name="chatbot_metrics")
     target.router.add_static("/static", static_dir(), name="chatbot_static")
-    handoff = settings.agents.enabled and bool(settings.agents.accounts)
     # The chat page shows its 转人工 button only when there are agents to hand off to.
     target[TEMPLATES_KEY].globals["handoff_enabled"] = handoff
     if handoff:
         from .agents.routes import make_queue, setup_agents
 
-        setup_agents(target, settings, make_queue(settings, store.backend))
+        setup_agents(target, settings, make_queue(settings, store.backend, client=redis))
 
     async def resources(_: web.Application) -> AsyncIterator[None]:
         if owned_layer:
@@ -115,13 +139,52 @@ def setup(
     return layer
 
 
-def make_store(settings: Settings, layer: ChannelLayer) -> ConversationStore:
-    """Build (not start) the conversation store named by `history.backend` ("auto": as the layer)."""
-    history = settings.history
-    backend = history.backend
+def build_layer(settings: LayerSettings, *, redis_client: aioredis.Redis | None = None) -> ChannelLayer:
+    """Build (not start) the channel layer `settings` name; the redis layer uses `redis_client` if given."""
+    r = settings.redis
+    return make_layer(
+        settings.backend,
+        capacity=settings.capacity,
+        expiry=settings.expiry,
+        group_expiry=settings.group_expiry,
+        redis_client=redis_client,
+        redis_url=r.url,
+        redis_prefix=r.prefix,
+        pool_size=r.pool_size,
+        connect_timeout=r.connect_timeout,
+        socket_timeout=r.socket_timeout,
+        required=r.required,
+        heartbeat_interval=r.heartbeat_interval,
+    )
+
+
+def history_backend(settings: Settings) -> str:
+    """Where conversations are kept: `history.backend`, with "auto" resolved (as the layer)."""
+    backend = settings.history.backend
     if backend == "auto":
-        backend = "redis" if settings.layer.backend == "redis" else "memory"
-    if backend == "redis":
+        return "redis" if settings.layer.backend == "redis" else "memory"
+    return backend
+
+
+def _closes(client: aioredis.Redis) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def close_redis(_: web.Application) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await client.aclose()
+
+    return close_redis
+
+
+def make_store(
+    settings: Settings, layer: ChannelLayer, *, redis_client: aioredis.Redis | None = None
+) -> ConversationStore:
+    """Build (not start) the conversation store named by `history.backend` ("auto": as the layer).
+
+    The Redis store uses `redis_client` if given (and leaves closing it to the caller).
+    """
+    history = settings.history
+    if history_backend(settings) == "redis":
         from .store.redis import RedisConversationStore
 
         redis = settings.layer.redis
@@ -133,6 +196,7 @@ def make_store(settings: Settings, layer: ChannelLayer) -> ConversationStore:
             max_frames=history.max_frames,
             pool_size=redis.pool_size,
             write_interval=history.write_interval,
+            client=redis_client,
         )
     return MemoryConversationStore(ttl=history.ttl, max_frames=history.max_frames)
 

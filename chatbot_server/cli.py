@@ -13,11 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from . import __version__
-from .app import create_app
+from .app import build_layer, create_app
 from .bots import BotContext, build_bot
 from .config import ENV_OVERRIDES, Settings, load_settings
 from .errors import ConfigError, LayerUnavailableError
-from .layers import make_layer
 from .ops.logs import configure_logging
 
 log = logging.getLogger("chatbot_server")
@@ -114,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def check(settings: Settings) -> str:
     """Build layer and bot from settings and validate the bot's files, without serving."""
-    make_layer(settings.layer)
+    build_layer(settings.layer)
     bot = build_bot(settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir))
     await bot.check()
     return (

@@ -45,6 +45,10 @@ class StoreUnavailableError(ChatbotServerError, ConnectionError):
     """The conversation store's backend (e.g. Redis) cannot be reached right now."""
 
 
+class NotOwnedError(ChatbotServerError, RuntimeError):
+    """A frame was appended without waiting to a conversation this process does not own."""
+
+
 class BotError(ChatbotServerError):
     """A bot could not be loaded or failed to answer."""
 

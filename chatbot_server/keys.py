@@ -10,15 +10,23 @@ if TYPE_CHECKING:
     from jinja2 import Environment
 
     from .bots import Bot
+    from .chat.holding import Holders
+    from .chat.turns import TurnRunner
     from .config import Settings
     from .layers import ChannelLayer
     from .sockets.registry import ConnectionRegistry
     from .store.base import ConversationStore
+    from .store.handoff import HandoffQueue
 
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("chatbot_server.settings")
 LAYER_KEY: web.AppKey[ChannelLayer] = web.AppKey("chatbot_server.layer")
 BOT_KEY: web.AppKey[Bot] = web.AppKey("chatbot_server.bot")
 STORE_KEY: web.AppKey[ConversationStore] = web.AppKey("chatbot_server.store")
 CONNECTIONS_KEY: web.AppKey[ConnectionRegistry] = web.AppKey("chatbot_server.connections")
+# The handoff queue, set by app.setup() when agents are configured (the chat works without it).
+QUEUE_KEY: web.AppKey[HandoffQueue] = web.AppKey("chatbot_server.agents.queue")
+# The bot's turn runner (how it answers, decided once) and the conversations this process holds.
+TURNS_KEY: web.AppKey[TurnRunner] = web.AppKey("chatbot_server.turns")
+HOLDERS_KEY: web.AppKey[Holders] = web.AppKey("chatbot_server.holders")
 # Our own Jinja environment, never the host application's default one.
 TEMPLATES_KEY: web.AppKey[Environment] = web.AppKey("chatbot_server.templates")

@@ -1,4 +1,7 @@
-"""Protocol v1: inbound frame validation and outbound frame shapes (see docs/protocol.md)."""
+"""Protocol v1: inbound frame validation (user and agent sockets) and outbound frame shapes.
+
+See docs/protocol.md and docs/agents.md.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ from typing import Any, Final, Literal, NotRequired, TypedDict
 
 from .errors import ProtocolError
 from .jsonutil import JSONDecodeError, loads
+from .sockets.codes import CLOSE_IDLE as CLOSE_IDLE
+from .sockets.codes import CLOSE_SLOW_READER as CLOSE_SLOW_READER
 
 PROTOCOL_VERSION: Final = 1
 
-# Close codes the server uses besides the standard ones (1000, 1001, 1008, 1009, 1011).
-CLOSE_IDLE: Final = 4000  # no frame from the client for limits.idle_timeout seconds
-CLOSE_SLOW_READER: Final = 4001  # the client stopped reading and its send queue overflowed
+# Close codes the server uses besides the standard ones (1000, 1001, 1008, 1009, 1011): the
+# socket layer's own (idle, slow reader), and the chat's.
 CLOSE_TAKEN_OVER: Final = 4002  # a newer socket (another tab, another process) carries on the conversation
 
 MAX_CLIENT_ID_LENGTH: Final = 64
@@ -120,6 +124,78 @@ def _parse_resume(data: dict[str, Any]) -> Resume:
     if isinstance(last_seq, bool) or not isinstance(last_seq, int) or not 0 <= last_seq < 2**53:
         raise ProtocolError("bad_frame", "消息格式错误:last_seq 应为非负整数。")
     return Resume(conversation=conversation, last_seq=last_seq)
+
+
+# ------------------------------------------------------------------ the agent console (/agent/ws)
+@dataclass(frozen=True, slots=True)
+class AgentClaim:
+    """The agent takes a waiting conversation: {"type": "claim", "conversation": id}."""
+
+    conversation: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentReply:
+    """The agent answers the user: {"type": "reply", "conversation": id, "text": ...} (stripped, not masked)."""
+
+    conversation: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEnd:
+    """The agent ends the human chat ({"type": "end"}) or hands it back to the bot ({"type": "handback"})."""
+
+    conversation: str
+    handback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AgentOpen:
+    """The agent asks for a conversation's transcript again: {"type": "open", "conversation": id}."""
+
+    conversation: str
+
+
+AgentInbound = AgentClaim | AgentReply | AgentEnd | AgentOpen
+
+# The agent's reply may be longer than a user's message: this many times limits.max_text_length.
+AGENT_TEXT_LENGTH_FACTOR: Final = 4
+
+
+def parse_agent_inbound(raw: str, *, max_text_length: int) -> AgentInbound:
+    """Validate one agent console text frame; raise ProtocolError with the code for the error frame.
+
+    `max_text_length` is the user's limit (limits.max_text_length): a reply may be
+    AGENT_TEXT_LENGTH_FACTOR times longer.
+    """
+    try:
+        data = loads(raw)
+    except JSONDecodeError:
+        raise ProtocolError("bad_json", "不是合法的 JSON。") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("bad_frame", "应为 JSON 对象。")
+    conversation = data.get("conversation")
+    if not isinstance(conversation, str) or not 0 < len(conversation) <= MAX_CONVERSATION_ID_LENGTH:
+        raise ProtocolError("bad_frame", "缺少会话编号。")
+    match data.get("type"):
+        case "claim":
+            return AgentClaim(conversation)
+        case "reply":
+            text = data.get("text")
+            if not isinstance(text, str) or not text.strip():
+                raise ProtocolError("empty_text", "请输入内容后再发送。")
+            if len(text) > max_text_length * AGENT_TEXT_LENGTH_FACTOR:
+                raise ProtocolError("too_long", "消息太长了。")
+            return AgentReply(conversation, text.strip())
+        case "end":
+            return AgentEnd(conversation, handback=False)
+        case "handback":
+            return AgentEnd(conversation, handback=True)
+        case "open":
+            return AgentOpen(conversation)
+        case _:
+            raise ProtocolError("unknown_type", "不支持的消息类型。")
 
 
 def frame(kind: FrameType, msg: str, *, talk: bool, **extra: Any) -> Frame:

@@ -14,7 +14,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from chatbot_server import Bot, ChatConsumer, Settings, WebsocketConsumer, setup
-from chatbot_server.store.base import ConversationStore, MemoryConversationStore
+from chatbot_server.store import ConversationStore, MemoryConversationStore
 
 CHROMIUM = Path(os.environ.get("CHATBOT_CHROMIUM", "/usr/bin/chromium"))
 

@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from chatbot_server import Bot, ChatConsumer, Reply, Turn
-from chatbot_server.store.base import MemoryConversationStore
+from chatbot_server.store import MemoryConversationStore
 from chatbot_server.protocol import UserMessage, frame
 
 from .browser_support import (  # noqa: F401 - the browser fixture is used by name

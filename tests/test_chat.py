@@ -322,12 +322,20 @@ async def test_chat_page_renders_config_texts(chat_client: ClientMaker) -> None:
 
 
 async def test_a_conversation_whose_start_fails_is_released(chat_client: ClientMaker) -> None:
-    from chatbot_server.keys import STORE_KEY
+    from chatbot_server.keys import HOLDERS_KEY, STORE_KEY
 
     client = await chat_client()
     layer = client.app[LAYER_KEY]
     store = client.app[STORE_KEY]
     original = layer.group_add
+    created: list[str] = []
+    create = store.create
+
+    async def recording_create() -> str:
+        created.append(await create())
+        return created[-1]
+
+    store.create = recording_create  # type: ignore[method-assign]
 
     async def failing_group_add(group: str, channel: str) -> None:
         if group.startswith("conv."):
@@ -339,4 +347,5 @@ async def test_a_conversation_whose_start_fails_is_released(chat_client: ClientM
         closed = await receive_close(ws)
         assert closed.data == WSCloseCode.INTERNAL_ERROR
     await client.app[CONNECTIONS_KEY].wait_until(0)
-    assert store.holders == {} and not any(store.owns(c) for c in list(store._conversations))
+    assert len(created) == 1 and not store.owns(created[0])
+    assert len(client.app[HOLDERS_KEY]) == 0

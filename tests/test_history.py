@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from chatbot_server.store.base import ConversationStore, MemoryConversationStore
+from chatbot_server.jsonutil import loads
+from chatbot_server.store import ConversationStore, MemoryConversationStore
 from chatbot_server.store.redis import RedisConversationStore
 
 from .redis_server import unique_prefix
@@ -42,7 +43,7 @@ async def store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFa
 async def test_append_assigns_contiguous_seqs(store_factory: StoreFactory) -> None:
     store = await store_factory()
     conv = await store.create()
-    seqs = [await store.append(conv, {"type": "user", "msg": str(n)}) for n in range(5)]
+    seqs = [loads(store.append(conv, {"type": "user", "msg": str(n)}))["seq"] for n in range(5)]
     assert seqs == [1, 2, 3, 4, 5]
     assert await store.last_seq(conv) == 5
 
@@ -51,7 +52,7 @@ async def test_read_since_and_recent(store_factory: StoreFactory) -> None:
     store = await store_factory()
     conv = await store.create()
     for n in range(10):
-        await store.append(conv, {"type": "user", "msg": str(n)})
+        store.append(conv, {"type": "user", "msg": str(n)})
     assert [f["seq"] for f in await store.read_since(conv, 7)] == [8, 9, 10]
     assert await store.read_since(conv, 10) == []
     assert [f["msg"] for f in await store.recent(conv, 3)] == ["7", "8", "9"]
@@ -62,7 +63,7 @@ async def test_max_frames_keeps_the_newest(store_factory: StoreFactory) -> None:
     store = await store_factory(max_frames=4)
     conv = await store.create()
     for n in range(10):
-        await store.append(conv, {"type": "user", "msg": str(n)})
+        store.append(conv, {"type": "user", "msg": str(n)})
     assert [f["seq"] for f in await store.read_since(conv, 0)] == [7, 8, 9, 10]
     assert [f["seq"] for f in await store.read_since(conv, 8)] == [9, 10]
     await store.flush()
@@ -90,7 +91,7 @@ async def test_client_ids_are_claimed_once(store_factory: StoreFactory) -> None:
 async def test_conversations_expire(store_factory: StoreFactory) -> None:
     store = await store_factory(ttl=0.05)
     conv = await store.create()
-    await store.append(conv, {"type": "user", "msg": "x"})
+    store.append(conv, {"type": "user", "msg": "x"})
     await store.release(conv)  # an owned conversation lives while its socket does
 
     await asyncio.sleep(0.1)  # the passing of time is what is tested
@@ -102,7 +103,7 @@ async def test_released_frames_are_read_by_another_process(store_factory: StoreF
     conv = await one.create()
     sent = [{"type": "user", "msg": str(n), "id": f"m{n}"} for n in range(20)]
     for f in sent:
-        await one.append(conv, dict(f))
+        one.append(conv, dict(f))
     await one.release(conv)
     two = await store_factory() if one.backend == "redis" else one
     assert await two.exists(conv)
@@ -111,14 +112,14 @@ async def test_released_frames_are_read_by_another_process(store_factory: StoreF
     await two.adopt(conv)
     assert await two.last_seq(conv) == 20
     assert not await two.claim_client_id(conv, "m3")
-    assert await two.append(conv, {"type": "reply", "msg": "ok", "reply_to": "m19"}) == 21
+    assert loads(two.append(conv, {"type": "reply", "msg": "ok", "reply_to": "m19"}))["seq"] == 21
     assert await two.reply_stored(conv, "m19") and not await two.reply_stored(conv, "m18")
 
 
 async def test_owner_is_reported_and_unowned_appends_are_atomic(store_factory: StoreFactory) -> None:
     one = await store_factory()
     conv = await one.create()
-    await one.append(conv, {"type": "greeting", "msg": "hi"})
+    one.append(conv, {"type": "greeting", "msg": "hi"})
     if one.backend == "redis":
         await one.flush()  # a new conversation's owner key is written behind, with its first frames
         two = await store_factory()
@@ -144,7 +145,7 @@ async def test_write_behind_does_not_wait_and_survives_close(store_factory: Stor
     one = await store_factory()
     conv = await one.create()
     for n in range(100):
-        await one.append(conv, {"type": "reply", "msg": str(n)})
+        one.append(conv, {"type": "reply", "msg": str(n)})
     await one.close()  # flushes
     two = await store_factory()
     if one.backend == "redis":
@@ -160,7 +161,7 @@ async def test_redis_store_gathers_frames_into_one_write_per_conversation_and_in
     client = aioredis.from_url(redis_server)
     conversations = [await store.create() for _ in range(3)]
     for conv in conversations:
-        await store.append(conv, {"type": "greeting", "msg": "hi"})
+        store.append(conv, {"type": "greeting", "msg": "hi"})
     await store.flush()  # new conversations are written at once (a quick resume elsewhere finds them)
 
     async def rpush_calls() -> int:
@@ -172,7 +173,7 @@ async def test_redis_store_gathers_frames_into_one_write_per_conversation_and_in
     before = await rpush_calls()
     for n in range(10):
         for conv in conversations:
-            await store.append(conv, {"type": "user", "msg": str(n)})
+            store.append(conv, {"type": "user", "msg": str(n)})
         await asyncio.sleep(0)  # one loop pass: the writer wakes and starts gathering
     assert await stored() == [1, 1, 1]  # still gathering (write_interval 5 s)
     await store.close()  # writes everything gathered, in one write
@@ -188,7 +189,7 @@ async def test_redis_store_writes_a_large_batch_with_newlines_intact(redis_serve
     conv = await one.create()
     texts = [f"第{n}行\n第二行\r\n\u2028 {{\"x\": [1]}}" for n in range(2500)]  # one batch > 1000 entries
     for text in texts:
-        await one.append(conv, {"type": "user", "msg": text})
+        one.append(conv, {"type": "user", "msg": text})
     await one.close()
     two = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p2", max_frames=3000)
     await two.start()
@@ -211,7 +212,7 @@ async def test_redis_store_splits_a_big_batch_into_writes_and_keeps_release_orde
     await one.flush()
     for n in range(20):  # 240 frames: five writes of about 50
         for conv in conversations:
-            await one.append(conv, {"type": "user", "msg": f"{conv[:4]}-{n}"})
+            one.append(conv, {"type": "user", "msg": f"{conv[:4]}-{n}"})
     await one.release(conversations[-1])  # its owner key goes after its frames, in the last write
     two = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p2")
     await two.start()
@@ -233,7 +234,7 @@ async def test_redis_store_readers_skip_frames_a_retried_batch_wrote_twice(redis
     await one.start()
     conv = await one.create()
     for n in range(4):
-        await one.append(conv, {"type": "user", "msg": str(n)})
+        one.append(conv, {"type": "user", "msg": str(n)})
     await one.close()
     client = aioredis.from_url(redis_server)
     # A write that failed after its RPUSH reached Redis is retried: frames 3 and 4 twice.
@@ -244,5 +245,5 @@ async def test_redis_store_readers_skip_frames_a_retried_batch_wrote_twice(redis
     assert [f["seq"] for f in await two.transcript(conv)] == [1, 2, 3, 4]
     await two.adopt(conv)
     assert [f["seq"] for f in await two.read_since(conv, 0)] == [1, 2, 3, 4]
-    assert await two.append(conv, {"type": "user", "msg": "next"}) == 5
+    assert loads(two.append(conv, {"type": "user", "msg": "next"}))["seq"] == 5
     await two.close()

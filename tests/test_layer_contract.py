@@ -6,6 +6,8 @@ Add an implementation by extending the `layer_factory` fixture in conftest.py.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -173,53 +175,54 @@ async def test_invalid_messages_are_rejected(layer_factory: LayerFactory, messag
         await layer.group_send("g", message)  # type: ignore[arg-type]
 
 
-async def test_listener_is_called_on_arrival(layer_factory: LayerFactory) -> None:
+async def test_a_subscriber_gets_every_message_in_order(layer_factory: LayerFactory) -> None:
     layer = await layer_factory()
     channel = await layer.new_channel()
-    arrived = asyncio.Event()
-    layer.set_listener(channel, arrived.set)
+    await layer.send(channel, {"type": "before", "n": 0})  # sent before subscribe: handed over first
+    got: list[tuple[str, int]] = []
+    three = asyncio.Event()
+
+    def deliver(message: Mapping[str, Any]) -> bool:
+        got.append((message["type"], message["n"]))
+        if len(got) == 3:
+            three.set()
+        return True
+
+    layer.subscribe(channel, deliver)
     await layer.group_add("g", channel)
-    await layer.group_send("g", {"type": "ping"})
+    await layer.group_send("g", {"type": "group", "n": 1})
+    await layer.send(channel, {"type": "direct", "n": 2})
     async with asyncio.timeout(5):
-        await arrived.wait()
-    assert layer.receive_nowait(channel) == {"type": "ping"}
-    assert layer.receive_nowait(channel) is None
+        await three.wait()  # the Redis layer delivers from its reader task
+    assert got == [("before", 0), ("group", 1), ("direct", 2)]
+    with pytest.raises(RuntimeError):
+        await layer.receive(channel)  # pushed to the subscriber, never pulled
 
 
-async def test_a_taker_handles_messages_that_find_nothing_queued(layer_factory: LayerFactory) -> None:
+async def test_a_refusing_subscriber_makes_send_raise_channel_full(layer_factory: LayerFactory) -> None:
     layer = await layer_factory()
     channel = await layer.new_channel()
-    taken: list[str] = []
-    took, heard = asyncio.Event(), asyncio.Event()
-    accept = True
-
-    def take(message: dict) -> bool:
-        if accept:
-            taken.append(message["type"])
-            took.set()
-        return accept
-
-    layer.set_taker(channel, take)
-    layer.set_listener(channel, heard.set)
+    layer.subscribe(channel, lambda message: False)  # its own queue is full
+    with pytest.raises(ChannelFull):
+        await layer.send(channel, {"type": "x"})
     await layer.group_add("g", channel)
-    await layer.group_send("g", {"type": "one"})
+    dropped = layer.stats.dropped
+    await layer.group_send("g", {"type": "x"})  # group members that are full simply miss it
     async with asyncio.timeout(5):
-        await took.wait()  # the Redis layer delivers from its reader task
-    assert taken == ["one"]
-    assert not heard.is_set()  # taken: neither queued nor announced
-    assert layer.receive_nowait(channel) is None
-    accept = False  # refused: queued, and the listener hears of it
-    await layer.group_send("g", {"type": "two"})
-    async with asyncio.timeout(5):
-        await heard.wait()
-    accept = True  # one is queued: the next queues behind it, in order, without an offer
-    heard.clear()
-    await layer.group_send("g", {"type": "three"})
-    async with asyncio.timeout(5):
-        await heard.wait()
-    assert (await recv(layer, channel))["type"] == "two"
-    assert (await recv(layer, channel))["type"] == "three"
-    assert taken == ["one"]
+        while layer.stats.dropped == dropped:
+            await asyncio.sleep(0.01)
+
+
+async def test_only_own_channels_can_be_subscribed(layer_factory: LayerFactory) -> None:
+    layer = await layer_factory()
+    with pytest.raises(InvalidNameError):
+        layer.subscribe("shared-channel", lambda message: True)
+    with pytest.raises(InvalidNameError):
+        layer.subscribe("chat.otherprocess!abc", lambda message: True)
+    channel = await layer.new_channel()
+    layer.subscribe(channel, lambda message: True)
+    with pytest.raises(RuntimeError):
+        layer.subscribe(channel, lambda message: True)  # one subscriber per channel
 
 
 async def test_released_channel_gets_nothing_more(layer_factory: LayerFactory) -> None:
@@ -230,7 +233,7 @@ async def test_released_channel_gets_nothing_more(layer_factory: LayerFactory) -
     await layer.release_channel(gone)
     await layer.group_send("g", {"type": "after"})
     assert (await recv(layer, staying))["type"] == "after"
-    assert layer.receive_nowait(gone) is None
+    assert gone not in layer.local
 
 
 async def test_health_is_ok(layer_factory: LayerFactory) -> None:

@@ -65,7 +65,7 @@ async def test_store_keeps_no_seq_key_and_an_unowned_append_continues_the_seqs(r
     await one.start()
     conv = await one.create()
     for n in range(3):
-        await one.append(conv, {"type": "user", "msg": str(n)})
+        one.append(conv, {"type": "user", "msg": str(n)})
     await one.release(conv)
     assert sorted(await client.keys(f"{prefix}:*")) == [f"{prefix}:conv:{conv}:frames".encode()]
     # An agent's reply while no process owns the conversation: the script takes the next seq.
@@ -112,14 +112,14 @@ async def test_write_soon_writes_gathered_frames_without_waiting_for_the_interva
     store = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1", write_interval=30)
     await store.start()
     conv = await store.create()
-    await store.append(conv, {"type": "greeting", "msg": "hi"})
+    store.append(conv, {"type": "greeting", "msg": "hi"})
     await store.flush()
     await store.flush()  # queued behind the writer's own pass: it is idle now
-    await store.append(conv, {"type": "user", "msg": "人工"})
+    store.append(conv, {"type": "user", "msg": "人工"})
     for _ in range(3):
         await asyncio.sleep(0)  # the writer wakes and starts gathering for 30 s
     assert await client.llen(key.format(conv)) == 1  # gathering: the user's line is not written yet
-    await store.append(conv, {"type": "agent", "msg": "人工客服的回答"})
+    store.append(conv, {"type": "agent", "msg": "人工客服的回答"})
     store.write_soon()  # an agent's answer: at once
 
     for _ in range(400):  # Redis offers no event for "a list grew": look every 5 ms, 2 s at most
@@ -137,10 +137,10 @@ async def _owner_whose_write_failed(redis_process: RedisProcess, prefix: str) ->
     store = RedisConversationStore(url=redis_process.url, prefix=prefix, process_id="p1", write_interval=0)
     await store.start()
     conv = await store.create()
-    await store.append(conv, {"type": "greeting", "msg": "hi"})
+    store.append(conv, {"type": "greeting", "msg": "hi"})
     await store.flush()
     redis_process.kill()
-    await store.append(conv, {"type": "user", "msg": "Redis 不在时说的话"})
+    store.append(conv, {"type": "user", "msg": "Redis 不在时说的话"})
     with pytest.raises((RedisError, OSError)):
         await store.flush()  # kept for the next try
     redis_process.start()
@@ -153,7 +153,7 @@ async def test_frames_kept_by_a_failed_flush_are_written_by_the_writer(redis_pro
     the writer all the same once Redis is back."""
     prefix = unique_prefix()
     store, conv = await _owner_whose_write_failed(redis_process, prefix)
-    await store.append(conv, {"type": "reply", "msg": "回答"})  # joins the kept list: no wake of its own
+    store.append(conv, {"type": "reply", "msg": "回答"})  # joins the kept list: no wake of its own
     client = aioredis.from_url(redis_process.url)
     key = f"{prefix}:conv:{conv}:frames"
     for _ in range(400):  # Redis offers no event for "a list grew": look every 5 ms, 2 s at most

@@ -182,8 +182,8 @@ async def test_message_stored_but_never_answered_is_answered_once(
     dead = RedisConversationStore(url=redis_server, prefix=prefix, process_id="deadprocess")
     await dead.start()
     conversation = await dead.create()
-    await dead.append(conversation, {"type": "greeting", "msg": "你好", "talk": False, "ts": 1})
-    await dead.append(conversation, {"type": "user", "msg": "卡丢了", "talk": True, "ts": 2, "id": "lost"})
+    dead.append(conversation, {"type": "greeting", "msg": "你好", "talk": False, "ts": 1})
+    dead.append(conversation, {"type": "user", "msg": "卡丢了", "talk": True, "ts": 2, "id": "lost"})
     await dead.flush()  # written, but the owner key stays: the process "died" without releasing
     bot = GateBot()
     app = web.Application()

@@ -9,23 +9,24 @@ from __future__ import annotations
 
 import logging
 import secrets
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from aiohttp import web
 
-from ..chat.consumer import conversation_group, deliver
+from .. import messages
+from ..chat.holding import deliver
 from ..errors import ProtocolError
-from ..jsonutil import JSONDecodeError, loads
-from ..keys import STORE_KEY
+from ..keys import QUEUE_KEY, STORE_KEY
 from ..layers import Message
 from ..masking import mask_sensitive
-from ..protocol import MAX_CONVERSATION_ID_LENGTH, Frame, error_frame, frame
+from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
+from ..protocol import AgentClaim, AgentEnd, AgentOpen, AgentReply, Frame, error_frame, frame, parse_agent_inbound
 from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..sockets.origin import origin_allowed
 from ..store.base import ConversationStore
 from ..store.handoff import HandoffQueue
 from .directory import Agent, AgentDirectory
-from .keys import AGENTS_GROUP, DIRECTORY_KEY, QUEUE_GROUP, QUEUE_KEY, watch_group
+from .keys import DIRECTORY_KEY
 from .sessions import COOKIE_NAME
 
 log = logging.getLogger("chatbot_server.agents")
@@ -92,27 +93,16 @@ class AgentConsumer(WebsocketConsumer):
 
     async def on_receive_text(self, text: str) -> None:
         try:
-            data = loads(text)
-            if not isinstance(data, dict):
-                raise ProtocolError("bad_frame", "应为 JSON 对象。")
-            kind = data.get("type")
-            conversation = data.get("conversation")
-            if not isinstance(conversation, str) or not 0 < len(conversation) <= MAX_CONVERSATION_ID_LENGTH:
-                raise ProtocolError("bad_frame", "缺少会话编号。")
-            match kind:
-                case "claim":
+            match parse_agent_inbound(text, max_text_length=self.settings.limits.max_text_length):
+                case AgentClaim(conversation):
                     await self.claim(conversation)
-                case "reply":
-                    await self.reply(conversation, data.get("text"))
-                case "end" | "handback":
-                    await self.let_go(conversation, handback=kind == "handback")
-                case "open":
+                case AgentReply(conversation, reply):
+                    await self.reply(conversation, reply)
+                case AgentEnd(conversation, handback):
+                    await self.let_go(conversation, handback=handback)
+                case AgentOpen(conversation):
                     await self.require_mine(conversation)
                     await self.send_transcript(conversation)
-                case _:
-                    raise ProtocolError("unknown_type", "不支持的消息类型。")
-        except JSONDecodeError:
-            await self.send_json(error_frame("bad_json", "不是合法的 JSON。"))
         except ProtocolError as exc:
             await self.send_json(error_frame(exc.code, str(exc)))
 
@@ -130,8 +120,7 @@ class AgentConsumer(WebsocketConsumer):
         log.info("agent.claim agent=%s conversation=%s", self.me.username, conversation[:8])
         await self.group_add(watch_group(conversation))
         await self.layer.group_send(
-            conversation_group(conversation),
-            {"type": "conv.mode", "conversation": conversation, "mode": "agent", "agent": self.me.name},
+            conversation_group(conversation), messages.conv_mode(conversation, "agent", self.me.name)
         )
         await self.send_json({"type": "claimed", "conversation": conversation})
         await self.send_transcript(conversation)
@@ -141,14 +130,10 @@ class AgentConsumer(WebsocketConsumer):
         )
         await self.queue_moved()
 
-    async def reply(self, conversation: str, text: Any) -> None:
-        """The agent's answer reaches the user as an "agent" frame with the agent's name."""
-        if not isinstance(text, str) or not text.strip():
-            raise ProtocolError("empty_text", "请输入内容后再发送。")
-        if len(text) > self.settings.limits.max_text_length * 4:
-            raise ProtocolError("too_long", "消息太长了。")
+    async def reply(self, conversation: str, text: str) -> None:
+        """The agent's answer (checked by parse_agent_inbound) reaches the user as an "agent" frame."""
         await self.require_mine(conversation)
-        out = frame("agent", mask_sensitive(text.strip()), talk=True, agent=self.me.name, id=secrets.token_hex(8))
+        out = frame("agent", mask_sensitive(text), talk=True, agent=self.me.name, id=secrets.token_hex(8))
         await self.add_frame(conversation, out)
 
     async def let_go(self, conversation: str, *, handback: bool) -> None:
@@ -157,9 +142,7 @@ class AgentConsumer(WebsocketConsumer):
         if not await self.queue.finish(conversation, self.me.username):
             raise ProtocolError("not_yours", "这个会话不由您接待。")
         await self.group_discard(watch_group(conversation))
-        await self.layer.group_send(
-            conversation_group(conversation), {"type": "conv.mode", "conversation": conversation, "mode": "bot"}
-        )
+        await self.layer.group_send(conversation_group(conversation), messages.conv_mode(conversation, "bot"))
         text, event = (_HANDED_BACK_TEXT, "agent_handback") if handback else (_ENDED_TEXT, "agent_left")
         await deliver(self.store, self.layer, conversation, frame("system", text, talk=False, event=event))
         await self.send_json({"type": "closed", "conversation": conversation, "reason": event})
@@ -168,14 +151,12 @@ class AgentConsumer(WebsocketConsumer):
     async def add_frame(self, conversation: str, out: Frame) -> None:
         """Append through the conversation's holder; if none, here, and show it to the consoles."""
         if await deliver(self.store, self.layer, conversation, out) is not None:
-            await self.layer.group_send(
-                watch_group(conversation), {"type": "agent.frame", "conversation": conversation, "frame": out}
-            )
+            await self.layer.group_send(watch_group(conversation), messages.agent_frame(conversation, out))
 
     async def queue_moved(self) -> None:
         """Every console refreshes its queue; every waiting user learns their new position."""
-        await self.layer.group_send(AGENTS_GROUP, {"type": "agents.queue"})
-        await self.layer.group_send(QUEUE_GROUP, {"type": "queue.changed"})
+        await self.layer.group_send(AGENTS_GROUP, messages.agents_queue())
+        await self.layer.group_send(QUEUE_GROUP, messages.queue_changed())
 
     # --------------------------------------------------------- layer handlers
     @message_handler

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from ..chat.consumer import AGENTS_GROUP, QUEUE_GROUP, QUEUE_KEY, watch_group
+from ..keys import QUEUE_KEY
+from ..messages import AGENTS_GROUP, QUEUE_GROUP, watch_group
 
 if TYPE_CHECKING:
     from .directory import AgentDirectory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -13,11 +14,18 @@ from .directory import AgentDirectory
 from .keys import DIRECTORY_KEY, QUEUE_KEY
 from .views import console_page, login, login_page, logout
 
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
-def make_queue(settings: Settings, backend: str) -> HandoffQueue:
-    """The handoff queue on the same backend as the conversation store."""
+
+def make_queue(settings: Settings, backend: str, *, client: aioredis.Redis | None = None) -> HandoffQueue:
+    """The handoff queue on the same backend as the conversation store.
+
+    On Redis it uses `client` (the application's one client, closed by the application) if given.
+    """
     if backend == "redis":
-        return RedisHandoffQueue(url=settings.layer.redis.url, prefix=settings.layer.redis.prefix)
+        redis = settings.layer.redis
+        return RedisHandoffQueue(url=redis.url, prefix=redis.prefix, client=client)
     return MemoryHandoffQueue()
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from .base import Bot, BotContext, BotEvent, HistoryEntry, Reply, Turn, Typing
+from .base import AnswerStyle, Bot, BotContext, BotEvent, HistoryEntry, Reply, Turn, Typing, answer_style
 
 BUILTIN_BOTS: dict[str, str] = {
     "echo": "chatbot_server.bots.echo:EchoBot",
@@ -16,6 +16,7 @@ BUILTIN_BOTS: dict[str, str] = {
 
 __all__ = [
     "BUILTIN_BOTS",
+    "AnswerStyle",
     "Bot",
     "BotContext",
     "BotEvent",
@@ -23,6 +24,7 @@ __all__ = [
     "Reply",
     "Turn",
     "Typing",
+    "answer_style",
     "build_bot",
     "load_bot_class",
 ]

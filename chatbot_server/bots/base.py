@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping, Sequence
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -62,9 +63,12 @@ class BotContext:
 class Bot(abc.ABC):
     """Answers user turns. Implement `answer`, or `respond` to stream several events.
 
-    Bots are built once per application by `from_options` with the `bot.options` mapping from
-    config, started before the first socket and closed on shutdown. CPU-heavy work belongs in
-    an executor (`asyncio.to_thread`), never on the event loop.
+    `answer` may be `async def` (it may wait: a model over HTTP, a thread) or a plain `def` that
+    answers at once from memory; which one is decided once per bot class, and only an async bot
+    runs under `bot.timeout` (a plain function cannot be interrupted anyway). Bots are built once
+    per application by `from_options` with the `bot.options` mapping from config, started before
+    the first socket and closed on shutdown. CPU-heavy work belongs in an executor
+    (`asyncio.to_thread`), never on the event loop.
     """
 
     #: Whether Turn.history is read; a bot that ignores it saves the server a store read per turn.
@@ -92,10 +96,23 @@ class Bot(abc.ABC):
     async def check(self) -> None:
         """Validate the bot's files without starting it (for --check-config); raise ConfigError."""
 
-    async def answer(self, turn: Turn) -> Reply:
-        """Return one reply for a turn."""
+    def answer(self, turn: Turn) -> Reply | Awaitable[Reply]:
+        """Return one reply for a turn (or, from an `async def`, an awaitable of it)."""
         raise NotImplementedError(f"{type(self).__name__} must implement answer() or respond()")
 
     async def respond(self, turn: Turn) -> AsyncIterator[BotEvent]:
         """Yield the events for a turn: by default the single answer()."""
-        yield await self.answer(turn)
+        reply = self.answer(turn)
+        yield await reply if inspect.isawaitable(reply) else reply
+
+
+AnswerStyle = Literal["sync", "async", "stream"]
+
+
+def answer_style(bot: Bot) -> AnswerStyle:
+    """How a bot answers, decided once per bot: "stream" if it overrides respond(), else "async"
+    or "sync" by whether its answer() is a coroutine function."""
+    cls = type(bot)
+    if cls.respond is not Bot.respond:
+        return "stream"
+    return "async" if inspect.iscoroutinefunction(cls.answer) else "sync"

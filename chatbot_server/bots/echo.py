@@ -19,7 +19,7 @@ class EchoBot(Bot):
         filled = template.format(text=marker)
         self._parts = filled.split(marker) if filled.count(marker) == 1 and marker not in template else None
 
-    async def answer(self, turn: Turn) -> Reply:
+    def answer(self, turn: Turn) -> Reply:  # answers at once: no coroutine, no timeout
         parts = self._parts
         text = parts[0] + turn.text + parts[1] if parts is not None else self.template.format(text=turn.text)
         return Reply(text, "echo", 1.0)

@@ -8,13 +8,15 @@ import re
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ChannelFull, InvalidMessageError, InvalidNameError
 
-Message = dict[str, Any]
+#: A layer message: a dict with a string "type" and JSON-serialisable values (TypedDicts in
+#: messages.py). Read-only for receivers: the members of a group share one object.
+Message = Mapping[str, Any]
 
 MAX_NAME_LENGTH = 100
 _NAME_RE = re.compile(r"^[a-zA-Z0-9\-_.]+$")
@@ -85,23 +87,25 @@ class LayerHealth:
     detail: str = ""
 
 
+#: A subscriber: called with each message for its channel, in order, as it arrives; False if it
+#: cannot take it (its queue is full): the message is dropped, and `send()` raises ChannelFull.
+Deliver = Callable[[Message], bool]
+
+
 class Mailbox:
-    """A bounded FIFO of (expires_at, message) for one channel, with one waiting receiver."""
+    """One channel of this process: its subscriber, or else a bounded FIFO of (expires_at,
+    message) read by `receive()`."""
 
-    __slots__ = ("_items", "_waiter", "listener", "taker")
+    __slots__ = ("_items", "_waiter", "deliver")
 
-    # An idle socket's mailbox holds nothing: share one empty tuple until the first message
+    # An idle channel holds nothing: share one empty tuple until the first queued message
     # (a deque costs ~600 bytes, times 10,000 idle sockets).
     _EMPTY: tuple[()] = ()
 
     def __init__(self) -> None:
         self._items: deque[tuple[float, Message]] | tuple[()] = Mailbox._EMPTY
         self._waiter: asyncio.Future[None] | None = None
-        # Called (synchronously) whenever a message arrives; consumers use it to wake up.
-        self.listener: Callable[[], None] | None = None
-        # Offered each message that arrives while none is queued; True if it handled it then and
-        # there (it is not queued). Consumers with synchronous handlers: no queue for a broadcast.
-        self.taker: Callable[[Message], bool] | None = None
+        self.deliver: Deliver | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -114,8 +118,6 @@ class Mailbox:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self.listener is not None:
-            self.listener()
 
     def drop_expired(self, now: float) -> None:
         items = self._items
@@ -144,6 +146,18 @@ class Mailbox:
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def subscribe(self, deliver: Deliver) -> int:
+        """Hand every message from now on to `deliver`, starting with those queued; how many it refused."""
+        if self.deliver is not None:
+            raise RuntimeError("a channel has at most one subscriber")
+        self.deliver = deliver
+        refused = 0
+        now = time.monotonic()
+        while (message := self.get_nowait(now)) is not None:
+            refused += not deliver(message)
+        self._items = Mailbox._EMPTY
+        return refused
 
     def wake_with_error(self, error: BaseException) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -174,7 +188,7 @@ class LocalMailboxes:
         return box
 
     def deliver(self, channel: str, message: Message, *, strict: bool) -> bool:
-        """Queue a message; when full, raise ChannelFull if `strict`, else drop it and return False."""
+        """Deliver or queue a message; when full, raise ChannelFull if `strict`, else drop it and return False."""
         if self.deliver_many((channel,), message):
             return True
         if strict:
@@ -182,15 +196,14 @@ class LocalMailboxes:
         return False
 
     def deliver_many(self, channels: Iterable[str], message: Message, *, known_only: bool = False) -> int:
-        """Queue one message for several channels (full ones miss it); how many got it.
+        """Hand one message to several channels (full ones miss it); how many got it.
 
         `known_only`: skip channels this process has no mailbox for (released ones). One clock
-        read and no per-member method calls: a broadcast to thousands of sockets runs this loop.
+        read and no per-member method calls on the way to a subscriber: a broadcast to thousands
+        of sockets runs this loop. Every member gets the same message object (read-only).
         """
         boxes = self._boxes
         now = time.monotonic()
-        expires_at = now + self.expiry
-        capacity = self.capacity
         delivered = 0
         for channel in channels:
             box = boxes.get(channel)
@@ -198,34 +211,31 @@ class LocalMailboxes:
                 if known_only:
                     continue
                 box = boxes[channel] = Mailbox()
-            items = box._items
-            if not items and box.taker is not None and box.taker(message):
-                delivered += 1
+            deliver = box.deliver
+            if deliver is not None:
+                if deliver(message):
+                    delivered += 1
+                else:
+                    self.stats.dropped += 1
                 continue
-            if len(items) >= capacity:
+            if len(box._items) >= self.capacity:
                 box.drop_expired(now)
-                if len(box._items) >= capacity:
+                if len(box._items) >= self.capacity:
                     self.stats.dropped += 1
                     continue
-            box.put(message, expires_at)
+            box.put(message, now + self.expiry)
             delivered += 1
         self.stats.delivered += delivered
         return delivered
 
-    def get_nowait(self, channel: str) -> Message | None:
-        box = self._boxes.get(channel)
-        if box is None or not box._items:
-            return None
-        return box.get_nowait(time.monotonic())
-
     async def get(self, channel: str) -> Message:
-        return await self.box(channel).get()
+        box = self.box(channel)
+        if box.deliver is not None:
+            raise RuntimeError(f"channel {channel!r} has a subscriber: receive() cannot read it")
+        return await box.get()
 
-    def set_listener(self, channel: str, listener: Callable[[], None] | None) -> None:
-        self.box(channel).listener = listener
-
-    def set_taker(self, channel: str, taker: Callable[[Message], bool] | None) -> None:
-        self.box(channel).taker = taker
+    def subscribe(self, channel: str, deliver: Deliver) -> None:
+        self.stats.dropped += self.box(channel).subscribe(deliver)
 
     def remove(self, channel: str) -> None:
         self._boxes.pop(channel, None)
@@ -271,7 +281,7 @@ class ChannelLayer(abc.ABC):
 
     @abc.abstractmethod
     async def receive(self, channel: str) -> Message:
-        """Wait for and return the next message on a channel."""
+        """Wait for and return the next message on a channel nobody subscribed to (workers, tests)."""
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """Return a new, unique channel name owned by this process."""
@@ -280,19 +290,20 @@ class ChannelLayer(abc.ABC):
         self.local.box(name)
         return name
 
-    def receive_nowait(self, channel: str) -> Message | None:
-        """The next message already queued for a channel of this process, or None."""
-        return self.local.get_nowait(channel)
+    def subscribe(self, channel: str, deliver: Deliver) -> None:
+        """Push every message for `channel` (one of this process's, from new_channel()) to
+        `deliver`, in order, as it arrives, starting with any sent before this call.
 
-    def set_listener(self, channel: str, listener: Callable[[], None] | None) -> None:
-        """Call `listener()` whenever a message arrives for this process's `channel`."""
-        self.local.set_listener(channel, listener)
-
-    def set_taker(self, channel: str, taker: Callable[[Message], bool] | None) -> None:
-        """Offer `taker(message)` each message for this process's `channel` that arrives while none
-        is queued; if it returns True it has handled the message, which is not queued (nor does the
-        listener hear of it). Order is kept: while messages are queued, new ones queue behind them."""
-        self.local.set_taker(channel, taker)
+        The one way a consumer receives. `deliver` runs synchronously inside whatever delivered
+        the message (a local send, a group_send, the Redis inbox reader): it must not block or
+        raise, and must treat the message as read-only (group members share one object). It
+        returns False when it cannot take the message (its own queue is full): the message is
+        dropped and counted, and send() raises ChannelFull. A channel has one subscriber, until
+        release_channel().
+        """
+        if process_of(validate_channel_name(channel)) != self.process_id:
+            raise InvalidNameError(f"only this process's channels (from new_channel()) can be subscribed: {channel!r}")
+        self.local.subscribe(channel, deliver)
 
     async def release_channel(self, channel: str) -> None:
         """Forget a channel of this process (its socket has closed); queued messages are dropped."""

@@ -14,12 +14,9 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -29,6 +26,7 @@ from ..errors import (
     InvalidNameError,
     LayerUnavailableError,
 )
+from ..ops.redis import BLOCK_SECONDS, blocking_client, redact, redis_client
 from . import redis_scripts as scripts
 from .base import (
     ChannelLayer,
@@ -46,27 +44,14 @@ log = logging.getLogger(__name__)
 # Errors that mean "Redis is not reachable right now" (BusyLoadingError is a ConnectionError).
 DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 CONNECT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, LayerUnavailableError)
-BLOCK_SECONDS = 2.0  # a blocking pop returns at least this often, so a dead socket is noticed
+# BLOCK_SECONDS (ops/redis.py): a blocking pop returns at least this often, so a dead socket is noticed
 READ_BATCH = 256  # inbox entries taken per round trip
 OP_BATCH = 2000  # group_add/discard operations per pipeline
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
-HEALTH_CHECK_INTERVAL = 30
 
 # (kind, group, channel, score): kind is "add" or "discard".
 Op = tuple[str, str, str, float]
-
-
-def redact(url: str) -> str:
-    """The URL with its password hidden, for logs and health details."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _consume(future: asyncio.Future[None]) -> None:
@@ -111,20 +96,15 @@ class RedisChannelLayer(ChannelLayer):
         self.heartbeat_interval = heartbeat_interval
         self.inbox_capacity = inbox_capacity
         self.socket_timeout = socket_timeout
+        # A client given in (the application's one client) is closed by whoever made it.
         self._own_client = client is None
         if client is None:
-            pool = aioredis.BlockingConnectionPool.from_url(
-                url,
-                max_connections=pool_size,
-                timeout=connect_timeout + socket_timeout,
-                socket_connect_timeout=connect_timeout,
-                socket_timeout=socket_timeout,
-                retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
-                health_check_interval=HEALTH_CHECK_INTERVAL,
+            client = redis_client(
+                url, pool_size=pool_size, connect_timeout=connect_timeout, socket_timeout=socket_timeout
             )
-            client = aioredis.Redis.from_pool(pool)
         self._client: aioredis.Redis = client
-        self._blocking = self._blocking_client(client, pool_size)
+        # Blocking pops park a connection for BLOCK_SECONDS: a small pool of their own (always ours).
+        self._blocking = blocking_client(client, block_seconds=BLOCK_SECONDS, max_connections=pool_size + 1)
         self._send_script = client.register_script(scripts.SEND)
         self._group_send_script = client.register_script(scripts.GROUP_SEND)
 
@@ -148,19 +128,6 @@ class RedisChannelLayer(ChannelLayer):
 
     def _key(self, kind: str, name: str) -> str:
         return f"{self.prefix}:{kind}:{name}"
-
-    def _blocking_client(self, client: aioredis.Redis, pool_size: int) -> aioredis.Redis:
-        # Blocking pops park a connection for BLOCK_SECONDS: they get their own pool so they never
-        # starve ordinary commands, and a socket timeout longer than the block.
-        pool = client.connection_pool
-        kwargs = dict(pool.connection_kwargs)
-        kwargs["socket_timeout"] = BLOCK_SECONDS + self.socket_timeout
-        kwargs["retry"] = Retry(NoBackoff(), 0)
-        kwargs["health_check_interval"] = HEALTH_CHECK_INTERVAL
-        blocking_pool = aioredis.BlockingConnectionPool(
-            connection_class=pool.connection_class, max_connections=pool_size + 1, timeout=None, **kwargs
-        )
-        return aioredis.Redis.from_pool(blocking_pool)
 
     # -- lifecycle --------------------------------------------------------------------------
 

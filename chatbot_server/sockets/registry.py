@@ -7,42 +7,73 @@ import logging
 import time
 import weakref
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import WSCloseCode
 
-from ..deadlines import Deadlines
 from ..ops.memtrim import TrimAfterWaves, release_free_memory
 from ..ops.metrics import ServerStats
-from ..protocol import CLOSE_IDLE
+from .codes import CLOSE_IDLE
 from .ratelimit import ConnectionsPerIp
 
-if TYPE_CHECKING:
-    from .consumer import WebsocketConsumer
-
 log = logging.getLogger("chatbot_server.connections")
+
+
+class _Limits(Protocol):
+    idle_timeout: float
+    heartbeat: float
+
+
+class _Settings(Protocol):
+    @property
+    def limits(self) -> _Limits: ...
+
+
+class _Ws(Protocol):
+    @property
+    def closed(self) -> bool: ...
+
+
+class Socket(Protocol):
+    """What the registry needs of an open socket (WebsocketConsumer is one)."""
+
+    connection_id: str
+    last_active: float
+    last_heard: float
+    busy: bool
+
+    @property
+    def settings(self) -> _Settings: ...
+
+    @property
+    def ws(self) -> _Ws: ...
+
+    def ping_nowait(self) -> None: ...
+
+    def drop_unresponsive(self) -> None: ...
+
+    async def close(self, *, code: int = ..., message: str = ..., notify: bool = ...) -> None: ...
 
 
 class ConnectionRegistry:
     """Open consumers of one application, held weakly so a crashed handler never leaks."""
 
     def __init__(self, *, max_per_ip: int = 200) -> None:
-        self._consumers: weakref.WeakSet[WebsocketConsumer] = weakref.WeakSet()
+        self._consumers: weakref.WeakSet[Socket] = weakref.WeakSet()
         self.per_ip = ConnectionsPerIp(max_per_ip)
         self.stats = ServerStats()
         self._changed = asyncio.Condition()
         self._cleanups: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
-        self._pinged: dict[WebsocketConsumer, float] = {}  # sockets with a ping unanswered, since when
+        self._pinged: dict[Socket, float] = {}  # sockets with a ping unanswered, since when
         self._waves = TrimAfterWaves()
-        self.deadlines = Deadlines()
         self._trim: asyncio.TimerHandle | None = None
         self.accepting = True
 
     def __len__(self) -> int:
         return len(self._consumers)
 
-    async def add(self, consumer: WebsocketConsumer) -> None:
+    async def add(self, consumer: Socket) -> None:
         """Count an accepted consumer (and start the sweep with the first one)."""
         self._consumers.add(consumer)
         limits = consumer.settings.limits
@@ -60,7 +91,7 @@ class ConnectionRegistry:
         task.add_done_callback(self._cleanups.discard)
         return task
 
-    async def discard(self, consumer: WebsocketConsumer) -> None:
+    async def discard(self, consumer: Socket) -> None:
         """Forget a consumer whose clean-up has finished."""
         self._consumers.discard(consumer)
         self._pinged.pop(consumer, None)
@@ -139,4 +170,3 @@ class ConnectionRegistry:
         if self._trim is not None:
             self._trim.cancel()
             self._trim = None
-        await self.deadlines.close()

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 
+from ..ops.redis import redis_client
+
 Mode = Literal["bot", "queued", "agent"]
 
 
@@ -76,6 +78,11 @@ class HandoffQueue(abc.ABC):
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+def _text(value: bytes | str) -> str:
+    # Replies are bytes on the shared client; a host's own client may decode them already.
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class MemoryHandoffQueue(HandoffQueue):
@@ -151,9 +158,13 @@ class RedisHandoffQueue(HandoffQueue):
 
     backend = "redis"
 
-    def __init__(self, *, url: str, prefix: str, client: aioredis.Redis | None = None) -> None:
+    def __init__(
+        self, *, url: str = "redis://127.0.0.1:6379/0", prefix: str = "chatbot", client: aioredis.Redis | None = None
+    ) -> None:
+        # A client given in (the application's one client) is closed by whoever made it. Replies
+        # are bytes (the shared client does not decode): what is read is decoded here.
         self._own_client = client is None
-        self._client = client if client is not None else aioredis.Redis.from_url(url, decode_responses=True)
+        self._client: aioredis.Redis = client if client is not None else redis_client(url)
         base = f"{prefix}:handoff"
         self._queue, self._preview, self._claims = f"{base}:queue", f"{base}:preview", f"{base}:claims"
         self._agent_prefix = f"{base}:agent:"
@@ -179,7 +190,7 @@ class RedisHandoffQueue(HandoffQueue):
             return []
         previews: list[Any] = await self._client.hmget(self._preview, [c for c, _ in pairs])
         return [
-            QueueEntry(str(c), int(score), str(p or "")) for (c, score), p in zip(pairs, previews, strict=True)
+            QueueEntry(_text(c), int(score), _text(p or b"")) for (c, score), p in zip(pairs, previews, strict=True)
         ]
 
     async def claim(self, conversation: str, agent: str) -> bool:
@@ -188,11 +199,11 @@ class RedisHandoffQueue(HandoffQueue):
 
     async def agent_of(self, conversation: str) -> str | None:
         agent = await self._client.hget(self._claims, conversation)
-        return None if agent is None else str(agent)
+        return None if agent is None else _text(agent)
 
     async def active(self, agent: str) -> list[str]:
         members: set[Any] = await self._client.smembers(self._agent_prefix + agent)
-        return sorted(str(m) for m in members)
+        return sorted(_text(m) for m in members)
 
     async def finish(self, conversation: str, agent: str) -> bool:
         keys = [self._claims, self._agent_prefix + agent]

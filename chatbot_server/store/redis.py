@@ -21,8 +21,9 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..errors import StoreUnavailableError
+from ..errors import NotOwnedError, StoreUnavailableError
 from ..jsonutil import dumpb
+from ..ops.redis import redis_client
 from .base import ConversationStore, StoredFrame, new_conversation_id
 from .redis_batch import CommandBatch, send_batch
 
@@ -104,12 +105,10 @@ class RedisConversationStore(ConversationStore):
         self.process_id = process_id
         self.ttl_ms = int(ttl * 1000)
         self.max_frames = max_frames
+        # A client given in (the application's one client) is closed by whoever made it; without
+        # one, a client of our own with the process's pool, retry and health policy (ops/redis.py).
         self._own_client = client is None
-        # A blocking pool: a burst of connects waits for a free connection instead of failing
-        # with "Too many connections" (what channels_redis does at 100 concurrent connects).
-        self._client = client if client is not None else aioredis.Redis(
-            connection_pool=aioredis.BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=None)
-        )
+        self._client: aioredis.Redis = client if client is not None else redis_client(url, pool_size=pool_size)
         self._new: set[str] = set()  # created here, owner key not written yet
         # Owned here when a write failed: Redis may have lost their owner keys (a restart without
         # persistence), so the next write sets them again, unless another process holds one now.
@@ -374,21 +373,10 @@ class RedisConversationStore(ConversationStore):
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
 
-    async def append(self, conversation: str, frame: StoredFrame) -> int:
-        await self.append_encoded(conversation, frame)
-        return frame["seq"]  # type: ignore[no-any-return]
-
-    async def append_encoded(self, conversation: str, frame: StoredFrame) -> bytes:
-        encoded = self.append_held(conversation, frame)
-        if encoded is None:
-            await self._script_append(conversation, frame, force=True)
-            return orjson.dumps(frame)
-        return encoded
-
-    def append_held(self, conversation: str, frame: StoredFrame) -> bytes | None:
+    def append(self, conversation: str, frame: StoredFrame) -> bytes:
         state = self._owned.get(conversation)
         if state is None:
-            return None  # not owned here: appended by a script, with a round trip
+            raise NotOwnedError(f"conversation {conversation[:8]}... is not owned by this process")
         seq = state.seq = state.seq + 1
         frame["seq"] = seq
         # A right-sized copy (bytes formatting, ~60 ns): orjson writes into a large buffer and
@@ -417,12 +405,15 @@ class RedisConversationStore(ConversationStore):
 
     async def _script_append(self, conversation: str, frame: StoredFrame, *, force: bool) -> int:
         frame.pop("seq", None)
-        seq = int(
-            await self._append(
-                keys=list(self._keys(conversation)),
-                args=[orjson.dumps(frame), self.max_frames, self.ttl_ms, "1" if force else "0"],
+        try:
+            seq = int(
+                await self._append(
+                    keys=list(self._keys(conversation)),
+                    args=[orjson.dumps(frame), self.max_frames, self.ttl_ms, "1" if force else "0"],
+                )
             )
-        )
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
         if seq >= 0:
             frame["seq"] = seq
         return seq

@@ -1,0 +1,253 @@
+"""The conversation-holding protocol: hold, let go, take over, deliver.
+
+A conversation is *held* by at most one socket at a time, in one process, which is then the single
+writer of its frames (the store's owner). Another socket carries it on by taking it over: a socket
+of this process is asked directly; one of another process through the layer (conv.takeover to the
+conversation's group, answered by conv.released once it wrote everything out). Frames made where
+the conversation is not held (an agent's reply) are *delivered*: appended directly if nobody holds
+it, else sent to the holder (conv.deliver), which appends and shows them.
+
+Used by the chat consumer (which holds) and the agent console (which delivers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from .. import messages
+from ..layers import ChannelLayer, Message
+from ..messages import conversation_group
+from ..protocol import CLOSE_TAKEN_OVER, Frame, frame
+from ..store import ConversationStore
+
+log = logging.getLogger("chatbot_server.chat")
+
+# A socket whose conversation was carried on by a newer socket closes with CLOSE_TAKEN_OVER: the
+# page must not reconnect by itself, or two tabs would take the conversation from each other.
+_TAKEN_OVER_TEXT = "此会话已在其他窗口继续。"
+
+_NO_IDS: frozenset[str] = frozenset()
+
+
+class HoldingSocket(Protocol):
+    """What the protocol needs of the socket that holds (ChatConsumer is one)."""
+
+    @property
+    def channel_name(self) -> str: ...
+
+    async def group_add(self, group: str) -> None: ...
+
+    async def group_discard(self, group: str) -> None: ...
+
+    async def send_json(self, payload: object) -> None: ...
+
+    async def close(self, *, code: int = ..., message: str = ..., notify: bool = ...) -> None: ...
+
+    async def emit(self, out: Frame) -> None:
+        """Record a frame of the held conversation and send it."""
+        ...
+
+    def pending_messages(self) -> list[Message]:
+        """Layer messages still waiting for the socket (it is going away)."""
+        ...
+
+
+class Holders:
+    """The holdings of this process, by conversation: a takeover within one process is direct."""
+
+    def __init__(self) -> None:
+        self._by_conversation: dict[str, Holding] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_conversation)
+
+    def get(self, conversation: str) -> Holding | None:
+        return self._by_conversation.get(conversation)
+
+    def put(self, conversation: str, holding: Holding) -> None:
+        self._by_conversation[conversation] = holding
+
+    def drop(self, conversation: str, holding: Holding) -> None:
+        if self._by_conversation.get(conversation) is holding:
+            del self._by_conversation[conversation]
+
+
+async def deliver(store: ConversationStore, layer: ChannelLayer, conversation: str, out: Frame) -> int | None:
+    """Append a frame made outside the conversation's socket: directly if no process holds it (its
+    seq is returned), else through the layer to its holder, the single writer (None)."""
+    seq = await store.append_if_unowned(conversation, dict(out))
+    if seq is None:
+        await layer.group_send(conversation_group(conversation), messages.conv_deliver(conversation, out))
+    return seq
+
+
+class Holding:
+    """One socket's side of the protocol: which conversation it holds, and the takeover in flight."""
+
+    __slots__ = (
+        "_ack", "_early", "_wanted", "answering", "conversation", "holders", "holding", "inherited", "layer",
+        "socket", "store", "takeover_timeout",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        socket: HoldingSocket,
+        *,
+        store: ConversationStore,
+        layer: ChannelLayer,
+        holders: Holders,
+        takeover_timeout: float,
+    ) -> None:
+        self.socket = socket
+        self.store = store
+        self.layer = layer
+        self.holders = holders
+        self.takeover_timeout = takeover_timeout
+        self.conversation = ""
+        #: True while this socket holds the conversation: it alone appends its frames.
+        self.holding = False
+        #: Client message ids being answered right now (here, or by the previous holder).
+        self.answering: set[str] | frozenset[str] = _NO_IDS  # a set once something is answered
+        self.inherited: set[str] | frozenset[str] = _NO_IDS  # from the previous holder, at a takeover
+        self._early: list[Frame] | None = None  # delivered to us before the takeover finished
+        self._wanted = ""
+        self._ack: asyncio.Future[list[str]] | None = None
+
+    def start_answering(self, client_id: str) -> None:
+        if isinstance(self.answering, frozenset):
+            self.answering = set()
+        self.answering.add(client_id)
+
+    def done_answering(self, client_id: str) -> None:
+        if isinstance(self.answering, set):
+            self.answering.discard(client_id)
+
+    def busy_with(self, client_id: str) -> bool:
+        """Whether a message with this client id is being answered (here or by the previous holder)."""
+        return client_id in self.answering or client_id in self.inherited
+
+    @property
+    def wanted(self) -> str:
+        """The conversation being taken over, or else the one held."""
+        return self._wanted or self.conversation
+
+    # ------------------------------------------------------------------ hold
+    async def hold_new(self, conversation: str) -> None:
+        """Hold a conversation just created (its id is unknown to anyone else)."""
+        # Held at once, so that let_go() releases it even if joining its group fails (nothing can
+        # be sent to the group before we join: nobody knows the id).
+        self._hold(conversation)
+        await self.socket.group_add(conversation_group(conversation))
+
+    def _hold(self, conversation: str) -> None:
+        self.conversation = conversation
+        self.holding = True
+        self.holders.put(conversation, self)
+
+    async def let_go(self) -> None:
+        """Stop holding the conversation: write it out, and pass frames still queued for us on."""
+        if not self.holding:
+            return
+        conversation = self.conversation
+        self.holding = False
+        if self.holders.get(conversation) is self:
+            self.holders.drop(conversation, self)
+            try:
+                await self.store.release(conversation)
+            except Exception:
+                log.exception("history.release_failed conversation=%s", conversation[:8])
+        await self.socket.group_discard(conversation_group(conversation))
+        # Frames the layer already handed this socket would die with it: hand them on.
+        for message in self.socket.pending_messages():
+            if message.get("type") == "conv.deliver" and message.get("conversation") == conversation:
+                await deliver(self.store, self.layer, conversation, message["frame"])
+
+    async def take_over(self, conversation: str) -> None:
+        """Become the conversation's holder; the old holder (any process) writes out and stops first."""
+        old = self.holders.get(conversation)
+        if old is not None and old is not self:
+            self.inherited = set(old.answering)
+            await old.give_up(conversation)
+        self._early = []
+        self._wanted = conversation
+        await self.socket.group_add(conversation_group(conversation))
+        previous = await self.store.acquire(conversation)
+        if previous is not None:
+            self._ack = asyncio.get_running_loop().create_future()
+            request = messages.conv_takeover(conversation, self.socket.channel_name, self.store.process_id)
+            await self.layer.group_send(conversation_group(conversation), request)
+            try:
+                async with asyncio.timeout(self.takeover_timeout):
+                    self.inherited = set(self.inherited) | set(await self._ack)
+            except TimeoutError:
+                # The old owner died: what it wrote out is all there is.
+                log.warning("history.takeover_timeout conversation=%s owner=%s", conversation[:8], previous)
+            finally:
+                self._ack = None
+        await self.store.adopt(conversation)
+        self._hold(conversation)
+        self._wanted = ""
+
+    def take_early(self) -> list[Frame]:
+        """The frames delivered while the takeover ran (sent after the replay, in order)."""
+        early, self._early = self._early, None
+        return early or []
+
+    async def give_up(self, conversation: str) -> None:
+        """Another socket of this process carries on this conversation: stop holding it, close."""
+        if not self.holding or self.conversation != conversation:
+            return
+        self.holding = False
+        self.holders.drop(conversation, self)
+        await self._taken_over(conversation)
+
+    async def _taken_over(self, conversation: str) -> None:
+        await self.socket.group_discard(conversation_group(conversation))
+        await self.socket.send_json(frame("system", _TAKEN_OVER_TEXT, talk=False, event="taken_over"))
+        await self.socket.close(code=CLOSE_TAKEN_OVER, message="taken over")
+
+    async def deliver(self, out: Frame) -> None:
+        """Append a frame to our conversation while this socket does not hold it."""
+        await deliver(self.store, self.layer, self.conversation, out)
+
+    # ----------------------------------------------------- the layer messages
+    async def on_takeover(self, message: Message) -> None:
+        """conv.takeover: a socket on another process carries on our conversation."""
+        conversation = message.get("conversation")
+        if message.get("reply_channel") == self.socket.channel_name or message.get("process") == self.store.process_id:
+            return
+        if not self.holding or conversation != self.conversation:
+            return
+        answering = sorted(self.answering)
+        self.holding = False
+        self.holders.drop(conversation, self)
+        try:
+            await self.store.release(conversation)
+        finally:
+            await self.layer.send(message["reply_channel"], messages.conv_released(conversation, answering))
+        await self._taken_over(conversation)
+
+    def on_released(self, message: Message) -> None:
+        """conv.released: the old owner wrote the conversation out, the takeover may read the store."""
+        ack = self._ack
+        if ack is not None and not ack.done() and message.get("conversation") == self.wanted:
+            ack.set_result([str(i) for i in message.get("answering", [])])
+
+    async def on_deliver(self, message: Message) -> None:
+        """conv.deliver: a frame made elsewhere for the conversation we hold (or are taking over)."""
+        delivered = message.get("frame")
+        if not isinstance(delivered, dict) or message.get("conversation") != self.wanted:
+            return
+        out: Frame = dict(delivered)  # type: ignore[assignment]  # our own copy: the store sets its seq
+        if self._early is not None:  # taking over: sent after the replay, in order
+            self._early.append(out)
+        elif self.holding:
+            await self.socket.emit(out)
+            # An agent's answer is rare and precious: written at once, not after
+            # history.write_interval (a crash of this process would lose it, though the user saw it).
+            self.store.write_soon()
+        else:
+            await self.deliver(out)
+

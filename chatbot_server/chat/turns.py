@@ -1,0 +1,78 @@
+"""The bot turn: ask the bot, within its deadline, and turn what it says into frames.
+
+How a bot answers is decided once per bot (bots.answer_style): a plain `def answer` is called
+directly (it answers from memory and could not be interrupted anyway, so it gets no timer); an
+`async def answer` is awaited under `asyncio.timeout(bot.timeout)`; a bot that overrides
+`respond()` streams its events under the same timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..bots import Bot, Reply, Turn, Typing, answer_style
+from ..protocol import Frame, frame, now_ms
+
+
+class TurnRunner:
+    """Runs turns of one bot; one per application."""
+
+    def __init__(self, bot: Bot, *, timeout: float) -> None:
+        self.bot = bot
+        self.timeout = timeout
+        self.style = answer_style(bot)
+
+    async def run(
+        self,
+        turn: Turn,
+        on_reply: Callable[[Reply], Awaitable[None]],
+        on_typing: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Ask the bot; `on_reply` for each reply, `on_typing` for each typing notice.
+
+        TimeoutError past `bot.timeout` (async and streaming bots); the bot's own errors propagate.
+        """
+        if self.style == "sync":  # the chat consumer calls a sync bot itself, without this coroutine
+            await on_reply(self.bot.answer(turn))  # type: ignore[arg-type]  # a plain def returns a Reply
+            return
+        async with asyncio.timeout(self.timeout):
+            if self.style == "async":
+                await on_reply(await self.bot.answer(turn))  # type: ignore[misc]
+                return
+            async for event in self.bot.respond(turn):
+                if isinstance(event, Typing):
+                    await on_typing()
+                else:
+                    await on_reply(event)
+
+
+def reply_frame(reply: Reply, reply_to: str | None = None) -> Frame:
+    """The frame for a bot reply (`reply_to`: the client id of the message it answers)."""
+    confidence = float(reply.confidence)
+    if confidence != 1.0 and confidence != 0.0:
+        confidence = round(confidence, 4)
+    out: dict[str, Any] = {
+        "type": "reply",
+        "msg": reply.text,
+        "talk": True,
+        "ts": now_ms(),
+        "intent": reply.intent,
+        "confidence": confidence,
+    }
+    if reply_to is not None:
+        out["reply_to"] = reply_to
+    if reply.suggestions:
+        out["suggestions"] = list(reply.suggestions[:3])
+    return out  # type: ignore[return-value]
+
+
+def apology_frame(text: str, intent: str, reply_to: str | None = None) -> Frame:
+    """What the user sees when the bot fails or is too slow."""
+    out = frame("reply", text, talk=True, intent=intent, confidence=0.0)
+    if reply_to is not None:
+        out["reply_to"] = reply_to
+    return out
+
+

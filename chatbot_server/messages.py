@@ -1,0 +1,205 @@
+"""Inter-process messages: the channel-layer groups and the typed messages sent between sockets.
+
+A message's `type` names its handler: "conv.takeover" is handled by `conv_takeover()`. Each
+constructor below carries the handler's name too, so `conv_takeover(...)` builds a ConvTakeover.
+Handlers still read what arrives defensively: a message may come from another process (or version).
+
+The layer groups:
+
+* USERS_GROUP: every user socket (ChatConsumer).
+* AGENTS_GROUP: every agent console (AgentConsumer).
+* QUEUE_GROUP: every user socket waiting in the handoff queue.
+* conversation_group(c): the one user socket holding conversation c (its owner).
+* watch_group(c): the agent consoles following conversation c.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, NotRequired, TypedDict
+
+from .protocol import Frame
+
+__all__ = [
+    "AGENTS_GROUP",
+    "QUEUE_GROUP",
+    "USERS_GROUP",
+    "AgentFrame",
+    "AgentTranscript",
+    "AgentsQueue",
+    "ChatBroadcast",
+    "ChatMessage",
+    "ConvDeliver",
+    "ConvMode",
+    "ConvReleased",
+    "ConvTakeover",
+    "QueueChanged",
+    "agent_frame",
+    "agent_transcript",
+    "agents_queue",
+    "chat_broadcast",
+    "conv_deliver",
+    "conv_mode",
+    "conv_released",
+    "conv_takeover",
+    "conversation_group",
+    "queue_changed",
+    "watch_group",
+]
+
+USERS_GROUP = "users"
+AGENTS_GROUP = "agents"
+QUEUE_GROUP = "handoff.queue"
+
+
+def conversation_group(conversation: str) -> str:
+    """The layer group of the one socket holding a conversation (its owner)."""
+    return f"conv.{conversation}"
+
+
+def watch_group(conversation: str) -> str:
+    """The group of the agent consoles following a conversation."""
+    return f"watch.{conversation}"
+
+
+# ------------------------------------------------------------------ to the conversation's holder
+class ConvTakeover(TypedDict):
+    """A socket (any process) carries on the conversation: the holder writes it out, answers with
+    conv.released to `reply_channel`, and closes. Sent by ChatConsumer.take_over to
+    conversation_group; handled by ChatConsumer.conv_takeover, which ignores its own `process`."""
+
+    type: Literal["conv.takeover"]
+    conversation: str
+    reply_channel: str
+    process: str
+
+
+class ConvReleased(TypedDict):
+    """The old holder wrote the conversation out; `answering`: the client message ids it was still
+    answering. Sent by ChatConsumer.conv_takeover to the taker's channel; handled by conv_released."""
+
+    type: Literal["conv.released"]
+    conversation: str
+    answering: list[str]
+
+
+class ConvDeliver(TypedDict):
+    """A frame made elsewhere (an agent's line, a late bot answer) for the holder to append and
+    send. Sent by chat.consumer.deliver() to conversation_group; handled by ChatConsumer.conv_deliver."""
+
+    type: Literal["conv.deliver"]
+    conversation: str
+    frame: Frame
+
+
+class ConvMode(TypedDict):
+    """An agent (`agent`: their display name) took the conversation, or let it go back to the bot.
+    Sent by AgentConsumer.claim / let_go to conversation_group; handled by ChatConsumer.conv_mode."""
+
+    type: Literal["conv.mode"]
+    conversation: str
+    mode: Literal["bot", "agent"]
+    agent: NotRequired[str]
+
+
+# ------------------------------------------------------------------ about the handoff queue
+class AgentsQueue(TypedDict):
+    """The queue changed: every console reloads it. Sent by ChatConsumer.request_handoff and
+    AgentConsumer.queue_moved to AGENTS_GROUP; handled by AgentConsumer.agents_queue."""
+
+    type: Literal["agents.queue"]
+
+
+class QueueChanged(TypedDict):
+    """The queue moved: every waiting user learns their new position. Sent by
+    AgentConsumer.queue_moved to QUEUE_GROUP; handled by ChatConsumer.queue_changed."""
+
+    type: Literal["queue.changed"]
+
+
+# ------------------------------------------------------------------ to the agent consoles
+class AgentFrame(TypedDict):
+    """A new frame of a conversation an agent holds. Sent by ChatConsumer.forward_to_agents and
+    AgentConsumer.add_frame to watch_group; handled by AgentConsumer.agent_frame."""
+
+    type: Literal["agent.frame"]
+    conversation: str
+    frame: Frame
+
+
+class AgentTranscript(TypedDict):
+    """The holder's full transcript, once an agent claims (the store may lag its write-behind).
+    Sent by ChatConsumer.conv_mode to watch_group; handled by AgentConsumer.agent_transcript."""
+
+    type: Literal["agent.transcript"]
+    conversation: str
+    frames: list[dict[str, Any]]
+
+
+# ------------------------------------------------------------------ to every user
+class ChatBroadcast(TypedDict):
+    """A notice to every user. Sent by the host application to USERS_GROUP; handled by
+    ChatConsumer.chat_broadcast."""
+
+    type: Literal["chat.broadcast"]
+    text: str
+
+
+ChatMessage = (
+    ConvTakeover
+    | ConvReleased
+    | ConvDeliver
+    | ConvMode
+    | AgentsQueue
+    | QueueChanged
+    | AgentFrame
+    | AgentTranscript
+    | ChatBroadcast
+)
+
+
+def conv_takeover(conversation: str, reply_channel: str, process: str) -> ConvTakeover:
+    """A ConvTakeover: the taker's channel and process."""
+    return {"type": "conv.takeover", "conversation": conversation, "reply_channel": reply_channel, "process": process}
+
+
+def conv_released(conversation: str, answering: list[str]) -> ConvReleased:
+    """A ConvReleased with the client ids still being answered."""
+    return {"type": "conv.released", "conversation": conversation, "answering": answering}
+
+
+def conv_deliver(conversation: str, frame: Frame) -> ConvDeliver:
+    """A ConvDeliver of one frame."""
+    return {"type": "conv.deliver", "conversation": conversation, "frame": frame}
+
+
+def conv_mode(conversation: str, mode: Literal["bot", "agent"], agent: str | None = None) -> ConvMode:
+    """A ConvMode; `agent` (the agent's display name) only when one takes over."""
+    message: ConvMode = {"type": "conv.mode", "conversation": conversation, "mode": mode}
+    if agent is not None:
+        message["agent"] = agent
+    return message
+
+
+def agents_queue() -> AgentsQueue:
+    """An AgentsQueue."""
+    return {"type": "agents.queue"}
+
+
+def queue_changed() -> QueueChanged:
+    """A QueueChanged."""
+    return {"type": "queue.changed"}
+
+
+def agent_frame(conversation: str, frame: Frame) -> AgentFrame:
+    """An AgentFrame of one frame."""
+    return {"type": "agent.frame", "conversation": conversation, "frame": frame}
+
+
+def agent_transcript(conversation: str, frames: list[dict[str, Any]]) -> AgentTranscript:
+    """An AgentTranscript of the stored frames."""
+    return {"type": "agent.transcript", "conversation": conversation, "frames": frames}
+
+
+def chat_broadcast(text: str) -> ChatBroadcast:
+    """A ChatBroadcast of one notice."""
+    return {"type": "chat.broadcast", "text": text}

@@ -1,0 +1,8 @@
+"""Close codes the socket layer uses besides the standard ones (RFC 6455 7.4: 4000-4999 are private)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+CLOSE_IDLE: Final = 4000  # no frame from the client for limits.idle_timeout seconds
+CLOSE_SLOW_READER: Final = 4001  # the client stopped reading and what it left unread grew too large or too old
