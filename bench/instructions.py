@@ -28,6 +28,7 @@ import functools
 import glob
 import json
 import os
+import site
 import subprocess
 import sys
 import tempfile
@@ -103,7 +104,7 @@ async def count(argv: list[str], port: int, workload: Workload, messages: int, o
     out = outdir / "callgrind.out.%p"
     server = await asyncio.create_subprocess_exec(
         "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *argv,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env(),
     )
     try:
         await listening(port, server)
@@ -152,6 +153,15 @@ async def control(pid: int, *args: str) -> None:
         "callgrind_control", *args, str(pid), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     await process.wait()
+
+
+def server_env() -> dict[str, str]:
+    """valgrind starts the real interpreter, not a virtualenv's shim: hand it the venv's packages."""
+    env = dict(os.environ)
+    if sys.prefix != sys.base_prefix:
+        paths = [p for p in (env.get("PYTHONPATH", ""), *site.getsitepackages()) if p]
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    return env
 
 
 def server_argv(target: str, port: int, redis_url: str, workdir: Path, *, fanout: bool) -> list[str]:

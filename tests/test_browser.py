@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 
 from chatbot_server import Bot, ChatConsumer, Reply, Turn
-from chatbot_server.store import MemoryConversationStore
 from chatbot_server.protocol import UserMessage, frame
+from chatbot_server.store import MemoryConversationStore
 
 from .browser_support import (  # noqa: F401 - the browser fixture is used by name
     ARTIFACTS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import site
 import socket
 import subprocess
 import sys
@@ -35,6 +36,15 @@ def test_wheel_installs_into_a_fresh_venv_and_serves(tmp_path: Path) -> None:
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
     python = env_dir / "bin" / "python"
+    if sys.prefix != sys.base_prefix:
+        # Run from a virtualenv (as the README says): a venv made from here has the base
+        # interpreter's site-packages, not ours. Add ours as plain paths (their .pth files, and so
+        # an editable install of this checkout, are not run), after the new venv's own.
+        purelib = subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        Path(purelib, "outer_venv.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
         check=True, capture_output=True, timeout=120,

@@ -9,8 +9,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from chatbot_server import setup
-from chatbot_server.store.redis import RedisConversationStore
 from chatbot_server.keys import LAYER_KEY, STORE_KEY
+from chatbot_server.store.redis import RedisConversationStore
 
 from .helpers import make_settings, receive_json, receive_until
 from .redis_server import RedisProcess, unique_prefix

@@ -150,8 +150,7 @@ class AgentConsumer(WebsocketConsumer):
 
     async def add_frame(self, conversation: str, out: Frame) -> None:
         """Append through the conversation's holder; if none, here, and show it to the consoles."""
-        if await deliver(self.store, self.layer, conversation, out) is not None:
-            await self.layer.group_send(watch_group(conversation), messages.agent_frame(conversation, out))
+        await deliver(self.store, self.layer, conversation, out, show=True)
 
     async def queue_moved(self) -> None:
         """Every console refreshes its queue; every waiting user learns their new position."""

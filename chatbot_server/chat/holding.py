@@ -18,7 +18,7 @@ from typing import Protocol
 
 from .. import messages
 from ..layers import ChannelLayer, Message
-from ..messages import conversation_group
+from ..messages import conversation_group, watch_group
 from ..protocol import CLOSE_TAKEN_OVER, Frame, frame
 from ..store import ConversationStore
 
@@ -74,12 +74,18 @@ class Holders:
             del self._by_conversation[conversation]
 
 
-async def deliver(store: ConversationStore, layer: ChannelLayer, conversation: str, out: Frame) -> int | None:
+async def deliver(
+    store: ConversationStore, layer: ChannelLayer, conversation: str, out: Frame, *, show: bool = False
+) -> int | None:
     """Append a frame made outside the conversation's socket: directly if no process holds it (its
-    seq is returned), else through the layer to its holder, the single writer (None)."""
-    seq = await store.append_if_unowned(conversation, dict(out))
+    seq is returned), else through the layer to its holder, the single writer (None), which shows
+    it to the agent consoles watching. `show`: show a directly appended frame to them too."""
+    stored = dict(out)
+    seq = await store.append_if_unowned(conversation, stored)
     if seq is None:
         await layer.group_send(conversation_group(conversation), messages.conv_deliver(conversation, out))
+    elif show:
+        await layer.group_send(watch_group(conversation), messages.agent_frame(conversation, stored))  # type: ignore[arg-type]
     return seq
 
 
@@ -248,6 +254,5 @@ class Holding:
             # An agent's answer is rare and precious: written at once, not after
             # history.write_interval (a crash of this process would lose it, though the user saw it).
             self.store.write_soon()
-        else:
-            await self.deliver(out)
-
+        else:  # we were letting go: pass it on, and whoever stores it shows it
+            await deliver(self.store, self.layer, self.conversation, out, show=True)

@@ -49,9 +49,27 @@ class WebsocketConsumer:
     # Slots: an idle socket's consumer costs ~1 KiB less than with a __dict__ (10,000 sockets).
     # Subclasses without __slots__ simply get a __dict__ as usual.
     __slots__ = (
-        "__weakref__", "_bucket", "_closed_with", "_groups", "_ip_counted", "_registry", "_strikes",
-        "_writer", "busy", "channel_name", "client_ip", "close_code", "connection_id", "inbox", "last_active",
-        "last_heard", "layer", "request", "settings", "stats", "ws",
+        "__weakref__",
+        "_bucket",
+        "_closed_with",
+        "_frames",
+        "_groups",
+        "_ip_counted",
+        "_registry",
+        "_strikes",
+        "busy",
+        "channel_name",
+        "client_ip",
+        "close_code",
+        "connection_id",
+        "inbox",
+        "last_active",
+        "last_heard",
+        "layer",
+        "request",
+        "settings",
+        "stats",
+        "ws",
     )  # fmt: skip
 
     #: Groups every socket joins on connect and leaves on disconnect.
@@ -75,7 +93,7 @@ class WebsocketConsumer:
             max_msg_size=limits.max_msg_size,
             compress=False,  # chat frames are small; deflate would cost CPU and ~100 KiB per socket
         )
-        self._writer: FrameWriter | None = None  # once the socket is open
+        self._frames: FrameWriter | None = None  # once the socket is open
         self.stats = self._registry.stats
         self.client_ip = client_ip(request, self.settings.server.trusted_proxies)
         self.connection_id = secrets.token_hex(6)
@@ -120,7 +138,7 @@ class WebsocketConsumer:
         if transport is None:  # the client went away during the handshake
             self._release_ip()
             return ws
-        self._writer = FrameWriter(
+        self._frames = FrameWriter(
             transport,  # type: ignore[arg-type]  # a web request's transport is a Transport
             send_timeout=self.settings.limits.send_timeout,
             on_stuck=self._drop_slow_reader,
@@ -158,7 +176,7 @@ class WebsocketConsumer:
                     self.last_heard = clock()
                 elif kind is _PING:
                     # Through the writer, so a client that pings and never reads is bounded too.
-                    self._writer.control(control_frame(0xA, msg.data))
+                    self._frames.control(control_frame(0xA, msg.data))
                 elif kind is _ERROR:
                     log.info("ws.error conn=%s error=%s", self.connection_id, msg.data)
                     stats.error(f"close_{ws.close_code}")
@@ -208,8 +226,8 @@ class WebsocketConsumer:
         except Exception:
             log.exception("ws.on_disconnect_failed conn=%s", self.connection_id)
         finally:
-            if self._writer is not None:
-                self._writer.cancel()
+            if self._frames is not None:
+                self._frames.cancel()
             await self.inbox.close()
             if self.channel_name:
                 for group in list(self._groups):
@@ -264,7 +282,7 @@ class WebsocketConsumer:
 
     def send_encoded_nowait(self, data: bytes) -> None:
         """send_json_nowait for a frame already encoded (a broadcast encodes once for everyone)."""
-        writer = self._writer
+        writer = self._frames
         if writer is not None and not self.ws.closed and writer.text(data):
             self.stats.messages_out += 1
 
@@ -277,8 +295,8 @@ class WebsocketConsumer:
 
     def ping_nowait(self) -> None:
         """Send a websocket ping now (the registry's heartbeat sweep calls this)."""
-        if self._writer is not None and not self.ws.closed:
-            self._writer.control(PING)
+        if self._frames is not None and not self.ws.closed:
+            self._frames.control(PING)
 
     def drop_unresponsive(self) -> None:
         """Reset a connection whose peer did not answer a ping in time (close code 1006, like aiohttp)."""
@@ -289,8 +307,8 @@ class WebsocketConsumer:
     def _reset(self, code: int) -> None:
         if self._closed_with is None:
             self._closed_with = code
-        if self._writer is not None:
-            self._writer.transport.abort()
+        if self._frames is not None:
+            self._frames.transport.abort()
 
     async def close(self, *, code: int = WSCloseCode.OK, message: str = "", notify: bool = False) -> None:
         """Close the socket with a code (and, if `notify`, a last system frame first)."""

@@ -20,8 +20,11 @@ log = logging.getLogger("chatbot_server.connections")
 
 
 class _Limits(Protocol):
-    idle_timeout: float
-    heartbeat: float
+    @property
+    def idle_timeout(self) -> float: ...
+
+    @property
+    def heartbeat(self) -> float: ...
 
 
 class _Settings(Protocol):

@@ -125,7 +125,7 @@ class RedisConversationStore(ConversationStore):
         self._wake = asyncio.Event()
         self._hurry: asyncio.Future[None] | None = None  # cuts the gathering short (release, close)
         self._write_lock = asyncio.Lock()
-        self._writer: asyncio.Task[None] | None = None
+        self._write_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._last_error = ""
         self._late_releases = 0
@@ -137,21 +137,21 @@ class RedisConversationStore(ConversationStore):
 
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        self._writer = asyncio.get_running_loop().create_task(self._write_behind())
+        self._write_task = asyncio.get_running_loop().create_task(self._write_behind())
 
     async def close(self) -> None:
-        if self._writer is not None:
+        if self._write_task is not None:
             # Never cancel a batch half-written: let the writer finish its batch and stop.
             self._stopping = True
             self._wake.set()
             self._cut_short()
             try:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
-                    await asyncio.shield(self._writer)
+                    await asyncio.shield(self._write_task)
             except TimeoutError:
-                self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
-            self._writer = None
+                self._write_task.cancel()
+            await asyncio.gather(self._write_task, return_exceptions=True)
+            self._write_task = None
         try:
             self._releasing.update(self._owned)
             self._owned.clear()
