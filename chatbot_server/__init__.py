@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from .app import create_app, get_layer, setup
 from .bots import Bot, Reply, Turn, Typing
 from .chat.consumer import ChatConsumer
@@ -11,6 +9,7 @@ from .config import Settings, load_settings, settings_from_dict
 from .errors import ChannelFull, ChatbotServerError, ConfigError, NotSetUpError
 from .layers import ChannelLayer, MemoryChannelLayer
 from .sockets.consumer import WebsocketConsumer, message_handler
+from .version import __version__
 
 __all__ = [
     "Bot", "ChannelFull", "ChannelLayer", "ChatConsumer", "ChatbotServerError", "ConfigError",

@@ -12,12 +12,12 @@ from typing import Any
 
 from aiohttp import web
 
-from . import __version__
 from .app import build_layer, create_app
 from .bots import BotContext, build_bot
 from .config import ENV_OVERRIDES, Settings, load_settings
 from .errors import ConfigError, LayerUnavailableError
 from .ops.logs import configure_logging
+from .version import __version__
 
 log = logging.getLogger("chatbot_server")
 

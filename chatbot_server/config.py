@@ -389,18 +389,3 @@ def _convert(hint: Any, value: Any, *, key: str, source: str) -> Any:
 def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value), type(value).__name__)
 
-
-def defaults_as_dict() -> dict[str, Any]:
-    """The embedded defaults shaped like config.yaml (used to keep config.yaml in step)."""
-    raw = dataclasses.asdict(Settings())
-    raw.pop("base_dir", None)
-    plain: dict[str, Any] = _plain(raw)
-    return plain
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value

@@ -9,6 +9,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from jinja2 import Environment
 
+    from .agents.directory import AgentDirectory
     from .bots import Bot
     from .chat.holding import Holders
     from .chat.turns import TurnRunner
@@ -28,5 +29,7 @@ QUEUE_KEY: web.AppKey[HandoffQueue] = web.AppKey("chatbot_server.agents.queue")
 # The bot's turn runner (how it answers, decided once) and the conversations this process holds.
 TURNS_KEY: web.AppKey[TurnRunner] = web.AppKey("chatbot_server.turns")
 HOLDERS_KEY: web.AppKey[Holders] = web.AppKey("chatbot_server.holders")
+# The agents' accounts and sessions, set by app.setup() when agents are configured.
+DIRECTORY_KEY: web.AppKey[AgentDirectory] = web.AppKey("chatbot_server.agents.directory")
 # Our own Jinja environment, never the host application's default one.
 TEMPLATES_KEY: web.AppKey[Environment] = web.AppKey("chatbot_server.templates")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from chatbot_server import ConfigError, Settings, load_settings
-from chatbot_server.config import defaults_as_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,3 +123,18 @@ def test_defaults_as_dict_round_trips() -> None:
     from chatbot_server.config import settings_from_dict
 
     assert settings_from_dict(defaults_as_dict()) == Settings()
+
+
+def defaults_as_dict() -> dict[str, Any]:
+    """The embedded defaults shaped like config.yaml."""
+    raw = dataclasses.asdict(Settings())
+    raw.pop("base_dir", None)
+    return _plain(raw)  # type: ignore[no-any-return]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value

@@ -16,7 +16,7 @@ from aiohttp import web
 from .. import messages
 from ..chat.holding import deliver
 from ..errors import ProtocolError
-from ..keys import QUEUE_KEY, STORE_KEY
+from ..keys import DIRECTORY_KEY, QUEUE_KEY, STORE_KEY
 from ..layers import Message
 from ..masking import mask_sensitive
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
@@ -26,7 +26,6 @@ from ..sockets.origin import origin_allowed
 from ..store.base import ConversationStore
 from ..store.handoff import HandoffQueue
 from .directory import Agent, AgentDirectory
-from .keys import DIRECTORY_KEY
 from .sessions import COOKIE_NAME
 
 log = logging.getLogger("chatbot_server.agents")

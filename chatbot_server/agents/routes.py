@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from ..config import Settings
+from ..keys import DIRECTORY_KEY, QUEUE_KEY
 from ..store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 from .consumer import AgentConsumer
 from .directory import AgentDirectory
-from .keys import DIRECTORY_KEY, QUEUE_KEY
 from .views import console_page, login, login_page, logout
 
 if TYPE_CHECKING:

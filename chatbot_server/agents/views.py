@@ -7,12 +7,11 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from .. import __version__
-from ..keys import SETTINGS_KEY, TEMPLATES_KEY
+from ..keys import DIRECTORY_KEY, SETTINGS_KEY, TEMPLATES_KEY
 from ..sockets.origin import origin_allowed
 from ..sockets.ratelimit import client_ip
+from ..version import __version__
 from .directory import Agent, AgentDirectory
-from .keys import DIRECTORY_KEY
 from .sessions import COOKIE_NAME
 
 _CSP = (

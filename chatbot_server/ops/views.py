@@ -7,8 +7,8 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from .. import __version__
 from ..keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY
+from ..version import __version__
 from .metrics import CONTENT_TYPE
 
 
