@@ -2,23 +2,21 @@
 
 Each process owns one inbox list read by one blocking reader; a group send writes one entry per
 process, not per member. See docs/redis.md for the data layout and the failure model.
+
+This module has the layer's API (send, receive, groups, flush, health) and its lifecycle; its
+background parts are mixed in from redis_connection.py (connecting, reconnecting, heartbeat),
+redis_inbox.py (the inbox reader) and redis_members.py (the batched membership writes).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import logging
-import random
 import time
 from collections import deque
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import (
     ChannelFull,
@@ -29,7 +27,6 @@ from ..errors import (
 from ..ops.redis import BLOCK_SECONDS, blocking_client, redact, redis_client
 from . import redis_scripts as scripts
 from .base import (
-    ChannelLayer,
     LayerHealth,
     Message,
     process_of,
@@ -37,30 +34,12 @@ from .base import (
     validate_group_name,
     validate_message,
 )
+from .redis_connection import CONNECT_ERRORS, RedisConnection
 from .redis_groups import LocalGroups
-
-log = logging.getLogger(__name__)
-
-# Errors that mean "Redis is not reachable right now" (BusyLoadingError is a ConnectionError).
-DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
-CONNECT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, LayerUnavailableError)
-# BLOCK_SECONDS (ops/redis.py): a blocking pop returns at least this often, so a dead socket is noticed
-READ_BATCH = 256  # inbox entries taken per round trip
-OP_BATCH = 2000  # group_add/discard operations per pipeline
-BACKOFF_MIN = 0.05
-BACKOFF_MAX = 2.0
-
-# (kind, group, channel, score): kind is "add" or "discard".
-Op = tuple[str, str, str, float]
+from .redis_members import DOWN_ERRORS, Op
 
 
-def _consume(future: asyncio.Future[None]) -> None:
-    # Nobody awaits background writes; their failure was logged or will be retried on reconnect.
-    if not future.cancelled():
-        future.exception()
-
-
-class RedisChannelLayer(ChannelLayer):
+class RedisChannelLayer(RedisConnection):
     """Channels and groups shared through Redis by every process using the same prefix."""
 
     backend = "redis"
@@ -180,175 +159,6 @@ class RedisChannelLayer(ChannelLayer):
         await self._blocking.aclose()
         if self._own_client:
             await self._client.aclose()
-
-    async def _remove_traces(self) -> None:
-        # A clean shutdown leaves no members, heartbeat or inbox behind (a SIGKILL relies on the sweep).
-        pipe = self._client.pipeline(transaction=False)
-        groups = set()
-        for group, channel, _ in self._groups.entries():
-            pipe.zrem(self._key("group", group), channel)
-            groups.add(group)
-        for group in groups:
-            pipe.zrem(self._key("targets", group), f"p:{self.process_id}")
-        pipe.delete(self._process_key, self._inbox_key)
-        try:
-            async with asyncio.timeout(self.socket_timeout):
-                await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as error:
-            log.warning("could not remove this process's keys from Redis at %s: %s", self.url, error)
-
-    # -- connection state -------------------------------------------------------------------
-
-    def _mark_down(self, error: BaseException) -> None:
-        self._last_error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        if self._up:
-            self.stats.failures += 1
-        self._up = False
-        self._ready.clear()
-        self._down.set()
-        if not self._outage_logged and not self._closed:
-            self._outage_logged = True
-            log.warning(
-                "Redis at %s is unreachable (%s); serving local channels only, reconnecting in the background",
-                self.url,
-                self._last_error,
-            )
-
-    def _unavailable(self) -> LayerUnavailableError:
-        if self._closed:
-            return LayerUnavailableError("the channel layer is closed")
-        return LayerUnavailableError(f"Redis at {self.url} is unreachable ({self._last_error})")
-
-    async def _connect(self) -> None:
-        await self._client.ping()
-        if self._blmpop is None:
-            info = await self._client.info("server")
-            self._blmpop = int(str(info.get("redis_version", "0")).split(".")[0]) >= 7
-        await self._beat()
-        recovered = self._outage_logged
-        self._up = True
-        self._down.clear()
-        # Discards Redis missed go first, then every live membership: a broadcast after recovery
-        # reaches all our sockets even if another process swept us while we were away.
-        ops: list[Op] = [("discard", group, channel, 0.0) for group, channel in self._unsynced]
-        self._unsynced.clear()
-        ops += [("add", group, channel, joined) for group, channel, joined in self._groups.entries()]
-        if ops:
-            await self._submit(ops)
-            if not self._up:
-                raise self._unavailable()
-        self._outage_logged = False
-        self._ready.set()
-        if recovered:
-            self.stats.reconnects += 1
-            log.warning("Redis at %s is reachable again; re-registered %d memberships", self.url, len(ops))
-
-    async def _supervise(self) -> None:
-        delay = BACKOFF_MIN
-        while not self._closed:
-            if not self._up:
-                try:
-                    await self._connect()
-                except Exception as error:
-                    if not isinstance(error, CONNECT_ERRORS):
-                        log.exception("unexpected error while connecting to Redis at %s", self.url)
-                    self._mark_down(error)
-                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-                    delay = min(delay * 2, BACKOFF_MAX)
-                    continue
-            delay = BACKOFF_MIN
-            await self._serve()
-
-    async def _serve(self) -> None:
-        """Run the inbox reader and the heartbeat until one fails or a command reports an outage."""
-        tasks = [
-            asyncio.create_task(self._read_inbox()),
-            asyncio.create_task(self._heartbeat()),
-            asyncio.create_task(self._down.wait()),
-        ]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for task in done:
-            error = None if task.cancelled() else task.exception()
-            if error is not None:
-                if not isinstance(error, DOWN_ERRORS):
-                    log.error("Redis layer background task failed", exc_info=error)
-                self._mark_down(error)
-        if self._up:
-            self._mark_down(RuntimeError("background task stopped"))
-
-    def _heartbeat_ttl_ms(self) -> int:
-        return max(1000, int(self.heartbeat_interval * 3000))
-
-    async def _beat(self) -> None:
-        await self._client.set(self._process_key, b"1", px=self._heartbeat_ttl_ms())
-
-    async def _heartbeat(self) -> None:
-        while not self._closed:
-            await asyncio.sleep(self.heartbeat_interval)
-            if await self._client.pexpire(self._process_key, self._heartbeat_ttl_ms()):
-                continue
-            # Our heartbeat lapsed while connected (a stalled event loop?), so other processes may
-            # have swept us from every group: register again.
-            await self._beat()
-            entries = self._groups.entries()
-            log.warning("heartbeat of process %s had lapsed; re-registering %d memberships",
-                        self.process_id, len(entries))
-            await self._submit([("add", group, channel, joined) for group, channel, joined in entries])
-
-    # -- the inbox reader -------------------------------------------------------------------
-
-    async def _read_inbox(self) -> None:
-        key = self._inbox_key
-        client = self._blocking
-        while not self._closed:
-            entries: list[bytes]
-            if self._blmpop:
-                # Raw command: the keyword for COUNT differs between redis-py releases.
-                reply: Any = await client.execute_command(  # type: ignore[no-untyped-call]
-                    "BLMPOP", BLOCK_SECONDS, 1, key, "LEFT", "COUNT", READ_BATCH
-                )
-                entries = list(reply[1]) if reply else []
-            else:  # Redis < 7: one blocking pop, then take what else is queued
-                popped: Any = await client.blpop([key], timeout=BLOCK_SECONDS)
-                if not popped:
-                    continue
-                entries = [popped[1]]
-                more: Any = await client.lpop(key, READ_BATCH)
-                if more:
-                    entries.extend(more)
-            now_ms = time.time() * 1000
-            for raw in entries:
-                self._handle_entry(raw, now_ms)
-
-    def _handle_entry(self, raw: bytes, now_ms: float) -> None:
-        try:
-            if int(raw[: scripts.HEADER_WIDTH]) < now_ms:
-                return  # waited longer than `expiry`
-            doc = orjson.loads(raw[scripts.HEADER_WIDTH :])
-            local = self.local
-            if "g" in doc:
-                group = doc["g"]
-                members = self._groups.members(group, time.time() - self.group_expiry)
-                # A released channel gets nothing more.
-                local.deliver_many(members, doc["m"], known_only=True)
-                if not members:
-                    self._schedule_sync(group)  # stop others sending us this group
-            elif "m" in doc:
-                local.deliver_many(doc["c"], doc["m"], known_only=True)
-            elif "j" in doc:
-                if doc["c"] in local:
-                    self._groups.add(doc["j"], doc["c"], float(doc["t"]))
-            elif "l" in doc:
-                self._groups.discard(doc["l"], doc["c"])
-                if not self._groups.has(doc["l"]):
-                    self._schedule_sync(doc["l"])
-        except (ValueError, KeyError, TypeError) as error:
-            log.warning("dropped a malformed inbox entry in %s: %s", self._inbox_key, error)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -491,116 +301,6 @@ class RedisChannelLayer(ChannelLayer):
         validate_group_name(group)
         members: Any = await self._client.zrange(self._key("group", group), 0, -1)
         return [member.decode() for member in members]
-
-    # -- batched membership writes ----------------------------------------------------------
-
-    async def _submit(self, ops: list[Op]) -> None:
-        """Queue membership writes; concurrent callers share one pipeline and one connection."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((ops, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_pending())
-        await future
-
-    async def _flush_pending(self) -> None:
-        while self._pending:
-            batch: list[tuple[list[Op], asyncio.Future[None]]] = []
-            count = 0
-            while self._pending and count < OP_BATCH:
-                ops, future = self._pending.popleft()
-                batch.append((ops, future))
-                count += len(ops)
-            error: BaseException | None = None
-            if self._up:
-                try:
-                    await self._write_ops([op for ops, _ in batch for op in ops])
-                except DOWN_ERRORS as down:
-                    self._mark_down(down)
-                    error = down
-                except Exception as unexpected:
-                    log.exception("Redis membership write failed")
-                    error = unexpected
-            else:
-                error = self._unavailable()
-            for ops, future in batch:
-                if future.done():
-                    continue
-                if error is None or self._settle_failed(ops):
-                    future.set_result(None)
-                else:
-                    future.set_exception(self._unavailable())
-
-    def _settle_failed(self, ops: Sequence[Op]) -> bool:
-        """Remember failed writes of our own channels for re-registration; False if any is remote."""
-        own = True
-        for kind, group, channel, _ in ops:
-            if kind == "sync":
-                self._syncing.discard(group)
-            elif process_of(channel) != self.process_id:
-                own = False
-            elif kind == "discard":
-                self._unsynced.add((group, channel))
-        return own
-
-    def _schedule_sync(self, group: str) -> None:
-        """Queue a check of whether this process still belongs in `group`'s targets (not awaited)."""
-        if group in self._syncing or not self._up or self._closed:
-            return
-        self._syncing.add(group)
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.add_done_callback(_consume)
-        self._pending.append(([("sync", group, "", 0.0)], future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_pending())
-
-    async def _write_ops(self, ops: list[Op]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        added: set[str] = set()
-        own_groups: set[str] = set()
-        control_expiry = scripts.header(time.time() + self.group_expiry)
-        for (kind, group), run_iter in itertools.groupby(ops, key=lambda op: (op[0], op[1])):
-            run = list(run_iter)
-            members_key, targets_key = self._key("group", group), self._key("targets", group)
-            if kind == "sync":
-                self._syncing.discard(group)
-                own_groups.add(group)
-                continue
-            channels = [channel for _, _, channel, _ in run]
-            if kind == "add":
-                pipe.zadd(members_key, {channel: score for _, _, channel, score in run})
-                targets: dict[str, float] = {}
-                for _, _, channel, score in run:
-                    owner = process_of(channel)
-                    target = f"c:{channel}" if owner is None else f"p:{owner}"
-                    targets[target] = max(score, targets.get(target, 0.0))
-                pipe.zadd(targets_key, targets)
-                added.add(group)
-            else:
-                pipe.zrem(members_key, *channels)
-                shared = [f"c:{channel}" for channel in channels if process_of(channel) is None]
-                if shared:
-                    pipe.zrem(targets_key, *shared)
-            for _, _, channel, score in run:
-                owner = process_of(channel)
-                if owner == self.process_id:
-                    own_groups.add(group)
-                elif owner is not None:
-                    # Tell the owner, which delivers to its own members from memory.
-                    doc = {"j": group, "c": channel, "t": score} if kind == "add" else {"l": group, "c": channel}
-                    inbox = self._key("inbox", owner)
-                    pipe.rpush(inbox, control_expiry + orjson.dumps(doc))
-                    pipe.pexpire(inbox, self._expiry_ms())
-        # Decided on the state after the whole batch: adds above already listed us as a target.
-        for group in own_groups:
-            if not self._groups.has(group):
-                pipe.zrem(self._key("targets", group), f"p:{self.process_id}")
-        oldest = time.time() - self.group_expiry
-        ttl = max(1, int(self.group_expiry * 1000))
-        for group in added:
-            for key in (self._key("group", group), self._key("targets", group)):
-                pipe.zremrangebyscore(key, "-inf", f"({oldest}")
-                pipe.pexpire(key, ttl)
-        await pipe.execute()
 
     # -- maintenance ------------------------------------------------------------------------
 

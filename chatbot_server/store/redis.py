@@ -6,6 +6,9 @@ one background task, so the reply path never waits on Redis. A resume on another
 takes ownership over (the chat consumer asks the old owner to write out and stop, through the
 channel layer), then `adopt`s the stored state. Frames made while no process owns a conversation
 are appended by an atomic script.
+
+This module has ownership and the frames API; the write-behind task is mixed in from
+redis_writer.py, which also holds `_Owned`, the in-memory state of an owned conversation.
 """
 
 from __future__ import annotations
@@ -15,7 +18,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import orjson
 import redis.asyncio as aioredis
@@ -25,7 +27,7 @@ from ..errors import NotOwnedError, StoreUnavailableError
 from ..jsonutil import dumpb
 from ..ops.redis import redis_client
 from .base import ConversationStore, StoredFrame, new_conversation_id
-from .redis_batch import CommandBatch, send_batch
+from .redis_writer import WriteBehind, _Owned
 
 log = logging.getLogger(__name__)
 
@@ -50,35 +52,14 @@ local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return old
 """
-# KEYS: owner. ARGV: process. Deletes the owner key only if this process still owns it.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-RETRY_DELAY = 0.2
 # Frames per write: packing is cheap (~0.2 µs a frame), but a 50 ms batch under load holds tens of
 # thousands, and one write of them all would stall every socket while it is packed.
 FRAMES_PER_BATCH = 2000
-WRITE_TIMEOUT = 5.0
 CLOSE_TIMEOUT = 5.0
 RELEASE_WAIT = 2.0
 
 
-@dataclass
-class _Owned:
-    """The in-memory state of a conversation this process owns."""
-
-    frames: deque[bytes]  # encoded (JSON with seq), as sent and as written to Redis
-    seq: int = 0
-    client_ids: set[str] = field(default_factory=set)
-    replied: set[str] = field(default_factory=set)
-    # How long the Redis list may be (so LTRIM is sent only when needed) and when the keys' TTLs
-    # were last renewed (renewed every tenth of the TTL, not on every write).
-    stored: int = 0
-    renewed: float = -1e18
-
-
-class RedisConversationStore(ConversationStore):
+class RedisConversationStore(WriteBehind, ConversationStore):
     """Conversations under `<prefix>:conv:<id>:*`, expiring `ttl` seconds after their last write."""
 
     backend = "redis"
@@ -135,6 +116,10 @@ class RedisConversationStore(ConversationStore):
         base = f"{self.prefix}:conv:{conversation}"
         return f"{base}:frames", f"{base}:owner"
 
+    def _frames_per_batch(self) -> int:
+        # Read at each write, from this module: FRAMES_PER_BATCH is a setting of it (tests lower it).
+        return FRAMES_PER_BATCH
+
     # -------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         self._write_task = asyncio.get_running_loop().create_task(self._write_behind())
@@ -167,126 +152,6 @@ class RedisConversationStore(ConversationStore):
         except (RedisError, OSError) as exc:
             return False, f"redis: {exc}"
         return True, self._last_error
-
-    # ------------------------------------------------------------ write-behind
-    async def _write_behind(self) -> None:
-        while not self._stopping:
-            await self._wake.wait()
-            # New conversations go out at once (until their first frames are written): another
-            # process must find them on a quick resume.
-            if self.write_interval and not (self._waiters or self._fresh or self._stopping):
-                await self._gather()
-            self._wake.clear()
-            try:
-                await self._write_pending()
-                if self._last_error:
-                    log.warning("history.write_recovered")
-                self._last_error = ""
-            except (RedisError, OSError) as exc:
-                if not self._last_error:  # once per outage, not every retry
-                    log.warning("history.write_failed error=%s (frames kept, retrying)", exc)
-                self._last_error = f"write-behind failing: {exc}"
-                if not self._stopping:
-                    await asyncio.sleep(RETRY_DELAY)  # Redis is down: retry the kept frames later
-                self._wake.set()
-
-    async def _gather(self) -> None:
-        loop = asyncio.get_running_loop()
-        hurry = self._hurry = loop.create_future()
-        timer = loop.call_later(self.write_interval, _resolve, hurry)
-        try:
-            await hurry
-        finally:
-            timer.cancel()
-            self._hurry = None
-
-    def _cut_short(self) -> None:
-        if self._hurry is not None:
-            _resolve(self._hurry)
-
-    async def _write_pending(self) -> None:
-        """Write every pending frame (batches of ~FRAMES_PER_BATCH); on failure they are kept for the next try."""
-        async with self._write_lock:
-            batch, self._pending = self._pending, {}
-            if not batch and not self._new and not self._releasing and not self._reclaim:
-                for waiter in self._waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-                self._waiters.clear()
-                return
-            new, self._new = self._new, set()
-            reclaim, self._reclaim = self._reclaim, set()
-            releasing, self._releasing = self._releasing, set()
-            waiters, self._waiters = self._waiters, []
-            now = time.monotonic()
-            renew_every = self.ttl_ms / 10_000
-            # Owner keys go in the first write, releases after every frame, in the last. Not a
-            # transaction: a write cut off midway is retried whole (readers skip repeated seqs).
-            chunks = _chunked(batch, FRAMES_PER_BATCH)
-            for index, chunk in enumerate(chunks):
-                commands = CommandBatch()
-                if index == 0:
-                    for conversation in new:
-                        if conversation in self._owned:
-                            commands.add("SET", self._keys(conversation)[1], self.process_id, "PX", self.ttl_ms)
-                    for conversation in reclaim - new:
-                        if conversation in self._owned:
-                            owner_key = self._keys(conversation)[1]
-                            commands.add("SET", owner_key, self.process_id, "NX", "PX", self.ttl_ms)
-                for conversation, frames in chunk:
-                    self._queue_frames(commands, conversation, frames, now, renew_every)
-                if index == len(chunks) - 1:
-                    for conversation in releasing:
-                        commands.add("EVAL", _RELEASE, 1, self._keys(conversation)[1], self.process_id)
-                try:
-                    await send_batch(self._client, commands, WRITE_TIMEOUT)
-                except BaseException:
-                    self._reclaim.update(self._owned)
-                    if index == 0:
-                        self._new |= new
-                    self._releasing |= releasing
-                    self._waiters[:0] = waiters
-                    for state in self._owned.values():
-                        state.renewed = -1e18  # renew again on the retry
-                    self._keep_unwritten(dict(item for rest in chunks[index:] for item in rest))
-                    raise
-            if self._fresh:
-                self._fresh.difference_update(batch)
-                self._fresh.difference_update(releasing)
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    def _queue_frames(
-        self, commands: CommandBatch, conversation: str, frames: list[bytes], now: float, renew_every: float
-    ) -> None:
-        frames_key, owner_key = self._keys(conversation)
-        # One command per conversation and batch on the hot path (the seq is in the frames); trim
-        # and TTL renewal only when due (a released conversation gets both).
-        commands.add_with_bulks("RPUSH", frames_key, bulks=frames)
-        state = self._owned.get(conversation)
-        if state is not None:
-            state.stored += len(frames)
-        if state is None or state.stored > self.max_frames:
-            commands.add("LTRIM", frames_key, -self.max_frames, -1)
-            if state is not None:
-                state.stored = self.max_frames
-        if state is None or now - state.renewed > renew_every:
-            commands.add("PEXPIRE", frames_key, self.ttl_ms)
-            commands.add("PEXPIRE", owner_key, self.ttl_ms)
-            if state is not None:
-                state.renewed = now
-
-    def _keep_unwritten(self, unwritten: dict[str, list[bytes]]) -> None:
-        # A failed write: its frames go back in front of whatever was appended meanwhile.
-        for conversation, newer in self._pending.items():
-            older = unwritten.get(conversation)
-            if older is None:
-                unwritten[conversation] = newer
-            else:
-                older.extend(newer)
-        self._pending = unwritten
-        self._wake.set()  # appends to these lists will not: see append_held
 
     async def flush(self) -> None:
         await self._write_pending()
@@ -360,7 +225,10 @@ class RedisConversationStore(ConversationStore):
         self._late_releases += 1
         now = time.monotonic()
         if now - self._late_logged >= 10.0:
-            log.warning("history.release_pending count=%d since the last such line (written in the background)", self._late_releases)
+            log.warning(
+                "history.release_pending count=%d since the last such line (written in the background)",
+                self._late_releases,
+            )
             self._late_releases = 0
             self._late_logged = now
 
@@ -449,24 +317,6 @@ class RedisConversationStore(ConversationStore):
         if state is None:
             return await super().reply_stored(conversation, client_id)
         return client_id in state.replied
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _chunked(batch: dict[str, list[bytes]], frames_per_chunk: int) -> list[list[tuple[str, list[bytes]]]]:
-    """Conversations grouped so each group holds about `frames_per_chunk` frames; at least one group."""
-    chunks: list[list[tuple[str, list[bytes]]]] = [[]]
-    frames = 0
-    for item in batch.items():
-        if frames >= frames_per_chunk:
-            chunks.append([])
-            frames = 0
-        chunks[-1].append(item)
-        frames += len(item[1])
-    return chunks
 
 
 def _once_per_seq(raw_frames: Sequence[bytes | str]) -> list[tuple[StoredFrame, bytes]]:

@@ -1,0 +1,158 @@
+"""The Redis layer's connection keeping: connect, reconnect with backoff, heartbeat, outage state.
+
+While connected, the inbox reader and the heartbeat run; when either fails or a command reports
+Redis down, the layer serves local channels only and reconnects in the background, then
+re-registers this process's memberships. A clean close removes this process's keys. A part of
+RedisChannelLayer (layers/redis.py), which supplies the state declared here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..errors import LayerUnavailableError
+from .redis_inbox import InboxReader
+from .redis_members import DOWN_ERRORS, Op
+
+log = logging.getLogger("chatbot_server.layers.redis")  # the layer's one logger, as before the split
+
+CONNECT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, LayerUnavailableError)
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 2.0
+
+
+class RedisConnection(InboxReader):
+    """The connection-keeping part of RedisChannelLayer (not used on its own)."""
+
+    # Set by RedisChannelLayer.__init__.
+    url: str
+    heartbeat_interval: float
+    socket_timeout: float
+    _process_key: str
+    _ready: asyncio.Event
+    _down: asyncio.Event
+    _outage_logged: bool
+    _last_error: str
+
+    async def _remove_traces(self) -> None:
+        # A clean shutdown leaves no members, heartbeat or inbox behind (a SIGKILL relies on the sweep).
+        pipe = self._client.pipeline(transaction=False)
+        groups = set()
+        for group, channel, _ in self._groups.entries():
+            pipe.zrem(self._key("group", group), channel)
+            groups.add(group)
+        for group in groups:
+            pipe.zrem(self._key("targets", group), f"p:{self.process_id}")
+        pipe.delete(self._process_key, self._inbox_key)
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                await pipe.execute()
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as error:
+            log.warning("could not remove this process's keys from Redis at %s: %s", self.url, error)
+
+    def _mark_down(self, error: BaseException) -> None:
+        self._last_error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        if self._up:
+            self.stats.failures += 1
+        self._up = False
+        self._ready.clear()
+        self._down.set()
+        if not self._outage_logged and not self._closed:
+            self._outage_logged = True
+            log.warning(
+                "Redis at %s is unreachable (%s); serving local channels only, reconnecting in the background",
+                self.url,
+                self._last_error,
+            )
+
+    def _unavailable(self) -> LayerUnavailableError:
+        if self._closed:
+            return LayerUnavailableError("the channel layer is closed")
+        return LayerUnavailableError(f"Redis at {self.url} is unreachable ({self._last_error})")
+
+    async def _connect(self) -> None:
+        await self._client.ping()
+        if self._blmpop is None:
+            info = await self._client.info("server")
+            self._blmpop = int(str(info.get("redis_version", "0")).split(".")[0]) >= 7
+        await self._beat()
+        recovered = self._outage_logged
+        self._up = True
+        self._down.clear()
+        # Discards Redis missed go first, then every live membership: a broadcast after recovery
+        # reaches all our sockets even if another process swept us while we were away.
+        ops: list[Op] = [("discard", group, channel, 0.0) for group, channel in self._unsynced]
+        self._unsynced.clear()
+        ops += [("add", group, channel, joined) for group, channel, joined in self._groups.entries()]
+        if ops:
+            await self._submit(ops)
+            if not self._up:
+                raise self._unavailable()
+        self._outage_logged = False
+        self._ready.set()
+        if recovered:
+            self.stats.reconnects += 1
+            log.warning("Redis at %s is reachable again; re-registered %d memberships", self.url, len(ops))
+
+    async def _supervise(self) -> None:
+        delay = BACKOFF_MIN
+        while not self._closed:
+            if not self._up:
+                try:
+                    await self._connect()
+                except Exception as error:
+                    if not isinstance(error, CONNECT_ERRORS):
+                        log.exception("unexpected error while connecting to Redis at %s", self.url)
+                    self._mark_down(error)
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                    delay = min(delay * 2, BACKOFF_MAX)
+                    continue
+            delay = BACKOFF_MIN
+            await self._serve()
+
+    async def _serve(self) -> None:
+        """Run the inbox reader and the heartbeat until one fails or a command reports an outage."""
+        tasks = [
+            asyncio.create_task(self._read_inbox()),
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._down.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                if not isinstance(error, DOWN_ERRORS):
+                    log.error("Redis layer background task failed", exc_info=error)
+                self._mark_down(error)
+        if self._up:
+            self._mark_down(RuntimeError("background task stopped"))
+
+    def _heartbeat_ttl_ms(self) -> int:
+        return max(1000, int(self.heartbeat_interval * 3000))
+
+    async def _beat(self) -> None:
+        await self._client.set(self._process_key, b"1", px=self._heartbeat_ttl_ms())
+
+    async def _heartbeat(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self.heartbeat_interval)
+            if await self._client.pexpire(self._process_key, self._heartbeat_ttl_ms()):
+                continue
+            # Our heartbeat lapsed while connected (a stalled event loop?), so other processes may
+            # have swept us from every group: register again.
+            await self._beat()
+            entries = self._groups.entries()
+            log.warning(
+                "heartbeat of process %s had lapsed; re-registering %d memberships", self.process_id, len(entries)
+            )
+            await self._submit([("add", group, channel, joined) for group, channel, joined in entries])
