@@ -104,8 +104,10 @@ async def one_burst(base: str, redis_url: str, prefix: str, sockets: int, pid: i
     print(f"handshake errors         {len(errors)}  {sorted(set(errors))}")
     print(f"members in Redis (open)  {members_open}")
     print(f"members left after close {left}  (Redis clean {cleanup_s:.2f} s, all sockets done {drained_s:.2f} s)")
-    print(f"server RSS KiB           before {baseline}, peak {peak}, after {after} "
-          f"({(after - baseline) / max(baseline, 1):+.0%} vs before)")
+    print(
+        f"server RSS KiB           before {baseline}, peak {peak}, after {after} "
+        f"({(after - baseline) / max(baseline, 1):+.0%} vs before)"
+    )
 
 
 def main() -> None:

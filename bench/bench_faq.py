@@ -28,8 +28,30 @@ from chatbot_server.bots.faq.options import DEFAULT_KNOWLEDGE_BASE  # noqa: E402
 # Vocabulary for generated entries: realistic bank words so postings overlap like real questions.
 SUBJECTS = ["银行卡", "信用卡", "借记卡", "云闪付", "手机银行", "网银", "储蓄卡", "附属卡", "联名卡", "公务卡"]
 TOPICS = [
-    "积分", "额度", "账单", "密码", "转账", "分期", "年费", "挂失", "激活", "退款", "境外", "取现",
-    "预约", "保险", "理财", "贷款", "外汇", "汇款", "发票", "优惠券", "红包", "商户", "押金", "机票",
+    "积分",
+    "额度",
+    "账单",
+    "密码",
+    "转账",
+    "分期",
+    "年费",
+    "挂失",
+    "激活",
+    "退款",
+    "境外",
+    "取现",
+    "预约",
+    "保险",
+    "理财",
+    "贷款",
+    "外汇",
+    "汇款",
+    "发票",
+    "优惠券",
+    "红包",
+    "商户",
+    "押金",
+    "机票",
 ]
 ACTIONS = ["怎么办理", "如何查询", "在哪里设置", "有什么规定", "为什么失败", "多久到账", "收费吗", "能取消吗"]
 
@@ -40,12 +62,16 @@ def synthetic_base(target: Path, entries: int, seed: int = 7) -> None:
     data = yaml.safe_load(DEFAULT_KNOWLEDGE_BASE.read_text(encoding="utf-8"))
     for n in range(entries - len(data["entries"])):
         subject, topic = rng.choice(SUBJECTS), rng.choice(TOPICS)
-        questions = [
-            f"{rng.choice(SUBJECTS)}{topic}{rng.choice(ACTIONS)}" for _ in range(rng.randint(5, 12))
-        ] + [f"{subject}的{topic}业务{n}号问题"]
-        data["entries"].append({
-            "id": f"generated_{n}", "questions": questions, "answer": f"{subject}{topic}的说明（编号 {n}）。",
-        })
+        questions = [f"{rng.choice(SUBJECTS)}{topic}{rng.choice(ACTIONS)}" for _ in range(rng.randint(5, 12))] + [
+            f"{subject}的{topic}业务{n}号问题"
+        ]
+        data["entries"].append(
+            {
+                "id": f"generated_{n}",
+                "questions": questions,
+                "answer": f"{subject}{topic}的说明（编号 {n}）。",
+            }
+        )
     target.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
 
 
@@ -55,7 +81,8 @@ def queries(count: int, seed: int = 11) -> list[str]:
     dev = [json.loads(line)["text"] for line in (ROOT / "tests/data/faq_dev.jsonl").read_text("utf-8").splitlines()]
     pool = dev + [
         f"你好，我上周{rng.choice(SUBJECTS)}的{rng.choice(TOPICS)}{rng.choice(ACTIONS)}，客服说要等，"
-        f"我想问问{rng.choice(TOPICS)}到底{rng.choice(ACTIONS)}，急！" for _ in range(200)
+        f"我想问问{rng.choice(TOPICS)}到底{rng.choice(ACTIONS)}，急！"
+        for _ in range(200)
     ]
     return [rng.choice(pool) for _ in range(count)]
 
@@ -90,15 +117,21 @@ def main() -> int:
         for _ in range(3):
             out = subprocess.run(
                 [sys.executable, "-c", STARTUP_SNIPPET, str(kb_path)],
-                capture_output=True, text=True, check=True, env=env, cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+                cwd=ROOT,
             ).stdout.split()
             walls.append(float(out[0]))
             cpus.append(float(out[1]))
         entries, questions = int(out[2]), int(out[3])
         print(f"load average now: {os.getloadavg()[0]:.2f} (wall figures suffer when other work shares the cores)")
         print(f"knowledge base: {entries} entries, {questions} indexed questions")
-        print(f"start-up (fresh interpreter: imports + jieba load + YAML + index), 3 runs: "
-              f"wall min {min(walls):.2f} s max {max(walls):.2f} s; CPU min {min(cpus):.2f} s (target < 3 s)")
+        print(
+            f"start-up (fresh interpreter: imports + jieba load + YAML + index), 3 runs: "
+            f"wall min {min(walls):.2f} s max {max(walls):.2f} s; CPU min {min(cpus):.2f} s (target < 3 s)"
+        )
 
         from chatbot_server.bots.faq.knowledge import load_knowledge_base
         from chatbot_server.bots.faq.ranker import Index
@@ -118,8 +151,10 @@ def main() -> int:
             values.sort()
             p50 = statistics.median(values)
             p99 = values[int(len(values) * 0.99) - 1]
-            print(f"answer latency {label} over {len(values)} queries (one core, compose_reply): "
-                  f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {values[-1]:.2f} ms (target p99 < 5 ms)")
+            print(
+                f"answer latency {label} over {len(values)} queries (one core, compose_reply): "
+                f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {values[-1]:.2f} ms (target p99 < 5 ms)"
+            )
     return 0
 
 

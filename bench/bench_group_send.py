@@ -172,10 +172,14 @@ async def run(members: int, rounds: int) -> None:
             f"{commands / ours_commands:>9.1f}x {median / ours_ms:>9.1f}x"
         )
     delivered_ms, delivered_p95 = summarise(ours_delivered)
-    print(f"ours, until the other process has delivered to its {members // 2} members: "
-          f"median {delivered_ms:.3f} ms, p95 {delivered_p95:.3f} ms")
-    print(f"burst of 10,000 concurrent group_add: {joined * 1000:.0f} ms; release: {released * 1000:.0f} ms; "
-          f"members left: {leftover}")
+    print(
+        f"ours, until the other process has delivered to its {members // 2} members: "
+        f"median {delivered_ms:.3f} ms, p95 {delivered_p95:.3f} ms"
+    )
+    print(
+        f"burst of 10,000 concurrent group_add: {joined * 1000:.0f} ms; release: {released * 1000:.0f} ms; "
+        f"members left: {leftover}"
+    )
 
 
 def main() -> None:

@@ -63,8 +63,18 @@ def epoll_client(url: str, clients: int, messages: int) -> None:
             else:
                 ep.unregister(fd)
                 active -= 1
-    print(json.dumps({"scenario": "rtt-counted", "engine": "epoll", "clients": len(socks),
-                      "messages": len(socks) * messages, "wall": time.perf_counter() - t0}), flush=True)
+    print(
+        json.dumps(
+            {
+                "scenario": "rtt-counted",
+                "engine": "epoll",
+                "clients": len(socks),
+                "messages": len(socks) * messages,
+                "wall": time.perf_counter() - t0,
+            }
+        ),
+        flush=True,
+    )
     sys.stdin.readline()
 
 
@@ -72,15 +82,31 @@ def client_argv(kind: str, url: str, messages: int) -> list[str]:
     if kind == "epoll":
         return [sys.executable, __file__, "--child", url, "--messages", str(messages)]
     mask = "zero" if kind == "node-zero" else "random"
-    return ["node", str(BENCH / "node" / "rtt.mjs"), "--url", url, "--clients", str(CLIENTS), "--messages",
-            str(messages), "--mask", mask]
+    return [
+        "node",
+        str(BENCH / "node" / "rtt.mjs"),
+        "--url",
+        url,
+        "--clients",
+        str(CLIENTS),
+        "--messages",
+        str(messages),
+        "--mask",
+        mask,
+    ]
 
 
-def exchange(server: subprocess.Popen[bytes], url: str, kind: str, messages: int,
-             on: list[str] | None, off: list[str] | None) -> dict:
+def exchange(
+    server: subprocess.Popen[bytes], url: str, kind: str, messages: int, on: list[str] | None, off: list[str] | None
+) -> dict:
     """Run a client: connect, (on), go, wait for its result, (off), close."""
-    client = subprocess.Popen(client_argv(kind, url, messages), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": str(BENCH)})
+    client = subprocess.Popen(
+        client_argv(kind, url, messages),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(BENCH)},
+    )
     try:
         line = client.stdout.readline()
         if line.strip() != "ready":
@@ -103,40 +129,65 @@ def exchange(server: subprocess.Popen[bytes], url: str, kind: str, messages: int
 
 def count_instructions(argv: list[str], port: int, kind: str, messages: int, outdir: Path, root: Path) -> float:
     out = outdir / "callgrind.out.%p"
-    server = subprocess.Popen(["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}",
-                               *argv], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root,
-                              env={**os.environ, "PYTHONPATH": str(root)})
+    server = subprocess.Popen(
+        ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     try:
         run.wait_port(port, server, timeout=300)
         url = f"ws://127.0.0.1:{port}/ws"
         exchange(server, url, kind, 3, None, None)  # first-use work
-        result = exchange(server, url, kind, messages, ["callgrind_control", "-i", "on", str(server.pid)],
-                          ["callgrind_control", "-i", "off", str(server.pid)])
+        result = exchange(
+            server,
+            url,
+            kind,
+            messages,
+            ["callgrind_control", "-i", "on", str(server.pid)],
+            ["callgrind_control", "-i", "off", str(server.pid)],
+        )
         subprocess.run(["callgrind_control", "-d", str(server.pid)], check=False, capture_output=True)
     finally:
         server.terminate()
         server.wait(60)
-    totals = [int(line.split()[1]) for path in glob.glob(str(outdir / "callgrind.out.*"))
-              for line in Path(path).read_text().splitlines() if line.startswith(("summary:", "totals:"))]
+    totals = [
+        int(line.split()[1])
+        for path in glob.glob(str(outdir / "callgrind.out.*"))
+        for line in Path(path).read_text().splitlines()
+        if line.startswith(("summary:", "totals:"))
+    ]
     for path in glob.glob(str(outdir / "callgrind.out.*")):
         os.remove(path)
     return max(totals) / result["messages"]
 
 
 def count_syscalls(argv: list[str], port: int, kind: str, messages: int, outdir: Path, root: Path) -> dict[str, float]:
-    server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root,
-                              env={**os.environ, "PYTHONPATH": str(root)})
+    server = subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
     out = outdir / "strace.txt"
     tracer = None
     try:
         run.wait_port(port, server)
         url = f"ws://127.0.0.1:{port}/ws"
         exchange(server, url, kind, 3, None, None)
-        client = subprocess.Popen(client_argv(kind, url, messages), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  text=True, env={**os.environ, "PYTHONPATH": str(BENCH)})
+        client = subprocess.Popen(
+            client_argv(kind, url, messages),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(BENCH)},
+        )
         assert client.stdout.readline().strip() == "ready"
-        tracer = subprocess.Popen(["strace", "-c", "-f", "-p", str(server.pid), "-o", str(out)],
-                                  stderr=subprocess.DEVNULL)
+        tracer = subprocess.Popen(
+            ["strace", "-c", "-f", "-p", str(server.pid), "-o", str(out)], stderr=subprocess.DEVNULL
+        )
         time.sleep(1.0)  # strace attaches to every thread
         client.stdin.write("go\n")
         client.stdin.flush()
@@ -185,8 +236,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="chatbot-cinstr-") as tmp:
         workdir = Path(tmp)
         redis_port = run.free_port()
-        redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                                  "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        redis = subprocess.Popen(
+            ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+        )
         try:
             for target in targets:
                 for kind in kinds:

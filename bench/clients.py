@@ -42,30 +42,55 @@ TARGETS = ("raw", "memory", "redis")
 def one_run(env: run.Env, target: str, client: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     s = run.start_target(env, target, fanout=False)
     with run.running(*s.procs):
-        common = ["--url", s.ws_urls[0], "--clients", str(n), "--warmup", str(args.warmup),
-                  "--duration", str(args.duration), *run.watch_args(s.server_pids)]
+        common = [
+            "--url",
+            s.ws_urls[0],
+            "--clients",
+            str(n),
+            "--warmup",
+            str(args.warmup),
+            "--duration",
+            str(args.duration),
+            *run.watch_args(s.server_pids),
+        ]
         if client == "loadgen":
             r = run.loadgen(["rtt", *common])
         else:
-            r = run.run_client("rtt.mjs", ["node", str(BENCH / "node" / "rtt.mjs")],
-                               [*common, "--mask", args.node_mask])
+            r = run.run_client(
+                "rtt.mjs", ["node", str(BENCH / "node" / "rtt.mjs")], [*common, "--mask", args.node_mask]
+            )
     r["server_cpu"] = run.server_cpu(r, s.server_pids)
     return r
 
 
-def paired_runs(env: run.Env, targets: list[str], client: str, n: int, args: argparse.Namespace,
-                rep: int) -> dict[str, list[dict[str, Any]]]:
+def paired_runs(
+    env: run.Env, targets: list[str], client: str, n: int, args: argparse.Namespace, rep: int
+) -> dict[str, list[dict[str, Any]]]:
     """Fresh servers for every target, all up; the client gives them turns (paired windows)."""
     started = [run.start_target(env, target, fanout=False) for target in targets]
     with run.running(*(p for s in started for p in s.procs)):
         urls = [a for s in started for a in ("--url", s.ws_urls[0])]
         watch = run.watch_args(sorted({pid for s in started for pid in s.server_pids}))
-        common = [*urls, "--clients", str(n), "--warmup", str(args.warmup), "--duration", str(args.duration),
-                  "--cycles", str(args.cycles), "--settle", str(run.RTT_SETTLE), *watch]
+        common = [
+            *urls,
+            "--clients",
+            str(n),
+            "--warmup",
+            str(args.warmup),
+            "--duration",
+            str(args.duration),
+            "--cycles",
+            str(args.cycles),
+            "--settle",
+            str(run.RTT_SETTLE),
+            *watch,
+        ]
         if client == "loadgen":
             r = run.loadgen(["rtt", *common])
         else:
-            r = run.run_client("rtt.mjs", ["node", str(BENCH / "node" / "rtt.mjs")], [*common, "--mask", args.node_mask])
+            r = run.run_client(
+                "rtt.mjs", ["node", str(BENCH / "node" / "rtt.mjs")], [*common, "--mask", args.node_mask]
+            )
     out: dict[str, list[dict[str, Any]]] = {}
     for target, s, windows in zip(targets, started, r["windows"], strict=True):
         for w in windows:
@@ -77,8 +102,12 @@ def paired_runs(env: run.Env, targets: list[str], client: str, n: int, args: arg
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=BENCH.parent,
-                        help="checkout whose chatbot_server runs (default: the repo this script is in)")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=BENCH.parent,
+        help="checkout whose chatbot_server runs (default: the repo this script is in)",
+    )
     parser.add_argument("--clients", default="100,1000", help="comma-separated client counts")
     parser.add_argument("--reps", type=int, default=3, help="repetitions (fresh servers every run)")
     parser.add_argument("--warmup", type=float, default=1.0)
@@ -87,8 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--which", default="loadgen,node", help="clients to run: loadgen, node")
     parser.add_argument("--node-mask", default="random", choices=["random", "zero"])
     parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra chatbot_server config, e.g. --set bot.history_turns=0 (JSON value)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra chatbot_server config, e.g. --set bot.history_turns=0 (JSON value)",
+    )
     parser.add_argument("--paired", action="store_true", help="all targets up at once, paired windows (run.py's way)")
     parser.add_argument("--cycles", type=int, default=6, help="--paired: windows per target per repetition")
     parser.add_argument("--json", type=Path, help="write every run's result here")
@@ -115,8 +149,24 @@ def main(argv: list[str] | None = None) -> int:
     clients = args.which.split(",")
     logdir = Path(tempfile.mkdtemp(prefix="chatbot-clients-"))
     redis_port = run.free_port()
-    redis = run.Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-                      "--appendonly", "no", "--maxclients", "20000"], logdir=logdir, name="redis", port=redis_port)
+    redis = run.Proc(
+        [
+            "redis-server",
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxclients",
+            "20000",
+        ],
+        logdir=logdir,
+        name="redis",
+        port=redis_port,
+    )
     env = run.Env(logdir, f"redis://127.0.0.1:{redis_port}/0", redis.pid, args.log_level, extra)
     results: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
     run.progress(f"server code from {root}; logs in {logdir}")
@@ -128,24 +178,33 @@ def main(argv: list[str] | None = None) -> int:
                         for target, windows in paired_runs(env, targets, client, n, args, rep).items():
                             results[(client, n, target)].extend(windows)
                             rates = [w["msgs_per_s"] for w in windows]
-                            run.progress(f"rep {rep + 1} {client:<7} {n:>5} {target:<7} {run.med(rates):8.0f} msg/s "
-                                         f"(windows {min(rates):.0f}-{max(rates):.0f})")
+                            run.progress(
+                                f"rep {rep + 1} {client:<7} {n:>5} {target:<7} {run.med(rates):8.0f} msg/s "
+                                f"(windows {min(rates):.0f}-{max(rates):.0f})"
+                            )
                         continue
                     order = [targets[(rep + c_index + k) % len(targets)] for k in range(len(targets))]
                     for target in order:
                         r = one_run(env, target, client, n, args)
                         r["rep"] = rep
                         results[(client, n, target)].append(r)
-                        run.progress(f"rep {rep + 1} {client:<7} {n:>5} {target:<7} {r['msgs_per_s']:8.0f} msg/s  "
-                                     f"p50 {r['p50_ms']:6.2f} ms  srv cpu {r['server_cpu']:.2f}  "
-                                     f"cli cpu {r['client_cpu']:.2f}  errors {r['error_frames']}")
+                        run.progress(
+                            f"rep {rep + 1} {client:<7} {n:>5} {target:<7} {r['msgs_per_s']:8.0f} msg/s  "
+                            f"p50 {r['p50_ms']:6.2f} ms  srv cpu {r['server_cpu']:.2f}  "
+                            f"cli cpu {r['client_cpu']:.2f}  errors {r['error_frames']}"
+                        )
     finally:
         redis.stop()
-    how = (f"paired windows: fresh servers per repetition, all up, {args.cycles} turns of {args.duration:g} s each"
-           if args.paired else f"fresh server per run, {args.duration:g} s (+{args.warmup:g} s warmup)")
+    how = (
+        f"paired windows: fresh servers per repetition, all up, {args.cycles} turns of {args.duration:g} s each"
+        if args.paired
+        else f"fresh server per run, {args.duration:g} s (+{args.warmup:g} s warmup)"
+    )
     print(f"rtt, echo bot, {how}, {args.reps} reps; server code: {root}")
-    print(f"  {'client':<9}{'N':>6}  {'target':<8}{'msg/s':>8}{'x raw':>7}{'(min-max)':>12}{'p50 ms':>8}"
-          f"{'srv cpu':>8}{'us/msg':>7}{'cli cpu':>8}")
+    print(
+        f"  {'client':<9}{'N':>6}  {'target':<8}{'msg/s':>8}{'x raw':>7}{'(min-max)':>12}{'p50 ms':>8}"
+        f"{'srv cpu':>8}{'us/msg':>7}{'cli cpu':>8}"
+    )
     for client in clients:
         for n in counts:
             raw = {r["rep"]: r["msgs_per_s"] for r in results[(client, n, "raw")]}
@@ -155,13 +214,16 @@ def main(argv: list[str] | None = None) -> int:
                 rate = statistics.median(r["msgs_per_s"] for r in rs)
                 us = statistics.median(r["server_cpu"] / r["cpu_msgs_per_s"] * 1e6 for r in rs if r["cpu_msgs_per_s"])
                 spread = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else "-"
-                print(f"  {client:<9}{n:>6}  {target:<8}{rate:8.0f}{statistics.median(ratios):7.2f}{spread:>12}"
-                      f"{statistics.median(r['p50_ms'] for r in rs):8.2f}"
-                      f"{statistics.median(r['server_cpu'] for r in rs):8.2f}{us:7.1f}"
-                      f"{statistics.median(r['client_cpu'] for r in rs):8.2f}")
+                print(
+                    f"  {client:<9}{n:>6}  {target:<8}{rate:8.0f}{statistics.median(ratios):7.2f}{spread:>12}"
+                    f"{statistics.median(r['p50_ms'] for r in rs):8.2f}"
+                    f"{statistics.median(r['server_cpu'] for r in rs):8.2f}{us:7.1f}"
+                    f"{statistics.median(r['client_cpu'] for r in rs):8.2f}"
+                )
     if args.json:
-        args.json.write_text(json.dumps({f"{c}@{n}@{t}": v for (c, n, t), v in results.items()}, ensure_ascii=False,
-                                        indent=1))
+        args.json.write_text(
+            json.dumps({f"{c}@{n}@{t}": v for (c, n, t), v in results.items()}, ensure_ascii=False, indent=1)
+        )
     return 0
 
 

@@ -49,8 +49,14 @@ SLOWDOWN = 50  # valgrind's, roughly: how much to stretch the write-behind inter
 
 
 async def exchange(
-    url: str, messages: int, ready: asyncio.Event, go: asyncio.Event, done: asyncio.Event, close: asyncio.Event,
-    *, clients: int,
+    url: str,
+    messages: int,
+    ready: asyncio.Event,
+    go: asyncio.Event,
+    done: asyncio.Event,
+    close: asyncio.Event,
+    *,
+    clients: int,
 ) -> None:
     """Open `clients` sockets, set `ready`, wait for `go`, run `messages` closed loops on each, set
     `done`, and close the sockets when `close` is set (closing is not per-message work)."""
@@ -75,8 +81,14 @@ async def exchange(
 
 
 async def broadcasts(
-    url: str, count: int, ready: asyncio.Event, go: asyncio.Event, done: asyncio.Event, close: asyncio.Event,
-    *, members: int,
+    url: str,
+    count: int,
+    ready: asyncio.Event,
+    go: asyncio.Event,
+    done: asyncio.Event,
+    close: asyncio.Event,
+    *,
+    members: int,
 ) -> None:
     """Like exchange(), for `count` broadcasts to `members` sockets, one at a time, each until all have it."""
     broadcast_url = url.replace("ws://", "http://").replace("/ws", "/bench/broadcast")
@@ -103,8 +115,14 @@ async def count(argv: list[str], port: int, workload: Workload, messages: int, o
     """Instructions the server runs while the workload runs its `messages` (not its set-up)."""
     out = outdir / "callgrind.out.%p"
     server = await asyncio.create_subprocess_exec(
-        "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *argv,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=server_env(),
+        "valgrind",
+        "--tool=callgrind",
+        "--instr-atstart=no",
+        f"--callgrind-out-file={out}",
+        *argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=server_env(),
     )
     try:
         await listening(port, server)
@@ -126,8 +144,12 @@ async def count(argv: list[str], port: int, workload: Workload, messages: int, o
     finally:
         server.terminate()
         await server.wait()
-    totals = [int(line.split()[1]) for path in glob.glob(str(outdir / "callgrind.out.*"))
-              for line in Path(path).read_text().splitlines() if line.startswith(("summary:", "totals:"))]
+    totals = [
+        int(line.split()[1])
+        for path in glob.glob(str(outdir / "callgrind.out.*"))
+        for line in Path(path).read_text().splitlines()
+        if line.startswith(("summary:", "totals:"))
+    ]
     for path in glob.glob(str(outdir / "callgrind.out.*")):
         os.remove(path)
     return max(totals)
@@ -172,7 +194,8 @@ def server_argv(target: str, port: int, redis_url: str, workdir: Path, *, fanout
         "server": {"host": "127.0.0.1", "port": port},
         "bot": {"name": "echo"},
         "limits": bench_limits(),
-        "layer": {"backend": target} | ({"redis": {"url": redis_url, "prefix": f"instr{port}"}} if target == "redis" else {}),
+        "layer": {"backend": target}
+        | ({"redis": {"url": redis_url, "prefix": f"instr{port}"}} if target == "redis" else {}),
         "history": {"write_interval": 0.05 * SLOWDOWN},
     }
     path = workdir / f"{target}.yaml"
@@ -202,7 +225,15 @@ async def main() -> int:
         workdir = Path(tmp)
         redis_port = free_port()
         redis = await asyncio.create_subprocess_exec(
-            "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "redis-server",
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
             stdout=subprocess.DEVNULL,
         )
         try:

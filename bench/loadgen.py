@@ -638,9 +638,20 @@ def scenario_fanout_epoll(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"loadgen: connection failed: {error!r}", file=sys.stderr)
     members = len(socks)
     child = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "trigger", "--url", "-", "--trigger", args.trigger,
-         "--prefix", args.prefix],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "trigger",
+            "--url",
+            "-",
+            "--trigger",
+            args.trigger,
+            "--prefix",
+            args.prefix,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     if child.stdout is None or child.stdin is None or child.stdout.readline().strip() != "ready":
         raise SystemExit("loadgen: the trigger process did not start")
@@ -852,17 +863,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--members", type=int, default=1000)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--settle", type=float, default=1.0,
-                        help="conn: seconds to wait before reading RSS; paired rtt: after each window")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="conn: seconds to wait before reading RSS; paired rtt: after each window",
+    )
     parser.add_argument("--text", default="银行卡丢了怎么挂失?")
     parser.add_argument("--trigger", default="", help="fanout: http://.../bench/broadcast or redis://...")
     parser.add_argument("--prefix", default="chatbot", help="fanout over redis: the layer's key prefix")
     parser.add_argument("--window", type=int, default=4, help="fanout: broadcasts in flight (rate phase)")
-    parser.add_argument("--engine", choices=["epoll", "asyncio"], default="epoll",
-                        help="rtt and fanout: bare epoll loop (leaner, default) or asyncio Protocols")
+    parser.add_argument(
+        "--engine",
+        choices=["epoll", "asyncio"],
+        default="epoll",
+        help="rtt and fanout: bare epoll loop (leaner, default) or asyncio Protocols",
+    )
     parser.add_argument("--watch", type=int, action="append", default=[], help="pid to report CPU share of")
-    parser.add_argument("--cycles", type=int, default=0,
-                        help="rtt: paired windows, each --url in turn, this many times over (epoll engine)")
+    parser.add_argument(
+        "--cycles",
+        type=int,
+        default=0,
+        help="rtt: paired windows, each --url in turn, this many times over (epoll engine)",
+    )
     args = parser.parse_args(argv)
     raise_nofile()
     if args.engine == "epoll" and args.scenario in ("rtt", "fanout"):

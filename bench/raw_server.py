@@ -33,7 +33,9 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
                     text = json.loads(msg.data).get("text", "")
                 except (ValueError, AttributeError):
                     continue
-                await ws.send_str(json.dumps({"msg": f"我正在思考你的问题{{{text}}}", "talk": True}, ensure_ascii=False))
+                await ws.send_str(
+                    json.dumps({"msg": f"我正在思考你的问题{{{text}}}", "talk": True}, ensure_ascii=False)
+                )
     finally:
         sockets.discard(ws)
     return ws

@@ -100,13 +100,25 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
 class Proc:
     """A server-side process pinned to the server core, logging to a file, stopped on exit."""
 
-    def __init__(self, argv: Sequence[str], *, logdir: Path, name: str, env: dict[str, str] | None = None,
-                 cwd: Path = ROOT, port: int | None = None) -> None:
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        logdir: Path,
+        name: str,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        port: int | None = None,
+    ) -> None:
         self.log = logdir / f"{name}.log"
         self.argv = ["taskset", "-c", SERVER_CORE, *argv]
         with open(self.log, "ab") as log:
             self.popen = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})},
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env={**os.environ, **(env or {})},
                 stdin=subprocess.DEVNULL,
             )
         self.pid = self.popen.pid  # taskset execs the command: same pid
@@ -135,8 +147,9 @@ def running(*procs: Proc) -> Iterator[None]:
 def run_client(name: str, command: Sequence[str], args: Sequence[str], timeout: float = 300.0) -> dict[str, Any]:
     """Run a load-generator command on the client core and return its JSON result (the last line)."""
     argv = ["taskset", "-c", CLIENT_CORE, *command, *args]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{name} failed ({done.returncode}): {' '.join(args)}\n{done.stderr[-2000:]}")
     if done.stderr.strip():
@@ -162,7 +175,9 @@ def node_fanout_ready() -> bool:
 def node_fanout(args: Sequence[str]) -> dict[str, Any]:
     """The fan-out scenario with bench/node/fanout.mjs as the members, on the client core."""
     command = ["node", str(NODE_CLIENT / "fanout.mjs")]
-    return run_client("fanout.mjs", command, [*args, "--python", sys.executable, "--loadgen", str(BENCH / "loadgen.py")])
+    return run_client(
+        "fanout.mjs", command, [*args, "--python", sys.executable, "--loadgen", str(BENCH / "loadgen.py")]
+    )
 
 
 # ------------------------------------------------------------------------------ targets
@@ -264,17 +279,42 @@ def start_target(env: Env, target: str, *, fanout: bool, processes: int = 1) -> 
             elif target.startswith(("daphne", "uvicorn")):
                 server, _, layer = target.partition("-")
                 venv_bin = DJANGO_VENV / "bin"
-                denv = {"BENCH_LAYER": "redis" if layer == "redis" else "memory", "BENCH_REDIS_URL": env.redis_url,
-                        "BENCH_PREFIX": prefix, "DJANGO_SETTINGS_MODULE": "benchapp.settings"}
+                denv = {
+                    "BENCH_LAYER": "redis" if layer == "redis" else "memory",
+                    "BENCH_REDIS_URL": env.redis_url,
+                    "BENCH_PREFIX": prefix,
+                    "DJANGO_SETTINGS_MODULE": "benchapp.settings",
+                }
                 if server == "daphne":
-                    argv = [str(venv_bin / "daphne"), "-v", "0", "-b", "127.0.0.1", "-p", str(port),
-                            "benchapp.asgi:application"]
+                    argv = [
+                        str(venv_bin / "daphne"),
+                        "-v",
+                        "0",
+                        "-b",
+                        "127.0.0.1",
+                        "-p",
+                        str(port),
+                        "benchapp.asgi:application",
+                    ]
                 else:
-                    argv = [str(venv_bin / "uvicorn"), "benchapp.asgi:application", "--host", "127.0.0.1",
-                            "--port", str(port), "--loop", "asyncio", "--ws", "websockets", "--http", "h11",
-                            "--log-level", "warning", "--no-access-log"]
-                procs.append(Proc(argv, logdir=env.logdir, name=name, env=denv, cwd=PEERS / "django_app",
-                                  port=port))
+                    argv = [
+                        str(venv_bin / "uvicorn"),
+                        "benchapp.asgi:application",
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        str(port),
+                        "--loop",
+                        "asyncio",
+                        "--ws",
+                        "websockets",
+                        "--http",
+                        "h11",
+                        "--log-level",
+                        "warning",
+                        "--no-access-log",
+                    ]
+                procs.append(Proc(argv, logdir=env.logdir, name=name, env=denv, cwd=PEERS / "django_app", port=port))
             else:
                 raise ValueError(f"unknown target {target!r}")
             urls.append(f"ws://127.0.0.1:{port}/ws")
@@ -301,14 +341,31 @@ def watch_args(pids: Sequence[int]) -> list[str]:
     return [a for pid in pids for a in ("--watch", str(pid))]
 
 
-def run_round(env: Env, plan: Plan, rtt_targets: Sequence[str], fanout_targets: Sequence[tuple[str, int]],
-              results: Results, only: set[str], round_index: int) -> None:
+def run_round(
+    env: Env,
+    plan: Plan,
+    rtt_targets: Sequence[str],
+    fanout_targets: Sequence[tuple[str, int]],
+    results: Results,
+    only: set[str],
+    round_index: int,
+) -> None:
     if "conn" in only:
         for target in rtt_targets:
             s = start_target(env, target, fanout=False)
             with running(*s.procs):
-                r = loadgen(["conn", "--url", s.ws_urls[0], "--clients", str(plan.conn_sockets),
-                             "--settle", str(plan.conn_settle), *watch_args(s.server_pids)])
+                r = loadgen(
+                    [
+                        "conn",
+                        "--url",
+                        s.ws_urls[0],
+                        "--clients",
+                        str(plan.conn_sockets),
+                        "--settle",
+                        str(plan.conn_settle),
+                        *watch_args(s.server_pids),
+                    ]
+                )
                 results[f"conn@{plan.conn_sockets}"][target].append(r)
                 progress(f"conn   {target:<14} {r['rss_per_socket'] / KIB:7.1f} KiB/socket  ({r['clients']} open)")
     if "rtt" in only:
@@ -319,9 +376,23 @@ def run_round(env: Env, plan: Plan, rtt_targets: Sequence[str], fanout_targets: 
             urls = [a for s in started for a in ("--url", s.ws_urls[0])]
             watch = watch_args(sorted({pid for s in started for pid in s.watch}))
             for n in plan.rtt_clients:
-                r = loadgen(["rtt", *urls, "--clients", str(n), "--warmup", str(plan.rtt_warmup), "--duration",
-                             str(plan.rtt_duration), "--cycles", str(plan.rtt_cycles), "--settle", str(RTT_SETTLE),
-                             *watch])
+                r = loadgen(
+                    [
+                        "rtt",
+                        *urls,
+                        "--clients",
+                        str(n),
+                        "--warmup",
+                        str(plan.rtt_warmup),
+                        "--duration",
+                        str(plan.rtt_duration),
+                        "--cycles",
+                        str(plan.rtt_cycles),
+                        "--settle",
+                        str(RTT_SETTLE),
+                        *watch,
+                    ]
+                )
                 for target, s, windows in zip(rtt_targets, started, r["windows"], strict=True):
                     for w in windows:
                         w["pair"] = f"{round_index}.{w['cycle']}"
@@ -331,11 +402,15 @@ def run_round(env: Env, plan: Plan, rtt_targets: Sequence[str], fanout_targets: 
                             progress(f"WARNING {w['error_frames']} error frames, e.g. {w['sample_error'][:200]}")
                     rates = [w["msgs_per_s"] for w in windows]
                     if sum(w.get("lost_sockets", 0) for w in windows):
-                        progress(f"WARNING {target} closed {sum(w['lost_sockets'] for w in windows)} of {n} sockets "
-                                 f"during the windows (its server log is in {env.logdir})")
-                    progress(f"rtt    {target:<14} {n:>5} clients {med(rates):9.0f} msg/s (windows "
-                             f"{min(rates):.0f}-{max(rates):.0f})  server cpu "
-                             f"{med([w['watched_cpu_server'] for w in windows]):.2f}")
+                        progress(
+                            f"WARNING {target} closed {sum(w['lost_sockets'] for w in windows)} of {n} sockets "
+                            f"during the windows (its server log is in {env.logdir})"
+                        )
+                    progress(
+                        f"rtt    {target:<14} {n:>5} clients {med(rates):9.0f} msg/s (windows "
+                        f"{min(rates):.0f}-{max(rates):.0f})  server cpu "
+                        f"{med([w['watched_cpu_server'] for w in windows]):.2f}"
+                    )
     if "fanout" not in only:
         return
     for target, processes in fanout_targets:
@@ -343,13 +418,25 @@ def run_round(env: Env, plan: Plan, rtt_targets: Sequence[str], fanout_targets: 
         label = fanout_label(target, processes)
         with running(*s.procs):
             urls = [a for u in s.ws_urls for a in ("--url", u)]
-            fanout_args = [*urls, "--members", str(plan.fanout_members), "--warmup", str(plan.fanout_warmup),
-                           "--duration", str(plan.fanout_duration), "--window", str(plan.fanout_window),
-                           *s.trigger, *watch_args(s.watch)]
+            fanout_args = [
+                *urls,
+                "--members",
+                str(plan.fanout_members),
+                "--warmup",
+                str(plan.fanout_warmup),
+                "--duration",
+                str(plan.fanout_duration),
+                "--window",
+                str(plan.fanout_window),
+                *s.trigger,
+                *watch_args(s.watch),
+            ]
             r = node_fanout(fanout_args) if env.node_fanout else loadgen(["fanout", *fanout_args])
             results[f"fanout@{plan.fanout_members}"][label].append(r)
-            progress(f"fanout {label:<14} {r['broadcasts_per_s']:7.1f} bcast/s  p50 {r['p50_ms']:7.2f} ms  "
-                     f"p99 {r['p99_ms']:7.2f} ms  lost {r['lost']}  client cpu {r['client_cpu']:.2f}")
+            progress(
+                f"fanout {label:<14} {r['broadcasts_per_s']:7.1f} bcast/s  p50 {r['p50_ms']:7.2f} ms  "
+                f"p99 {r['p99_ms']:7.2f} ms  lost {r['lost']}  client cpu {r['client_cpu']:.2f}"
+            )
 
 
 def fanout_label(target: str, processes: int) -> str:
@@ -410,10 +497,14 @@ def report(results: Results, plan: Plan) -> tuple[str, list[tuple[str, bool | No
         kind = key.split("@")[0]
         out.append("")
         if kind == "rtt":
-            out.append(f"rtt, {key.split('@')[1]} clients per target (closed loops, echo bot; targets take turns in "
-                       f"{plan.rtt_duration:g} s windows, {plan.rtt_cycles} per round; x raw = median of per-cycle ratios)")
-            out.append(f"  {'target':<14}{'msg/s':>9}{'x raw':>7}{'p50 ms':>9}{'p99 ms':>9}{'srv cpu':>9}"
-                       f"{'us/msg':>8}{'x raw/cpu':>10}{'cli cpu':>9}")
+            out.append(
+                f"rtt, {key.split('@')[1]} clients per target (closed loops, echo bot; targets take turns in "
+                f"{plan.rtt_duration:g} s windows, {plan.rtt_cycles} per round; x raw = median of per-cycle ratios)"
+            )
+            out.append(
+                f"  {'target':<14}{'msg/s':>9}{'x raw':>7}{'p50 ms':>9}{'p99 ms':>9}{'srv cpu':>9}"
+                f"{'us/msg':>8}{'x raw/cpu':>10}{'cli cpu':>9}"
+            )
             for target, rs in per_target.items():
                 rate = med([r["msgs_per_s"] for r in rs])
                 eff = med([per_cpu(r) for r in rs])
@@ -435,10 +526,14 @@ def report(results: Results, plan: Plan) -> tuple[str, list[tuple[str, bool | No
                 )
         elif kind == "fanout":
             engines = sorted({r.get("engine", "?") for rs in per_target.values() for r in rs})
-            out.append(f"fanout, group_send to {key.split('@')[1]} members (rate: {plan.fanout_window} in flight; "
-                       f"latency: 1 in flight, until all received; client: {', '.join(engines)})")
-            out.append(f"  {'target':<14}{'bcast/s':>9}{'x raw':>7}{'p50 ms':>9}{'p99 ms':>9}{'srv cpu':>9}"
-                       f"{'cpu ms/b':>9}{'x raw/cpu':>10}{'cli cpu':>9}{'lost':>6}")
+            out.append(
+                f"fanout, group_send to {key.split('@')[1]} members (rate: {plan.fanout_window} in flight; "
+                f"latency: 1 in flight, until all received; client: {', '.join(engines)})"
+            )
+            out.append(
+                f"  {'target':<14}{'bcast/s':>9}{'x raw':>7}{'p50 ms':>9}{'p99 ms':>9}{'srv cpu':>9}"
+                f"{'cpu ms/b':>9}{'x raw/cpu':>10}{'cli cpu':>9}{'lost':>6}"
+            )
             raw_rate = med([r["broadcasts_per_s"] for r in per_target.get("raw", [])])
             raw_cost = med([fanout_cost(r) for r in per_target.get("raw", [])])
             for target, rs in per_target.items():
@@ -464,8 +559,12 @@ def report(results: Results, plan: Plan) -> tuple[str, list[tuple[str, bool | No
     for target, floor in (("memory", 0.85), ("redis", 0.8)):
         ratio = paired(rtt100, target, lambda r: r["msgs_per_s"])
         eff = paired(rtt100, target, per_cpu)
-        verdict(f"{target} layer msgs/s at 100 clients >= {floor}x raw aiohttp", ratio, ratio >= floor,
-                f"{ratio:.2f}x (per server CPU second: {eff:.2f}x)")
+        verdict(
+            f"{target} layer msgs/s at 100 clients >= {floor}x raw aiohttp",
+            ratio,
+            ratio >= floor,
+            f"{ratio:.2f}x (per server CPU second: {eff:.2f}x)",
+        )
     conn_key = f"conn@{plan.conn_sockets}"
     per_sock = rate(conn_key, "memory", "rss_per_socket") / KIB
     verdict("<= 16 KiB server RSS per idle socket (memory layer)", per_sock, per_sock <= 16, f"{per_sock:.1f} KiB")
@@ -474,8 +573,12 @@ def report(results: Results, plan: Plan) -> tuple[str, list[tuple[str, bool | No
     fan_cpu = med([fanout_cost(r) for r in results.get(fan_key, {}).get("raw", [])]) / med(
         [fanout_cost(r) for r in results.get(fan_key, {}).get("memory", [])]
     )
-    verdict(f"fan-out to {plan.fanout_members} in one process >= 0.7x raw aiohttp", fan, fan >= 0.7,
-            f"{fan:.2f}x (per server CPU second: {fan_cpu:.2f}x)")
+    verdict(
+        f"fan-out to {plan.fanout_members} in one process >= 0.7x raw aiohttp",
+        fan,
+        fan >= 0.7,
+        f"{fan:.2f}x (per server CPU second: {fan_cpu:.2f}x)",
+    )
     p99 = rate(fan_key, "redis x2", "p99_ms")
     verdict("p99 all-received <= 20 ms across 2 processes on Redis", p99, p99 <= 20, f"{p99:.1f} ms")
     return "\n".join(out), verdicts
@@ -512,18 +615,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--peers", action="store_true", help="also Django Channels on daphne and uvicorn")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default: 2 quick, 3 full)")
     parser.add_argument("--only", default="rtt,conn,fanout", help="comma-separated scenarios to run")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="chatbot_server's logging.level (default INFO, the shipped default)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="chatbot_server's logging.level (default INFO, the shipped default)",
+    )
     parser.add_argument("--conn-sockets", type=int, help="idle sockets of the conn scenario")
     parser.add_argument("--rtt-clients", help="comma-separated client counts of the rtt scenario (default 1,100,1000)")
-    parser.add_argument("--python-fanout", action="store_true",
-                        help="fan-out members on loadgen.py even if the Node client (bench/node/setup.sh) is installed")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra chatbot_server config, e.g. --set bot.history_turns=0 (value parsed as JSON)")
+    parser.add_argument(
+        "--python-fanout",
+        action="store_true",
+        help="fan-out members on loadgen.py even if the Node client (bench/node/setup.sh) is installed",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra chatbot_server config, e.g. --set bot.history_turns=0 (value parsed as JSON)",
+    )
     args = parser.parse_args(argv)
     if importlib.util.find_spec("uvloop") is not None:
-        print("uvloop is importable: chatbot_server's CLI would use it and raw aiohttp would not; "
-              "run in an environment without uvloop", file=sys.stderr)
+        print(
+            "uvloop is importable: chatbot_server's CLI would use it and raw aiohttp would not; "
+            "run in an environment without uvloop",
+            file=sys.stderr,
+        )
         return 2
     if not os.path.exists("/usr/bin/taskset") and not any(
         os.access(os.path.join(d, "taskset"), os.X_OK) for d in os.environ.get("PATH", "").split(os.pathsep)
@@ -566,15 +684,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: Results = defaultdict(lambda: defaultdict(list))
     logdir = Path(tempfile.mkdtemp(prefix="chatbot-bench-"))
     redis_port = free_port()
-    redis = Proc(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                  "no", "--maxclients", "20000"], logdir=logdir, name="redis", port=redis_port)
-    env = Env(logdir, f"redis://127.0.0.1:{redis_port}/0", redis.pid, args.log_level, extra,
-              node_fanout=node_fanout_ready() and not args.python_fanout)
+    redis = Proc(
+        [
+            "redis-server",
+            "--port",
+            str(redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxclients",
+            "20000",
+        ],
+        logdir=logdir,
+        name="redis",
+        port=redis_port,
+    )
+    env = Env(
+        logdir,
+        f"redis://127.0.0.1:{redis_port}/0",
+        redis.pid,
+        args.log_level,
+        extra,
+        node_fanout=node_fanout_ready() and not args.python_fanout,
+    )
     if not env.node_fanout and not args.python_fanout and "fanout" in only:
-        progress("fan-out members on loadgen.py: run bench/node/setup.sh for the faster Node client (on this "
-                 "2-core VM the Python client's own reading sets the fan-out latency)")
-    progress(f"{'quick' if args.quick else 'full'} run, {plan.rounds} rounds; logs in {logdir}; "
-             f"load average at start {info['loadavg']}")
+        progress(
+            "fan-out members on loadgen.py: run bench/node/setup.sh for the faster Node client (on this "
+            "2-core VM the Python client's own reading sets the fan-out latency)"
+        )
+    progress(
+        f"{'quick' if args.quick else 'full'} run, {plan.rounds} rounds; logs in {logdir}; "
+        f"load average at start {info['loadavg']}"
+    )
     try:
         for i in range(plan.rounds):
             progress(f"round {i + 1}/{plan.rounds}")
@@ -587,18 +731,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if "watched_cpu_server" in r:
                     continue
                 pids = [int(p) for p in r.get("watched_cpu", {})]
-                r["watched_cpu_server"] = sum(v for p, v in r.get("watched_cpu", {}).items()
-                                              if int(p) != env.redis_pid) if pids else float("nan")
+                r["watched_cpu_server"] = (
+                    sum(v for p, v in r.get("watched_cpu", {}).items() if int(p) != env.redis_pid)
+                    if pids
+                    else float("nan")
+                )
     table, verdicts = report(results, plan)
     end_load = machine()["loadavg"]
-    print(f"chatbot_server benchmark ({'quick' if args.quick else 'full'}), medians of {plan.rounds} interleaved "
-          f"rounds (rtt: of {plan.rounds * plan.rtt_cycles} paired windows); {time.monotonic() - _T0:.0f} s")
-    print(f"machine: {info['nproc']} cores, {info['cpu']}; Python {info['python']}, aiohttp {info['aiohttp']}, "
-          f"redis-server {redis_version()}, {info['loop']}")
-    print(f"load average: {info['loadavg']} at start, {end_load} at end (other work on the machine makes "
-          "figures noisy; 'x raw/cpu' normalises by server CPU share)")
-    print("server core 0 (+ redis-server), client core 1; srv cpu / cli cpu = share of one core; "
-          "us/msg = server CPU microseconds per message")
+    print(
+        f"chatbot_server benchmark ({'quick' if args.quick else 'full'}), medians of {plan.rounds} interleaved "
+        f"rounds (rtt: of {plan.rounds * plan.rtt_cycles} paired windows); {time.monotonic() - _T0:.0f} s"
+    )
+    print(
+        f"machine: {info['nproc']} cores, {info['cpu']}; Python {info['python']}, aiohttp {info['aiohttp']}, "
+        f"redis-server {redis_version()}, {info['loop']}"
+    )
+    print(
+        f"load average: {info['loadavg']} at start, {end_load} at end (other work on the machine makes "
+        "figures noisy; 'x raw/cpu' normalises by server CPU share)"
+    )
+    print(
+        "server core 0 (+ redis-server), client core 1; srv cpu / cli cpu = share of one core; "
+        "us/msg = server CPU microseconds per message"
+    )
     print(table)
     print()
     for name, ok, shown in verdicts:
@@ -606,8 +761,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_dir = BENCH / "results"
     out_dir.mkdir(exist_ok=True)
     out = out_dir / time.strftime("%Y%m%d-%H%M%S.json")
-    out.write_text(json.dumps({"machine": info, "load_end": end_load, "plan": plan.__dict__, "results": results,
-                               "verdicts": verdicts}, indent=1, ensure_ascii=False, default=list))
+    out.write_text(
+        json.dumps(
+            {"machine": info, "load_end": end_load, "plan": plan.__dict__, "results": results, "verdicts": verdicts},
+            indent=1,
+            ensure_ascii=False,
+            default=list,
+        )
+    )
     print(f"\nraw results: {out.relative_to(ROOT)}")
     return 0
 

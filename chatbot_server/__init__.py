@@ -12,7 +12,24 @@ from .sockets.consumer import WebsocketConsumer, message_handler
 from .version import __version__
 
 __all__ = [
-    "Bot", "ChannelFull", "ChannelLayer", "ChatConsumer", "ChatbotServerError", "ConfigError",
-    "MemoryChannelLayer", "NotSetUpError", "Reply", "Settings", "Turn", "Typing", "WebsocketConsumer",
-    "__version__", "create_app", "get_layer", "load_settings", "message_handler", "settings_from_dict", "setup",
+    "Bot",
+    "ChannelFull",
+    "ChannelLayer",
+    "ChatConsumer",
+    "ChatbotServerError",
+    "ConfigError",
+    "MemoryChannelLayer",
+    "NotSetUpError",
+    "Reply",
+    "Settings",
+    "Turn",
+    "Typing",
+    "WebsocketConsumer",
+    "__version__",
+    "create_app",
+    "get_layer",
+    "load_settings",
+    "message_handler",
+    "settings_from_dict",
+    "setup",
 ]

@@ -77,8 +77,10 @@ def setup(
     owned_layer = layer is None
     layer = layer if layer is not None else build_layer(settings.layer, redis_client=redis)
     owned_bot = bot is None
-    bot = bot if bot is not None else build_bot(
-        settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir)
+    bot = (
+        bot
+        if bot is not None
+        else build_bot(settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir))
     )
     owned_store = store is None
     store = store if store is not None else make_store(settings, layer, redis_client=redis)

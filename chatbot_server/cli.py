@@ -24,16 +24,20 @@ log = logging.getLogger("chatbot_server")
 EXIT_CONFIG_ERROR = 2
 EXIT_UNAVAILABLE = 1
 
-_EPILOG = """\
+_EPILOG = (
+    """\
 Settings come from the built-in defaults, then the YAML file (--config or $CHATBOT_CONFIG), then
 environment variables, then these flags. Environment overrides:
-""" + "\n".join(f"  {var:<22} {key}" for var, key in ENV_OVERRIDES.items()) + """
+"""
+    + "\n".join(f"  {var:<22} {key}" for var, key in ENV_OVERRIDES.items())
+    + """
 
 Without a config file the server runs on the in-memory channel layer with the FAQ bot at
 http://127.0.0.1:8080/. Every key is described in docs/configuration.md (and in config.yaml in
 the source repository). Exit codes: 0 ok, 1 cannot start (port taken, Redis required but
 unreachable), 2 bad configuration.
 """
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

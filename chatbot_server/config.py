@@ -388,4 +388,3 @@ def _convert(hint: Any, value: Any, *, key: str, source: str) -> Any:
 
 def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", type(None): "nothing"}.get(type(value), type(value).__name__)
-

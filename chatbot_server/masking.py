@@ -7,7 +7,9 @@ import re
 # 13-19 digits, optionally grouped by single spaces or dashes (full-width digits are normalised first).
 _CARD_RE = re.compile(r"(?<![\d])(?:\d[ \-]?){12,18}\d(?![\d])")
 # 18-character resident ID: 6-digit region, birth date 18xx/19xx/20xx MMDD, 3 digits, check digit.
-_ID_RE = re.compile(r"(?<![\dA-Za-z])\d{6}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![\dA-Za-z])")
+_ID_RE = re.compile(
+    r"(?<![\dA-Za-z])\d{6}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXx](?![\dA-Za-z])"
+)
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _ANY_DIGIT = re.compile(r"[0-9０-９]")

@@ -1,8 +1,8 @@
 """A custom WebsocketConsumer: a chat room on /ws2, plus an HTTP endpoint that posts into it.
 
-    python -m examples.custom_consumer --port 8080      (from the repository root)
-    # connect a websocket to ws://127.0.0.1:8080/ws2 and send text frames;
-    # curl -d '今晚 22:00 维护' http://127.0.0.1:8080/announce  reaches every open /ws2 socket.
+python -m examples.custom_consumer --port 8080      (from the repository root)
+# connect a websocket to ws://127.0.0.1:8080/ws2 and send text frames;
+# curl -d '今晚 22:00 维护' http://127.0.0.1:8080/announce  reaches every open /ws2 socket.
 """
 
 from __future__ import annotations

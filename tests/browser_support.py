@@ -31,6 +31,7 @@ CHROMIUM_ARGS = [
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
+
 def require_chromium() -> Path:
     """The chromium binary; in CI its absence fails the test run, locally it skips the browser tests."""
     if CHROMIUM.exists():
@@ -43,9 +44,7 @@ def require_chromium() -> Path:
 
 async def launch_browser(playwright: Any) -> Any:
     """A headless chromium from the system package (never a downloaded one)."""
-    return await playwright.chromium.launch(
-        executable_path=str(require_chromium()), args=CHROMIUM_ARGS, headless=True
-    )
+    return await playwright.chromium.launch(executable_path=str(require_chromium()), args=CHROMIUM_ARGS, headless=True)
 
 
 def free_port() -> int:

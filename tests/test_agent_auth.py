@@ -81,8 +81,10 @@ async def test_posts_need_a_same_site_origin(client: TestClient) -> None:
     async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
         for headers in ({}, {"Origin": "https://evil.example"}):
             response = await session.post(
-                client.make_url("/agent/login"), data={"username": "li", "password": PASSWORDS["li"]},
-                headers=headers, allow_redirects=False,
+                client.make_url("/agent/login"),
+                data={"username": "li", "password": PASSWORDS["li"]},
+                headers=headers,
+                allow_redirects=False,
             )
             assert response.status == 403
         response = await session.post(client.make_url("/agent/logout"), allow_redirects=False)
@@ -134,7 +136,11 @@ async def test_user_socket_cannot_act_as_an_agent(client: TestClient) -> None:
 def test_hashpw_command_prints_a_verifiable_hash() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "chatbot_server.agents.hashpw", "--stdin"],
-        input="correct horse battery\n", capture_output=True, text=True, check=True, timeout=30,
+        input="correct horse battery\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     encoded = done.stdout.strip()
     assert encoded.startswith("pbkdf2_sha256$")

@@ -76,7 +76,10 @@ async def test_the_same_client_id_is_answered_once(chat_client: ClientMaker) -> 
         await ws.send_json({"type": "message", "text": "下一个", "id": "next"})
         frames = [await receive_json(ws) for _ in range(4)]
     assert [(f["type"], f.get("id") or f.get("reply_to")) for f in frames] == [
-        ("user", "dup"), ("reply", "dup"), ("user", "next"), ("reply", "next"),
+        ("user", "dup"),
+        ("reply", "dup"),
+        ("user", "next"),
+        ("reply", "next"),
     ]
 
 

@@ -17,7 +17,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
             full_env.pop(var, None)
     return subprocess.run(
         [sys.executable, "-m", "chatbot_server", *args],
-        capture_output=True, text=True, timeout=60, env=full_env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+        cwd=ROOT,
     )
 
 

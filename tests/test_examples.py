@@ -33,7 +33,10 @@ async def test_keyword_bot_streams_typing_then_the_matching_reply(aiohttp_client
         assert (await receive_json(ws))["type"] == "typing"
         reply = await receive_json(ws)
         assert (reply["type"], reply["msg"], reply["intent"], reply["reply_to"]) == (
-            "reply", "请拨打客服电话挂失。", "keyword:挂失", "q1",
+            "reply",
+            "请拨打客服电话挂失。",
+            "keyword:挂失",
+            "q1",
         )
         await ws.send_json({"text": "你好"})
         assert (await receive_json(ws))["type"] == "typing"
@@ -48,7 +51,11 @@ def test_keyword_bot_is_chosen_by_import_path_with_options() -> None:
 
 @pytest.mark.parametrize(
     ("options", "key"),
-    [({"tone": "friendly"}, "bot.options"), ({"rules": ["挂失"]}, "bot.options.rules"), ({"fallback": ""}, "bot.options.fallback")],
+    [
+        ({"tone": "friendly"}, "bot.options"),
+        ({"rules": ["挂失"]}, "bot.options.rules"),
+        ({"fallback": ""}, "bot.options.fallback"),
+    ],
 )
 def test_keyword_bot_rejects_bad_options_naming_the_key(options: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as error:

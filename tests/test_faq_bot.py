@@ -69,9 +69,7 @@ async def test_confident_answer_carries_the_knowledge_base_answer_and_follow_ups
     reply = await ask(bot, "银行卡丢了怎么挂失")
     entry = bot.knowledge_base.entry("card_lost_report")
     assert reply.text == entry.answer.strip()
-    assert reply.suggestions == tuple(
-        bot.knowledge_base.entry(s).questions[0] for s in entry.suggestions
-    )
+    assert reply.suggestions == tuple(bot.knowledge_base.entry(s).questions[0] for s in entry.suggestions)
     assert not reply.handoff
 
 

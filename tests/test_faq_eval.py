@@ -80,7 +80,11 @@ def test_evaluate_command_prints_the_metrics(tmp_path: Path) -> None:
     )
     result = subprocess.run(
         [sys.executable, "-m", "chatbot_server.bots.faq.evaluate", "--data", str(data)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -96,7 +100,11 @@ def test_evaluate_command_reports_a_bad_knowledge_base(tmp_path: Path) -> None:
     kb.write_text("entries:\n  - id: x\n    questions: [a\n", encoding="utf-8")
     result = subprocess.run(
         [sys.executable, "-m", "chatbot_server.bots.faq.evaluate", "--kb", str(kb), "--data", str(DEV)],
-        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert f"{kb}, line" in result.stderr

@@ -125,7 +125,12 @@ async def test_user_and_agent_talk_and_the_bot_stays_silent(
 
     await li.send(type="reply", conversation=conversation, text="您好,我是<b>小李</b>")
     said = await receive_json(ws)
-    assert (said["type"], said["agent"], said["msg"], said["talk"]) == ("agent", "客服小李", "您好,我是<b>小李</b>", True)
+    assert (said["type"], said["agent"], said["msg"], said["talk"]) == (
+        "agent",
+        "客服小李",
+        "您好,我是<b>小李</b>",
+        True,
+    )
     assert (await li.frame_of("agent"))["seq"] == said["seq"]
 
     answered = list(bot.answered)

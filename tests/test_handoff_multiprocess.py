@@ -67,8 +67,10 @@ async def test_user_on_one_process_agent_on_another(servers: tuple[AgentServer, 
         await two.wait_ready(session)
         # Signed in on process one; the cookie works on process two (shared secret).
         login = await session.post(
-            f"{one.url}/agent/login", data={"username": "li", "password": PASSWORDS["li"]},
-            headers={"Origin": one.url}, allow_redirects=False,
+            f"{one.url}/agent/login",
+            data={"username": "li", "password": PASSWORDS["li"]},
+            headers={"Origin": one.url},
+            allow_redirects=False,
         )
         assert login.status == 303
         cookie = login.cookies["chatbot_agent"].value

@@ -31,9 +31,7 @@ async def make_client(aiohttp_client: Any, **sections: Any) -> TestClient:
 
 
 async def test_rate_limit_gives_error_frames_then_1008(aiohttp_client: Any) -> None:
-    client = await make_client(
-        aiohttp_client, limits={"rate_per_second": 0.01, "rate_burst": 2, "abuse_strikes": 3}
-    )
+    client = await make_client(aiohttp_client, limits={"rate_per_second": 0.01, "rate_burst": 2, "abuse_strikes": 3})
     async with client.ws_connect("/ws") as ws:
         await receive_json(ws)
         for n in range(2):
@@ -73,9 +71,10 @@ async def test_forwarded_for_counts_only_behind_trusted_proxies(aiohttp_client: 
     trusted = await make_client(
         aiohttp_client, server={"trusted_proxies": ["127.0.0.1"]}, limits={"max_connections_per_ip": 1}
     )
-    async with trusted.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.1"}) as a, trusted.ws_connect(
-        "/ws", headers={"X-Forwarded-For": "203.0.113.2"}
-    ) as b:
+    async with (
+        trusted.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.1"}) as a,
+        trusted.ws_connect("/ws", headers={"X-Forwarded-For": "203.0.113.2"}) as b,
+    ):
         await receive_json(a)
         await receive_json(b)  # two clients behind the proxy, one socket each
     # From an untrusted peer the header is ignored: the per-IP count is the peer's own address.
@@ -177,7 +176,9 @@ async def test_message_text_never_reaches_the_logs(aiohttp_client: Any, caplog: 
 
 
 def test_json_log_lines_parse() -> None:
-    record = logging.LogRecord("chatbot_server.chat.consumer", logging.INFO, __file__, 1, "ws.connect conn=%s", ("abc",), None)
+    record = logging.LogRecord(
+        "chatbot_server.chat.consumer", logging.INFO, __file__, 1, "ws.connect conn=%s", ("abc",), None
+    )
     line = JsonFormatter().format(record)
     data = json.loads(line)
     assert data["msg"] == "ws.connect conn=abc" and data["level"] == "INFO" and data["ts"].endswith("Z")
@@ -294,6 +295,9 @@ def test_reply_confidence_has_at_most_four_decimals() -> None:
     from chatbot_server.chat.consumer import reply_frame
 
     assert [reply_frame(Reply("x", "i", c))["confidence"] for c in (1, 0, 1 / 3, 0.12345, 0.5)] == [
-        1.0, 0.0, 0.3333, 0.1235, 0.5
+        1.0,
+        0.0,
+        0.3333,
+        0.1235,
+        0.5,
     ]
-

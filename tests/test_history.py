@@ -26,9 +26,7 @@ async def store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFa
     async def make(**options: Any) -> ConversationStore:
         store: ConversationStore
         if request.param == "redis":
-            store = RedisConversationStore(
-                url=redis_url, prefix=prefix, process_id=f"p{len(made)}", **options
-            )
+            store = RedisConversationStore(url=redis_url, prefix=prefix, process_id=f"p{len(made)}", **options)
         else:
             store = MemoryConversationStore(**options)
         await store.start()
@@ -134,9 +132,7 @@ async def test_owner_is_reported_and_unowned_appends_are_atomic(store_factory: S
         assert await one.append_if_unowned(conv, {"type": "agent", "msg": "x"}) is None
         await one.release(conv)
         two = one
-    seqs = await asyncio.gather(
-        *(two.append_if_unowned(conv, {"type": "agent", "msg": str(n)}) for n in range(10))
-    )
+    seqs = await asyncio.gather(*(two.append_if_unowned(conv, {"type": "agent", "msg": str(n)}) for n in range(10)))
     assert sorted(s for s in seqs if s is not None) == list(range(2, 12))
     assert [f["seq"] for f in await two.transcript(conv)] == list(range(1, 12))
 
@@ -187,7 +183,7 @@ async def test_redis_store_writes_a_large_batch_with_newlines_intact(redis_serve
     one = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1", max_frames=3000, write_interval=5)
     await one.start()
     conv = await one.create()
-    texts = [f"第{n}行\n第二行\r\n\u2028 {{\"x\": [1]}}" for n in range(2500)]  # one batch > 1000 entries
+    texts = [f'第{n}行\n第二行\r\n\u2028 {{"x": [1]}}' for n in range(2500)]  # one batch > 1000 entries
     for text in texts:
         one.append(conv, {"type": "user", "msg": text})
     await one.close()
@@ -238,7 +234,9 @@ async def test_redis_store_readers_skip_frames_a_retried_batch_wrote_twice(redis
     await one.close()
     client = aioredis.from_url(redis_server)
     # A write that failed after its RPUSH reached Redis is retried: frames 3 and 4 twice.
-    await client.rpush(f"{prefix}:conv:{conv}:frames", *[orjson.dumps({"type": "user", "msg": str(n), "seq": n + 1}) for n in (2, 3)])
+    await client.rpush(
+        f"{prefix}:conv:{conv}:frames", *[orjson.dumps({"type": "user", "msg": str(n), "seq": n + 1}) for n in (2, 3)]
+    )
     await client.aclose()
     two = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p2")
     await two.start()

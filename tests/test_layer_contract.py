@@ -146,9 +146,7 @@ async def test_flush_drops_messages_and_groups(layer_factory: LayerFactory) -> N
     assert (await recv(layer, channel))["type"] == "after"
 
 
-@pytest.mark.parametrize(
-    "name", ["", "with space", "ünïcode", "a" * 100, "semi;colon", "two!bangs!x", None, 7]
-)
+@pytest.mark.parametrize("name", ["", "with space", "ünïcode", "a" * 100, "semi;colon", "two!bangs!x", None, 7])
 async def test_invalid_names_are_rejected(layer_factory: LayerFactory, name: object) -> None:
     layer = await layer_factory()
     with pytest.raises(InvalidNameError, match="invalid"):

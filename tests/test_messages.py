@@ -55,7 +55,9 @@ def test_valid_agent_frames(data: dict[str, Any], expected: object) -> None:
 
 def test_reply_text_is_not_masked_by_the_parser() -> None:
     # Masking stays in the consumer, so the parser returns the text as sent (stripped).
-    assert parse({"type": "reply", "conversation": "c", "text": "卡号 6212345678901232"}).text == "卡号 6212345678901232"
+    assert (
+        parse({"type": "reply", "conversation": "c", "text": "卡号 6212345678901232"}).text == "卡号 6212345678901232"
+    )
 
 
 def test_reply_text_limit_is_four_times_the_user_limit() -> None:
@@ -87,8 +89,11 @@ def test_agent_frames_are_frozen() -> None:
         ('{"type": "claim"}', "bad_frame", "缺少会话编号。"),
         ('{"type": "claim", "conversation": ""}', "bad_frame", "缺少会话编号。"),
         ('{"type": "claim", "conversation": 7}', "bad_frame", "缺少会话编号。"),
-        (json.dumps({"type": "claim", "conversation": "c" * (MAX_CONVERSATION_ID_LENGTH + 1)}), "bad_frame",
-         "缺少会话编号。"),
+        (
+            json.dumps({"type": "claim", "conversation": "c" * (MAX_CONVERSATION_ID_LENGTH + 1)}),
+            "bad_frame",
+            "缺少会话编号。",
+        ),
         # The conversation is checked before the type, as the consumer always did.
         ('{"type": "dance"}', "bad_frame", "缺少会话编号。"),
         ('{"type": "dance", "conversation": "c"}', "unknown_type", "不支持的消息类型。"),
@@ -99,8 +104,7 @@ def test_agent_frames_are_frozen() -> None:
         ('{"type": "reply", "conversation": "c", "text": ""}', "empty_text", "请输入内容后再发送。"),
         ('{"type": "reply", "conversation": "c", "text": " \\n\\t "}', "empty_text", "请输入内容后再发送。"),
         ('{"type": "reply", "conversation": "c", "text": 5}', "empty_text", "请输入内容后再发送。"),
-        (json.dumps({"type": "reply", "conversation": "c", "text": "x" * (4 * LIMIT + 1)}), "too_long",
-         "消息太长了。"),
+        (json.dumps({"type": "reply", "conversation": "c", "text": "x" * (4 * LIMIT + 1)}), "too_long", "消息太长了。"),
     ],
 )
 def test_agent_frame_errors(raw: str, code: str, message: str) -> None:

@@ -27,7 +27,9 @@ def test_wheel_installs_into_a_fresh_venv_and_serves(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(ROOT)],
-        check=True, capture_output=True, timeout=170,
+        check=True,
+        capture_output=True,
+        timeout=170,
     )
     (wheel,) = wheels.glob("chatbot_server-*.whl")
 
@@ -42,17 +44,25 @@ def test_wheel_installs_into_a_fresh_venv_and_serves(tmp_path: Path) -> None:
         # an editable install of this checkout, are not run), after the new venv's own.
         purelib = subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         Path(purelib, "outer_venv.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q", str(wheel)],
-        check=True, capture_output=True, timeout=120,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith(("CHATBOT_", "PYTHONPATH"))}
     located = subprocess.run(
         [str(python), "-c", "import chatbot_server; print(chatbot_server.__file__)"],
-        check=True, capture_output=True, text=True, cwd=tmp_path, env=clean_env,
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env,
     ).stdout.strip()
     assert located.startswith(str(env_dir)), located
 
@@ -60,7 +70,10 @@ def test_wheel_installs_into_a_fresh_venv_and_serves(tmp_path: Path) -> None:
     # No config: the embedded defaults (memory layer, FAQ bot with its packaged knowledge base).
     server = subprocess.Popen(
         [str(python), "-m", "chatbot_server", "--port", str(port)],
-        cwd=tmp_path, env=clean_env, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        env=clean_env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert server.stderr is not None

@@ -64,7 +64,7 @@ async def test_redis_outage_keeps_local_chat_and_recovers(aiohttp_client: Any, r
             for ws in (a, b, late):
                 assert (await receive_until(ws, "system"))["msg"] == "恢复"
         metrics = await (await one.get("/metrics")).text()
-        assert 'chatbot_layer_reconnects_total 1.0' in metrics
+        assert "chatbot_layer_reconnects_total 1.0" in metrics
         # What was said during the outage was kept and written once Redis came back.
         await one.app[STORE_KEY].flush()
         reader = RedisConversationStore(url=redis_process.url, prefix=prefix, process_id="reader")

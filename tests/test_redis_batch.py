@@ -24,8 +24,12 @@ def test_batch_packs_commands_exactly_as_redis_py_does() -> None:
     batch.add("LTRIM", "k", -500, -1)
     batch.add_with_bulks("RPUSH", "p:conv:y:frames", bulks=[bulk(frame) for frame in frames])
     expected = Connection().pack_commands(
-        [("RPUSH", "p:conv:x:frames", *frames), ("SET", "p:conv:x:owner", "进程-1", "PX", 86_400_000),
-         ("LTRIM", "k", -500, -1), ("RPUSH", "p:conv:y:frames", *frames)]
+        [
+            ("RPUSH", "p:conv:x:frames", *frames),
+            ("SET", "p:conv:x:owner", "进程-1", "PX", 86_400_000),
+            ("LTRIM", "k", -500, -1),
+            ("RPUSH", "p:conv:y:frames", *frames),
+        ]
     )
     assert batch.payload() == b"".join(expected)
     assert batch.commands == 4

@@ -96,9 +96,7 @@ async def test_cancelled_shared_receive_ends_promptly(make_layer: MakeLayer) -> 
     assert (await recv(layer, "worker.idle"))["type"] == "after"
 
 
-async def test_group_send_writes_one_inbox_entry_per_process(
-    make_layer: MakeLayer, redis: aioredis.Redis
-) -> None:
+async def test_group_send_writes_one_inbox_entry_per_process(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
     sender, two, three = await make_layer(), await make_layer(), await make_layer()
     members: dict[RedisChannelLayer, list[str]] = {sender: [], two: [], three: []}
     for layer, channels in members.items():
@@ -162,9 +160,7 @@ async def test_release_removes_memberships_from_redis(make_layer: MakeLayer) -> 
     assert await layer.group_members("b") == [staying]
 
 
-async def test_process_without_members_gets_no_group_entries(
-    make_layer: MakeLayer, redis: aioredis.Redis
-) -> None:
+async def test_process_without_members_gets_no_group_entries(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
     one, two = await make_layer(), await make_layer()
     mine, theirs = await one.new_channel(), await two.new_channel()
     await one.group_add("users", mine)
@@ -177,9 +173,7 @@ async def test_process_without_members_gets_no_group_entries(
     assert (await recv(one, mine))["type"] == "only-mine"
 
 
-async def test_burst_of_joins_and_releases_leaves_no_members(
-    make_layer: MakeLayer, redis: aioredis.Redis
-) -> None:
+async def test_burst_of_joins_and_releases_leaves_no_members(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
     layer = await make_layer()
     channels = [await layer.new_channel() for _ in range(2000)]
     clients_before = (await redis.info("clients"))["connected_clients"]
@@ -206,9 +200,7 @@ async def test_slow_consumer_is_bounded(make_layer: MakeLayer, redis: aioredis.R
     assert [(await recv(reader, slow))["n"] for _ in range(5)] == list(range(5))
 
 
-async def test_inbox_of_a_stalled_process_is_capped_and_expires(
-    make_layer: MakeLayer, redis: aioredis.Redis
-) -> None:
+async def test_inbox_of_a_stalled_process_is_capped_and_expires(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
     sender = await make_layer(inbox_capacity=10, expiry=30)
     # A process that is "alive" (heartbeat present) but whose reader is stuck.
     await redis.set(f"{sender.prefix}:process:stuck", b"1", px=60_000)

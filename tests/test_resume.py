@@ -100,7 +100,14 @@ async def test_drop_and_resume_elsewhere_loses_and_repeats_nothing(apps: Apps) -
     got = seen[:last_seen] + replay + more
     assert [f["seq"] for f in got] == list(range(1, 10))
     assert [f.get("msg") for f in got[1:]] == [
-        "问题0", "答:问题0", "问题1", "答:问题1", "问题2", "答:问题2", "问题3", "答:问题3"
+        "问题0",
+        "答:问题0",
+        "问题1",
+        "答:问题1",
+        "问题2",
+        "答:问题2",
+        "问题3",
+        "答:问题3",
     ]
 
 
@@ -174,9 +181,7 @@ async def test_unknown_conversation_never_reads_another(apps: Apps) -> None:
     await ws.close()
 
 
-async def test_message_stored_but_never_answered_is_answered_once(
-    aiohttp_client: Any, redis_server: str
-) -> None:
+async def test_message_stored_but_never_answered_is_answered_once(aiohttp_client: Any, redis_server: str) -> None:
     """The server died after storing the user's message: the resume answers it, a resend does not."""
     prefix = unique_prefix()
     dead = RedisConversationStore(url=redis_server, prefix=prefix, process_id="deadprocess")
@@ -187,10 +192,14 @@ async def test_message_stored_but_never_answered_is_answered_once(
     await dead.flush()  # written, but the owner key stays: the process "died" without releasing
     bot = GateBot()
     app = web.Application()
-    setup(app, make_settings(
-        layer={"backend": "redis", "redis": {"url": redis_server, "prefix": prefix}},
-        history={"takeover_timeout": 0.3},
-    ), bot=bot)
+    setup(
+        app,
+        make_settings(
+            layer={"backend": "redis", "redis": {"url": redis_server, "prefix": prefix}},
+            history={"takeover_timeout": 0.3},
+        ),
+        bot=bot,
+    )
     client = await aiohttp_client(app)
     ws = await client.ws_connect(f"/ws?conversation={conversation}&last_seq=2")
     assert (await receive_json(ws))["event"] == "resumed"

@@ -35,5 +35,6 @@ async def test_resume_on_another_process_is_exact(servers: tuple[Server, Server]
     assert replay == seen[4:]
     assert resumed["event"] == "resumed" and resumed["last_seq"] == 11
     assert [(f["type"], f["seq"], f["msg"]) for f in more] == [
-        ("user", 12, "最后"), ("reply", 13, "我正在思考你的问题{最后}")
+        ("user", 12, "最后"),
+        ("reply", 13, "我正在思考你的问题{最后}"),
     ]

@@ -125,7 +125,9 @@ class AgentConsumer(WebsocketConsumer):
         await self.send_transcript(conversation)
         await self.add_frame(
             conversation,
-            frame("system", _JOINED_TEXT.format(name=self.me.name), talk=False, event="agent_joined", agent=self.me.name),
+            frame(
+                "system", _JOINED_TEXT.format(name=self.me.name), talk=False, event="agent_joined", agent=self.me.name
+            ),
         )
         await self.queue_moved()
 

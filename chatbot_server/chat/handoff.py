@@ -80,7 +80,9 @@ class Handoff:
             return
         if self.mode == "agent":
             return
-        preview = next((f["msg"] for f in reversed(await self.store.recent(conversation, 10)) if f["type"] == "user"), "")
+        preview = next(
+            (f["msg"] for f in reversed(await self.store.recent(conversation, 10)) if f["type"] == "user"), ""
+        )
         position = await queue.enqueue(conversation, preview[:100])
         if position == 0:  # an agent has it already
             return

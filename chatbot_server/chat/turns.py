@@ -74,5 +74,3 @@ def apology_frame(text: str, intent: str, reply_to: str | None = None) -> Frame:
     if reply_to is not None:
         out["reply_to"] = reply_to
     return out
-
-

@@ -63,9 +63,7 @@ class LocalGroups:
     def entries(self) -> list[tuple[str, str, float]]:
         """Every (group, channel, joined) held."""
         return [
-            (group, channel, joined)
-            for group, members in self._groups.items()
-            for channel, joined in members.items()
+            (group, channel, joined) for group, members in self._groups.items() for channel, joined in members.items()
         ]
 
     def clear(self) -> None:

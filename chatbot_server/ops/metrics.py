@@ -24,9 +24,7 @@ class ServerStats:
         self.connections_total = 0
         self.errors: Counter[str] = Counter()
         self.registry = CollectorRegistry(auto_describe=True)
-        self.bot_latency = LatencyHistogram(
-            (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-        )
+        self.bot_latency = LatencyHistogram((0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
     def error(self, code: str) -> None:
         """Count one error frame or close by its code."""
@@ -85,8 +83,13 @@ class _StatsCollector(Collector):
         yield errors
         ls = self.layer.stats
         layer = CounterMetricFamily("chatbot_layer_messages", "Channel-layer operations", labels=["backend", "op"])
-        for op, value in (("send", ls.sent), ("group_send", ls.group_sent), ("delivered", ls.delivered),
-                          ("dropped", ls.dropped), ("failure", ls.failures)):
+        for op, value in (
+            ("send", ls.sent),
+            ("group_send", ls.group_sent),
+            ("delivered", ls.delivered),
+            ("dropped", ls.dropped),
+            ("failure", ls.failures),
+        ):
             layer.add_metric([self.layer.backend, op], value)
         yield layer
         yield CounterMetricFamily(

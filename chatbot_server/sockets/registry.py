@@ -81,9 +81,7 @@ class ConnectionRegistry:
         self._consumers.add(consumer)
         limits = consumer.settings.limits
         if (limits.idle_timeout or limits.heartbeat) and self._sweeper is None and self.accepting:
-            self._sweeper = asyncio.get_running_loop().create_task(
-                self._sweep(limits.idle_timeout, limits.heartbeat)
-            )
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep(limits.idle_timeout, limits.heartbeat))
         async with self._changed:
             self._changed.notify_all()
 
@@ -145,7 +143,8 @@ class ConnectionRegistry:
                 consumer.drop_unresponsive()
         quiet_since = now - interval
         due = [
-            c for c in consumers
+            c
+            for c in consumers
             if c.last_active < quiet_since and c.last_heard < quiet_since and c not in pinged and not c.busy
         ]
         for n, consumer in enumerate(due, 1):

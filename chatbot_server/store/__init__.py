@@ -3,4 +3,11 @@
 from .base import ConversationStore, FrameLog, Ownership, StoredFrame, new_conversation_id
 from .memory import MemoryConversationStore
 
-__all__ = ["ConversationStore", "FrameLog", "MemoryConversationStore", "Ownership", "StoredFrame", "new_conversation_id"]
+__all__ = [
+    "ConversationStore",
+    "FrameLog",
+    "MemoryConversationStore",
+    "Ownership",
+    "StoredFrame",
+    "new_conversation_id",
+]

@@ -138,9 +138,7 @@ class FaqBot(Bot):
     async def answer(self, turn: Turn) -> Reply:
         """Return the reply for one turn (ranking runs off the event loop)."""
         index = self._require_index()
-        return await asyncio.to_thread(
-            compose_reply, index, turn.text[:MAX_QUERY_CHARS], self.options.threshold
-        )
+        return await asyncio.to_thread(compose_reply, index, turn.text[:MAX_QUERY_CHARS], self.options.threshold)
 
     def _require_index(self) -> Index:
         if self._index is None:

@@ -73,7 +73,7 @@ def load_examples(path: Path) -> list[Example]:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"line {number}: invalid JSON: {exc}", source=str(path)) from exc
         if not (isinstance(row, dict) and isinstance(row.get("text"), str) and isinstance(row.get("intent"), str)):
-            raise ConfigError(f"line {number}: expected {{\"text\": str, \"intent\": str}}", source=str(path))
+            raise ConfigError(f'line {number}: expected {{"text": str, "intent": str}}', source=str(path))
         examples.append(Example(row["text"], row["intent"]))
     return examples
 

@@ -184,10 +184,14 @@ class _Validator:
         title = self.string(fields["title"], f"{label}: title") if "title" in fields else questions[0]
         keywords = self.strings(fields["keywords"], f"{label}: keywords") if "keywords" in fields else ()
         synonyms = self.synonyms(fields["synonyms"], f"{label}: synonyms") if "synonyms" in fields else {}
-        suggestions = (
-            self.strings(fields["suggestions"], f"{label}: suggestions") if "suggestions" in fields else ()
-        )
+        suggestions = self.strings(fields["suggestions"], f"{label}: suggestions") if "suggestions" in fields else ()
         return Entry(
-            id=entry_id, title=title, questions=questions, answer=answer, keywords=keywords,
-            synonyms=synonyms, suggestions=suggestions, line=node.start_mark.line + 1,
+            id=entry_id,
+            title=title,
+            questions=questions,
+            answer=answer,
+            keywords=keywords,
+            synonyms=synonyms,
+            suggestions=suggestions,
+            line=node.start_mark.line + 1,
         )

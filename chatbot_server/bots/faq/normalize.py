@@ -9,11 +9,13 @@ from typing import Protocol
 
 # Characters that opencc's t2s table leaves as the less common simplified variant, or that
 # customers commonly type interchangeably; mapping them keeps one spelling per word.
-_CHAR_FIXES = str.maketrans({
-    "帐": "账",  # 帳戶 -> 帐户 in opencc; banks write 账户/账单/转账
-    "〇": "0",
-    "\u3000": " ",
-})
+_CHAR_FIXES = str.maketrans(
+    {
+        "帐": "账",  # 帳戶 -> 帐户 in opencc; banks write 账户/账单/转账
+        "〇": "0",
+        "\u3000": " ",
+    }
+)
 _SPACES = re.compile(r"\s+")
 # Pinyin-input slips customers make in the words that carry the intent (same or near sound,
 # picked from the wrong candidate). Rewriting them lets words and n-grams match, not only
@@ -21,17 +23,30 @@ _SPACES = re.compile(r"\s+")
 # (自动结算, 知道刷卡, 取款几次 must stay as they are).
 _TYPOS = {
     "咔": "卡",  # 银行咔, 信用咔
-    "密马": "密码", "秘码": "密码", "蜜码": "密码", "米码": "密码",
-    "冻洁": "冻结", "冻接": "冻结",
-    "激火": "激活", "急活": "激活",
-    "挂实": "挂失", "卦失": "挂失", "挂湿": "挂失",
+    "密马": "密码",
+    "秘码": "密码",
+    "蜜码": "密码",
+    "米码": "密码",
+    "冻洁": "冻结",
+    "冻接": "冻结",
+    "激火": "激活",
+    "急活": "激活",
+    "挂实": "挂失",
+    "卦失": "挂失",
+    "挂湿": "挂失",
     "解所": "解锁",
-    "余颚": "余额", "余鹅": "余额",
+    "余颚": "余额",
+    "余鹅": "余额",
     "盗涮": "盗刷",
-    "验正码": "验证码", "严证码": "验证码",
-    "云闪fu": "云闪付", "云闪服": "云闪付", "云善付": "云闪付", "运闪付": "云闪付",
+    "验正码": "验证码",
+    "严证码": "验证码",
+    "云闪fu": "云闪付",
+    "云闪服": "云闪付",
+    "云善付": "云闪付",
+    "运闪付": "云闪付",
     "咭": "卡",  # 咭 is the Cantonese/HK spelling of 卡
-    "年废": "年费", "积份": "积分",
+    "年废": "年费",
+    "积份": "积分",
     "人功": "人工",
 }
 _TYPO_PATTERN = re.compile("|".join(sorted(map(re.escape, _TYPOS), key=len, reverse=True)))

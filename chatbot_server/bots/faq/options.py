@@ -44,9 +44,7 @@ def parse_options(options: Mapping[str, Any], base_dir: Path) -> FaqOptions:
     known = set(FaqOptions.__dataclass_fields__)
     for name in options:
         if name not in known:
-            raise ConfigError(
-                f"unknown option (known: {', '.join(sorted(known))})", key=KEY_PREFIX + str(name)
-            )
+            raise ConfigError(f"unknown option (known: {', '.join(sorted(known))})", key=KEY_PREFIX + str(name))
     kb = options.get("knowledge_base")
     if kb is None:
         path = DEFAULT_KNOWLEDGE_BASE

@@ -130,7 +130,10 @@ class Featurizer:
         self.synonyms = _SynonymFinder(synonyms)
         self.params = params
         self._weights = {
-            "w": params.word_weight, "s": params.synonym_weight, "b": params.bigram_weight, "u": params.unigram_weight,
+            "w": params.word_weight,
+            "s": params.synonym_weight,
+            "b": params.bigram_weight,
+            "u": params.unigram_weight,
         }
         segment.add_words(self.synonyms.canonical)
 
@@ -154,7 +157,7 @@ class Featurizer:
             feats["s:" + canonical] += 1
         for run in _CJK_RUN.findall(norm):
             for i in range(len(run) - 1):
-                feats["b:" + run[i:i + 2]] += 1
+                feats["b:" + run[i : i + 2]] += 1
             for ch in run:
                 if ch not in STOPWORDS:
                     feats["u:" + ch] += 1
@@ -250,9 +253,11 @@ class Index:
             return []
         scores = np.bincount(np.concatenate(doc_parts), np.concatenate(weight_parts), minlength=self.n_docs)
         a = self.params.doc_coverage
-        conf = (1.0 - a) * np.minimum(1.0, scores / min(ideal, self.ideal_cap)) + a * np.minimum(1.0, scores / self.doc_ideal)
+        conf = (1.0 - a) * np.minimum(1.0, scores / min(ideal, self.ideal_cap)) + a * np.minimum(
+            1.0, scores / self.doc_ideal
+        )
         if self.n_docs > self.CANDIDATES:
-            top = np.argpartition(conf, -self.CANDIDATES)[-self.CANDIDATES:]
+            top = np.argpartition(conf, -self.CANDIDATES)[-self.CANDIDATES :]
         else:
             top = np.arange(self.n_docs)
         # intent -> (best confidence, best doc, second confidence)

@@ -20,7 +20,11 @@ class EchoConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data=None, bytes_data=None):
         text = json.loads(text_data).get("text", "")
-        await self.send(text_data=json.dumps({"msg": f"我正在思考你的问题{{{text}}}", "talk": True}, ensure_ascii=False))
+        await self.send(
+            text_data=json.dumps({"msg": f"我正在思考你的问题{{{text}}}", "talk": True}, ensure_ascii=False)
+        )
 
     async def chat_broadcast(self, event):
-        await self.send(text_data=json.dumps({"type": "system", "msg": event["text"], "talk": False}, ensure_ascii=False))
+        await self.send(
+            text_data=json.dumps({"type": "system", "msg": event["text"], "talk": False}, ensure_ascii=False)
+        )
