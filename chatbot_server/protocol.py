@@ -47,7 +47,7 @@ class Frame(TypedDict):
     last_seq: NotRequired[int]
 
 
-@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x, on every message
+@dataclass(slots=True)  # not frozen: made for every message (bench/README.md, "Hot path")
 class UserMessage:
     """The user says something: {"text": ...} or {"type": "message", "text": ..., "id": ...}."""
 

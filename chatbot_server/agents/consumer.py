@@ -17,7 +17,6 @@ from .. import messages
 from ..chat.holding import deliver
 from ..errors import ProtocolError
 from ..keys import DIRECTORY_KEY, QUEUE_KEY, STORE_KEY
-from ..layers import Message
 from ..masking import mask_sensitive
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
 from ..protocol import AgentClaim, AgentEnd, AgentOpen, AgentReply, Frame, error_frame, frame, parse_agent_inbound
@@ -160,17 +159,17 @@ class AgentConsumer(WebsocketConsumer):
 
     # --------------------------------------------------------- layer handlers
     @message_handler
-    async def agents_queue(self, message: Message) -> None:
+    async def agents_queue(self, message: messages.AgentsQueue) -> None:
         """The queue changed."""
         await self.send_queue()
 
     @message_handler
-    async def agent_frame(self, message: Message) -> None:
+    async def agent_frame(self, message: messages.AgentFrame) -> None:
         """A new frame of a conversation this agent holds."""
         await self.send_json({"type": "frame", "conversation": message["conversation"], "frame": message["frame"]})
 
     @message_handler
-    async def agent_transcript(self, message: Message) -> None:
+    async def agent_transcript(self, message: messages.AgentTranscript) -> None:
         """The holder's full transcript (the store may lag its write-behind by a moment)."""
         await self.send_json(
             {"type": "transcript", "conversation": message["conversation"], "frames": message["frames"]}

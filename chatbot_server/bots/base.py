@@ -21,7 +21,7 @@ class HistoryEntry:
 
 
 # Turn and Reply are made once per message: plain (not frozen) slotted dataclasses, whose __init__
-# costs a third of a frozen one's. Treat them as values all the same.
+# is cheaper than a frozen one's (bench/README.md). Treat them as values all the same.
 @dataclass(slots=True)
 class Turn:
     """One user message for the bot to answer."""

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from aiohttp import WSCloseCode
 
+from .. import messages
 from ..bots import HistoryEntry, Reply, Turn
 from ..errors import ProtocolError, StoreUnavailableError
 from ..jsonutil import dumpb
@@ -54,7 +55,7 @@ class ChatConsumer(WebsocketConsumer):
     groups: ClassVar[tuple[str, ...]] = (USERS_GROUP,)
     channel_prefix: ClassVar[str] = "chat"
     # The last broadcast message and its encoded frame (a single-entry cache, by identity).
-    _last_broadcast: ClassVar[tuple[Message, bytes] | None] = None
+    _last_broadcast: ClassVar[tuple[messages.ChatBroadcast, bytes] | None] = None
 
     def __init__(self, request: Any) -> None:
         super().__init__(request)
@@ -341,34 +342,34 @@ class ChatConsumer(WebsocketConsumer):
 
     # --------------------------------------------------------- layer handlers
     @message_handler
-    async def conv_takeover(self, message: Message) -> None:
+    async def conv_takeover(self, message: messages.ConvTakeover) -> None:
         """A socket on another process carries on our conversation: write out, hand over, close."""
         await self.hold.on_takeover(message)
 
     @message_handler
-    def conv_released(self, message: Message) -> None:
+    def conv_released(self, message: messages.ConvReleased) -> None:
         """The old owner wrote the conversation out: the takeover may read the store."""
         self.hold.on_released(message)
 
     @message_handler
-    async def conv_deliver(self, message: Message) -> None:
+    async def conv_deliver(self, message: messages.ConvDeliver) -> None:
         """A frame made elsewhere (an agent's reply, a late bot answer) for the conversation we hold."""
         await self.hold.on_deliver(message)
 
     @message_handler
-    async def conv_mode(self, message: Message) -> None:
+    async def conv_mode(self, message: messages.ConvMode) -> None:
         """An agent took the conversation, or let it go: the bot falls silent or answers again."""
         if self.handoff is not None and message.get("conversation") == self.hold.wanted:
             await self.handoff.on_mode(message, self.hold.conversation, self.hold.holding)
 
     @message_handler
-    async def queue_changed(self, message: Message) -> None:
+    async def queue_changed(self, message: messages.QueueChanged) -> None:
         """The queue moved: tell a waiting user their new position."""
         if self.handoff is not None:
             await self.handoff.on_queue_changed(self.hold.conversation, self.hold.holding)
 
     @message_handler
-    def chat_broadcast(self, message: Message) -> None:
+    def chat_broadcast(self, message: messages.ChatBroadcast) -> None:
         """A notice to every user: {"type": "chat.broadcast", "text": "..."} sent to group "users".
 
         Synchronous, so a broadcast to thousands of sockets runs no task per socket; the frame is

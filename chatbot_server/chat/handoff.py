@@ -10,7 +10,7 @@ from typing import Protocol
 
 from .. import messages
 from ..bots import Reply
-from ..layers import ChannelLayer, Message
+from ..layers import ChannelLayer
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, watch_group
 from ..protocol import Frame, error_frame, frame
 from ..store import FrameLog
@@ -117,7 +117,7 @@ class Handoff:
         """Show a frame of the conversation live in the consoles of the agent holding it."""
         await self.layer.group_send(watch_group(conversation), messages.agent_frame(conversation, out))
 
-    async def on_mode(self, message: Message, conversation: str, holding: bool) -> None:
+    async def on_mode(self, message: messages.ConvMode, conversation: str, holding: bool) -> None:
         """conv.mode: an agent took the conversation, or let it go: the bot falls silent or answers again."""
         mode = message.get("mode")
         if mode not in ("bot", "agent"):

@@ -219,7 +219,7 @@ class Holding:
         await deliver(self.store, self.layer, self.conversation, out)
 
     # ----------------------------------------------------- the layer messages
-    async def on_takeover(self, message: Message) -> None:
+    async def on_takeover(self, message: messages.ConvTakeover) -> None:
         """conv.takeover: a socket on another process carries on our conversation."""
         conversation = message.get("conversation")
         if message.get("reply_channel") == self.socket.channel_name or message.get("process") == self.store.process_id:
@@ -235,13 +235,13 @@ class Holding:
             await self.layer.send(message["reply_channel"], messages.conv_released(conversation, answering))
         await self._taken_over(conversation)
 
-    def on_released(self, message: Message) -> None:
+    def on_released(self, message: messages.ConvReleased) -> None:
         """conv.released: the old owner wrote the conversation out, the takeover may read the store."""
         ack = self._ack
         if ack is not None and not ack.done() and message.get("conversation") == self.wanted:
             ack.set_result([str(i) for i in message.get("answering", [])])
 
-    async def on_deliver(self, message: Message) -> None:
+    async def on_deliver(self, message: messages.ConvDeliver) -> None:
         """conv.deliver: a frame made elsewhere for the conversation we hold (or are taking over)."""
         delivered = message.get("frame")
         if not isinstance(delivered, dict) or message.get("conversation") != self.wanted:

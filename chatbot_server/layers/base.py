@@ -10,9 +10,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import ChannelFull, InvalidMessageError, InvalidNameError
+from ..removed import removed
 
 #: A layer message: a dict with a string "type" and JSON-serialisable values (TypedDicts in
 #: messages.py). Read-only for receivers: the members of a group share one object.
@@ -331,3 +332,8 @@ class ChannelLayer(abc.ABC):
     async def health(self) -> LayerHealth:
         """Whether the layer can pass messages right now."""
         return LayerHealth(ok=True, backend=self.backend)
+
+    if not TYPE_CHECKING:  # for readers of the old API only; type checkers see no catch-all
+
+        def __getattr__(self, name: str) -> NoReturn:
+            removed(self, name)

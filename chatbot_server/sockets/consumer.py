@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -25,6 +25,7 @@ from ..errors import ChatbotServerError, NotSetUpError
 from ..jsonutil import dumpb
 from ..keys import CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY
 from ..layers import ChannelLayer, Message
+from ..removed import removed
 from . import dispatch as _dispatch
 from .codes import CLOSE_SLOW_READER
 from .dispatch import Inbox, message_handler
@@ -343,6 +344,11 @@ class WebsocketConsumer:
     async def dispatch(self, message: Message) -> None:
         """Call the handler method named by the message type ("chat.message" → chat_message)."""
         await _dispatch.dispatch(self, message)
+
+    if not TYPE_CHECKING:  # for readers of the old API only; type checkers see no catch-all
+
+        def __getattr__(self, name: str) -> NoReturn:
+            removed(self, name)
 
 
 # No message type may reach the base class's own attributes.

@@ -11,17 +11,21 @@ import inspect
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from ..layers import Message
 
 log = logging.getLogger("chatbot_server.consumer")
 
-MessageHandler = Callable[[Any, Message], Awaitable[None] | None]
+#: A handler method: (self, message) -> None or an awaitable. Its message parameter may be typed
+#: with the TypedDict of the messages it handles (messages.py); what arrives is still read
+#: defensively, since it may come from another process (or version).
+MessageHandler = Callable[[Any, Any], Awaitable[None] | None]
+H = TypeVar("H", bound=MessageHandler)
 _HANDLER_MARK = "__chatbot_message_handler__"
 
 
-def message_handler(method: MessageHandler) -> MessageHandler:
+def message_handler(method: H) -> H:
     """Mark a consumer method as the handler of layer messages whose type maps to its name.
 
     The method may be `async def` (it runs in the socket's inbox task, in order) or a plain `def`

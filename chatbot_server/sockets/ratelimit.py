@@ -25,7 +25,7 @@ class TokenBucket:
         if now is None:
             now = time.monotonic()
         tokens = self._tokens + (now - self._stamp) * self.rate
-        if tokens > self.burst:  # not min(): a builtin call costs more than the compare, per message
+        if tokens > self.burst:  # runs per message: a compare, not a min() call
             tokens = self.burst
         self._stamp = now
         if tokens >= 1:

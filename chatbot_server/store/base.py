@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ..removed import removed
 
 StoredFrame = dict[str, Any]
 
@@ -112,3 +114,8 @@ class Ownership(abc.ABC):
 
 class ConversationStore(FrameLog, Ownership):
     """A store with both interfaces: what the chat and the agents are given."""
+
+    if not TYPE_CHECKING:  # for readers of the old API only; type checkers see no catch-all
+
+        def __getattr__(self, name: str) -> NoReturn:
+            removed(self, name)

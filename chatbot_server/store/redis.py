@@ -52,7 +52,7 @@ local old = redis.call('GET', KEYS[1])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return old
 """
-# Frames per write: packing is cheap (~0.2 µs a frame), but a 50 ms batch under load holds tens of
+# Frames per write: packing is cheap, but a 50 ms batch under load holds tens of
 # thousands, and one write of them all would stall every socket while it is packed.
 FRAMES_PER_BATCH = 2000
 CLOSE_TIMEOUT = 5.0
@@ -247,7 +247,7 @@ class RedisConversationStore(WriteBehind, ConversationStore):
             raise NotOwnedError(f"conversation {conversation[:8]}... is not owned by this process")
         seq = state.seq = state.seq + 1
         frame["seq"] = seq
-        # A right-sized copy (bytes formatting, ~60 ns): orjson writes into a large buffer and
+        # A right-sized copy: orjson writes into a large buffer and
         # shrinks it in place, and a kept result pins that allocation (+3.8 KiB per idle socket).
         encoded = b"%b" % dumpb(frame)
         state.frames.append(encoded)

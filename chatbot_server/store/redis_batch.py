@@ -1,8 +1,8 @@
 """Batches of Redis commands packed by us, sent in one write, their replies read under one timeout.
 
 The Redis store writes thousands of frames a second behind the sockets, every one of them already
-JSON bytes. redis-py's pipeline encodes each argument in Python (about 0.9 µs a frame, most of the
-write-behind's cost) and reads each reply under a timeout of its own; here a frame costs one
+JSON bytes. redis-py's pipeline encodes each argument in Python (most of the write-behind's
+cost, bench/README.md) and reads each reply under a timeout of its own; here a frame costs one
 bytes-format, and a batch one timer.
 """
 
