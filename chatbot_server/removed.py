@@ -21,9 +21,18 @@ REMOVED: dict[str, str] = {
 
 
 def removed(owner: object, name: str) -> NoReturn:
-    """Raise AttributeError for `name`, saying what replaced it if 0.2 removed it."""
-    hint = REMOVED.get(name)
-    kind = type(owner).__name__
-    if hint is None:
-        raise AttributeError(f"{kind!r} object has no attribute {name!r}")
-    raise AttributeError(f"{kind}.{name} was removed in chatbot_server 0.2: {hint} {_HINT}")
+    """Raise AttributeError for `name`, saying what replaced it."""
+    raise AttributeError(f"{type(owner).__name__}.{name} was removed in chatbot_server 0.2: {REMOVED[name]} {_HINT}")
+
+
+def gone(name: str) -> property:
+    """A class attribute standing for a removed name: reading it raises the clear error.
+
+    A property per name, not a class-wide __getattr__: defining __getattr__ puts every attribute
+    read of the class's instances on a slower path (measured: +10% instructions per message).
+    """
+
+    def read(self: object) -> NoReturn:
+        removed(self, name)
+
+    return property(read)

@@ -10,10 +10,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ChannelFull, InvalidMessageError, InvalidNameError
-from ..removed import removed
+from ..removed import gone
 
 #: A layer message: a dict with a string "type" and JSON-serialisable values (TypedDicts in
 #: messages.py). Read-only for receivers: the members of a group share one object.
@@ -333,7 +333,7 @@ class ChannelLayer(abc.ABC):
         """Whether the layer can pass messages right now."""
         return LayerHealth(ok=True, backend=self.backend)
 
-    if not TYPE_CHECKING:  # for readers of the old API only; type checkers see no catch-all
-
-        def __getattr__(self, name: str) -> NoReturn:
-            removed(self, name)
+    if not TYPE_CHECKING:  # names 0.2 removed: a clear error for old host code (removed.py)
+        set_listener = gone("set_listener")
+        set_taker = gone("set_taker")
+        receive_nowait = gone("receive_nowait")

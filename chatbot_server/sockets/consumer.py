@@ -16,7 +16,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -25,7 +25,7 @@ from ..errors import ChatbotServerError, NotSetUpError
 from ..jsonutil import dumpb
 from ..keys import CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY
 from ..layers import ChannelLayer, Message
-from ..removed import removed
+from ..removed import gone
 from . import dispatch as _dispatch
 from .codes import CLOSE_SLOW_READER
 from .dispatch import Inbox, message_handler
@@ -345,10 +345,8 @@ class WebsocketConsumer:
         """Call the handler method named by the message type ("chat.message" → chat_message)."""
         await _dispatch.dispatch(self, message)
 
-    if not TYPE_CHECKING:  # for readers of the old API only; type checkers see no catch-all
-
-        def __getattr__(self, name: str) -> NoReturn:
-            removed(self, name)
+    if not TYPE_CHECKING:  # names 0.2 removed: a clear error for old host code (removed.py)
+        transport = gone("transport")
 
 
 # No message type may reach the base class's own attributes.

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import abc
 import secrets
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
-from ..removed import removed
+from ..removed import gone
 
 StoredFrame = dict[str, Any]
 
@@ -115,7 +115,7 @@ class Ownership(abc.ABC):
 class ConversationStore(FrameLog, Ownership):
     """A store with both interfaces: what the chat and the agents are given."""
 
-    if not TYPE_CHECKING:  # for readers of the old API only; type checkers see no catch-all
-
-        def __getattr__(self, name: str) -> NoReturn:
-            removed(self, name)
+    if not TYPE_CHECKING:  # names 0.2 removed: a clear error for old host code (removed.py)
+        append_held = gone("append_held")
+        append_encoded = gone("append_encoded")
+        holders = gone("holders")
