@@ -282,8 +282,8 @@ async def test_heartbeat_does_not_drop_a_client_while_its_answer_is_being_made(a
 def test_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
     from chatbot_server.sockets.ratelimit import TokenBucket
 
-    bucket = TokenBucket(rate=2.0, burst=3)
-    start = bucket._stamp
+    start = 1000.0
+    bucket = TokenBucket(rate=2.0, burst=3, now=start)
     assert [bucket.take(start) for _ in range(4)] == [True, True, True, False]
     assert bucket.take(start + 0.5) is True  # one token back after 1/rate seconds
     assert bucket.take(start + 0.5) is False

@@ -117,7 +117,7 @@ async def exchange(live: LiveServer, kind: str, payload: bytes) -> list[Any]:
             await ws.send_bytes(payload)
         else:
             # Sent as a raw text frame so that invalid UTF-8 reaches the server as it is.
-            await ws._writer.send_frame(payload, WSMsgType.TEXT)
+            await ws.send_frame(payload, WSMsgType.TEXT)
         while True:
             msg = await ws.receive(timeout=5)
             if msg.type is WSMsgType.TEXT:
