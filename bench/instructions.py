@@ -111,12 +111,16 @@ async def broadcasts(
 Workload = Callable[[str, int, asyncio.Event, asyncio.Event, asyncio.Event, asyncio.Event], Awaitable[None]]
 
 
-async def count(argv: list[str], port: int, workload: Workload, messages: int, outdir: Path) -> int:
-    """Instructions the server runs while the workload runs its `messages` (not its set-up)."""
+async def count(
+    argv: list[str], port: int, workload: Workload, messages: int, outdir: Path, *, cache_sim: bool = False
+) -> dict[str, int]:
+    """Events the server counts while the workload runs its `messages` (not its set-up): "Ir"
+    (instructions) and, with `cache_sim`, callgrind's cache misses (I1mr, D1mr, D1mw, ILmr, ...)."""
     out = outdir / "callgrind.out.%p"
     server = await asyncio.create_subprocess_exec(
         "valgrind",
         "--tool=callgrind",
+        f"--cache-sim={'yes' if cache_sim else 'no'}",
         "--instr-atstart=no",
         f"--callgrind-out-file={out}",
         *argv,
@@ -144,15 +148,17 @@ async def count(argv: list[str], port: int, workload: Workload, messages: int, o
     finally:
         server.terminate()
         await server.wait()
-    totals = [
-        int(line.split()[1])
-        for path in glob.glob(str(outdir / "callgrind.out.*"))
-        for line in Path(path).read_text().splitlines()
-        if line.startswith(("summary:", "totals:"))
-    ]
+    found: list[dict[str, int]] = []
     for path in glob.glob(str(outdir / "callgrind.out.*")):
+        events: list[str] = []
+        for line in Path(path).read_text().splitlines():
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith(("summary:", "totals:")):
+                found.append(dict(zip(events, map(int, line.split()[1:]), strict=False)))
+                break
         os.remove(path)
-    return max(totals)
+    return max(found, key=lambda totals: totals.get("Ir", 0))
 
 
 async def listening(port: int, process: asyncio.subprocess.Process, timeout: float = 300.0) -> None:
@@ -210,6 +216,9 @@ async def main() -> int:
     parser.add_argument("targets", nargs="*", help="raw, memory, redis (default: all three)")
     parser.add_argument("--messages", type=int, help="per client (100 clients; default 60), or broadcasts (default 20)")
     parser.add_argument("--fanout", action="store_true", help="broadcasts to 1,000 members instead of rtt")
+    parser.add_argument(
+        "--cache-sim", action="store_true", help="also callgrind's simulated cache misses (about 3x slower)"
+    )
     args = parser.parse_args()
     messages = args.messages or (20 if args.fanout else 60)
     if args.fanout:
@@ -241,9 +250,13 @@ async def main() -> int:
             for target in targets:
                 port = free_port()
                 argv = server_argv(target, port, f"redis://127.0.0.1:{redis_port}/0", workdir, fanout=args.fanout)
-                results[target] = await count(argv, port, workload, messages, workdir) / per
+                events = await count(argv, port, workload, messages, workdir, cache_sim=args.cache_sim)
+                results[target] = events["Ir"] / per
                 ratio = f"  raw/this {results['raw'] / results[target]:.3f}" if "raw" in results else ""
                 print(f"{target:8s} {results[target]:9,.0f} {unit}{ratio}", flush=True)
+                if args.cache_sim:  # L1 and last-level misses, per message (or member)
+                    misses = "  ".join(f"{name} {value / per:,.0f}" for name, value in events.items() if name != "Ir")
+                    print(f"{'':8s} misses: {misses}", flush=True)
         finally:
             redis.terminate()
             await redis.wait()
