@@ -150,19 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     logdir = Path(tempfile.mkdtemp(prefix="chatbot-clients-"))
     redis_port = run.free_port()
     redis = run.Proc(
-        [
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxclients",
-            "20000",
-        ],
+        run.redis_argv(redis_port),
         logdir=logdir,
         name="redis",
         port=redis_port,

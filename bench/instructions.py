@@ -39,7 +39,7 @@ import aiohttp
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from run import bench_limits, free_port  # noqa: E402  (bench/ is not a package)
+from run import bench_limits, free_port, redis_argv  # noqa: E402  (bench/ is not a package)
 
 TEXT = "银行卡丢了怎么挂失?"
 CLIENTS = 100
@@ -156,9 +156,11 @@ async def count(
                 events = line.split()[1:]
             elif line.startswith(("summary:", "totals:")):
                 found.append(dict(zip(events, map(int, line.split()[1:]), strict=False)))
-                break
         os.remove(path)
-    return max(found, key=lambda totals: totals.get("Ir", 0))
+    best = max(found, key=lambda totals: totals.get("Ir", 0), default={})
+    if not best.get("Ir"):
+        raise RuntimeError(f"callgrind counted nothing for {argv[-1]!r}: did the server start and get its messages?")
+    return best
 
 
 async def listening(port: int, process: asyncio.subprocess.Process, timeout: float = 300.0) -> None:
@@ -233,18 +235,7 @@ async def main() -> int:
     with tempfile.TemporaryDirectory(prefix="chatbot-instr-") as tmp:
         workdir = Path(tmp)
         redis_port = free_port()
-        redis = await asyncio.create_subprocess_exec(
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            stdout=subprocess.DEVNULL,
-        )
+        redis = await asyncio.create_subprocess_exec(*redis_argv(redis_port), stdout=subprocess.DEVNULL)
         try:
             results = {}
             for target in targets:
@@ -254,9 +245,9 @@ async def main() -> int:
                 results[target] = events["Ir"] / per
                 ratio = f"  raw/this {results['raw'] / results[target]:.3f}" if "raw" in results else ""
                 print(f"{target:8s} {results[target]:9,.0f} {unit}{ratio}", flush=True)
-                if args.cache_sim:  # L1 and last-level misses, per message (or member)
+                if args.cache_sim:  # data reads/writes, then L1 and last-level misses, per message
                     misses = "  ".join(f"{name} {value / per:,.0f}" for name, value in events.items() if name != "Ir")
-                    print(f"{'':8s} misses: {misses}", flush=True)
+                    print(f"{'':8s} per message: {misses}", flush=True)
         finally:
             redis.terminate()
             await redis.wait()

@@ -97,6 +97,12 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -
     raise RuntimeError(f"nothing listens on port {port} after {timeout}s: {proc.args}")
 
 
+def redis_argv(port: int) -> list[str]:
+    """A private, throwaway redis-server on loopback: no persistence, room for 10,000+ sockets' worth."""
+    return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--maxclients", "20000"]  # fmt: skip
+
+
 class Proc:
     """A server-side process pinned to the server core, logging to a file, stopped on exit."""
 
@@ -685,19 +691,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logdir = Path(tempfile.mkdtemp(prefix="chatbot-bench-"))
     redis_port = free_port()
     redis = Proc(
-        [
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--maxclients",
-            "20000",
-        ],
+        redis_argv(redis_port),
         logdir=logdir,
         name="redis",
         port=redis_port,
