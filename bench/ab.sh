@@ -6,6 +6,7 @@
 #
 #   bash bench/ab.sh /path/to/checkout-A /path/to/checkout-B [memory|redis] [clients]
 #   AB_CLIENT=node bash bench/ab.sh ...     # the same on Node's ws client (bench/node/rtt.mjs)
+#   AB_WARM1=2 bash bench/ab.sh ...         # first a 2 s 1-client closed loop on each (like run.py's rtt steps)
 set -euo pipefail
 A=$1; B=$2; BACKEND=${3:-memory}; CLIENTS=${4:-100}
 BENCH="$(cd "$(dirname "$0")" && pwd)"
@@ -35,6 +36,12 @@ PB=$(free_port); start "$B" "$PB"; PIDB=$!
 for port in "$PA" "$PB"; do
   for _ in $(seq 100); do (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
 done
+if [ -n "${AB_WARM1:-}" ]; then  # a 1-client closed loop on each first, as run.py's rtt sequence does
+  for port in "$PA" "$PB"; do
+    PYTHONPATH="$SITE" taskset -c 1 python "$BENCH/loadgen.py" rtt --url "ws://127.0.0.1:$port/ws" --clients 1 \
+      --duration "$AB_WARM1" --warmup 0.5 >/dev/null
+  done
+fi
 if [ "${AB_CLIENT:-loadgen}" = node ]; then
   client=(node "$BENCH/node/rtt.mjs")
 else
