@@ -198,6 +198,17 @@ def parse_agent_inbound(raw: str, *, max_text_length: int) -> AgentInbound:
             raise ProtocolError("unknown_type", "不支持的消息类型。")
 
 
+def parse_last_seq(raw: str) -> int:
+    """The `last_seq` query parameter of a resuming socket: ASCII digits below 2**53.
+
+    str.isdigit() alone is not enough: it accepts "²" and "①", which int() then refuses, and int()
+    refuses more than 4,300 digits; either was a crash (1011) with a traceback per request.
+    """
+    if not (0 < len(raw) <= 16 and raw.isascii() and raw.isdigit()) or int(raw) >= 2**53:
+        raise ProtocolError("bad_frame", "消息格式错误:last_seq 应为非负整数。")
+    return int(raw)
+
+
 def frame(kind: FrameType, msg: str, *, talk: bool, **extra: Any) -> Frame:
     """Build an outbound frame with the seed's keys, the type and a timestamp."""
     out: dict[str, Any] = {"type": kind, "msg": msg, "talk": talk, "ts": now_ms()}

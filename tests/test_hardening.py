@@ -301,3 +301,23 @@ def test_reply_confidence_has_at_most_four_decimals() -> None:
         0.1235,
         0.5,
     ]
+
+
+@pytest.mark.parametrize("last_seq", ["²", "①", "9" * 5000, "-1", "1e3", "", str(2**53)])
+async def test_a_bad_last_seq_is_an_error_frame_and_a_full_replay_not_a_crash(
+    aiohttp_client: Any, caplog: pytest.LogCaptureFixture, last_seq: str
+) -> None:
+    # "²" and "①" pass str.isdigit() and then fail int(); 5,000 digits exceed int()'s limit: each
+    # was a 1011 close and a traceback per request.
+    client = await make_client(aiohttp_client)
+    async with client.ws_connect("/ws") as first:
+        conversation = (await receive_json(first))["conversation"]
+    async with client.ws_connect("/ws", params={"conversation": conversation, "last_seq": last_seq}) as ws:
+        error = await receive_json(ws)
+        assert (error["type"], error["code"]) == ("error", "bad_frame")
+        assert (await receive_json(ws))["type"] == "greeting"  # replayed from the start: nothing lost
+        assert (await receive_json(ws))["event"] == "resumed"
+        await ws.send_json({"text": "还在吗"})
+        assert (await receive_json(ws))["type"] == "reply"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert client.app[CONNECTIONS_KEY].stats.errors["bad_frame"] == 1

@@ -30,6 +30,7 @@ from ..protocol import (
     frame,
     now_ms,
     parse_inbound,
+    parse_last_seq,
 )
 from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..store import ConversationStore
@@ -95,8 +96,13 @@ class ChatConsumer(WebsocketConsumer):
         query = self.request.query if self.request.query_string else _NO_QUERY
         wanted = query.get("conversation")
         if wanted:
-            last_seq = query.get("last_seq", "0")
-            resume = Resume(wanted[:128], int(last_seq) if last_seq.isdigit() else 0)
+            try:
+                last_seq = parse_last_seq(query.get("last_seq", "0"))
+            except ProtocolError as exc:  # say so, and replay everything: nothing is lost
+                self.stats.error(exc.code)
+                await self.send_json(error_frame(exc.code, str(exc)))
+                last_seq = 0
+            resume = Resume(wanted[:128], last_seq)
             if await self._try_resume(resume):
                 return
         await self.start_conversation(expired=bool(wanted))
