@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,38 @@ def test_the_layers_package_does_not_import_the_apps_config() -> None:
 
 def test_process_name_carries_the_pid() -> None:
     assert client_name() == f"chatbot_server:{os.getpid()}"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:s3cret@h:1/0", "redis://:***@h:1/0"),
+        ("redis://user:s3cret@h/0", "redis://user:***@h/0"),
+        ("redis://s3cret@h/0", "redis://***@h/0"),
+        ("redis://h:6379/0?password=s3cret&db=1", "redis://h:6379/0?password=***&db=1"),
+        ("unix:///run/redis.sock?password=s3cret", "unix:///run/redis.sock?password=***"),
+        ("rediss://u:p%40ss@h:6380/0?ssl_cert_reqs=none", "rediss://u:***@h:6380/0?ssl_cert_reqs=none"),
+    ],
+)
+def test_redact_hides_every_credential_redis_py_accepts(url: str, shown: str) -> None:
+    from chatbot_server.ops.redis import redact
+
+    assert redact(url) == shown
+
+
+async def test_healthz_and_logs_never_show_the_redis_password(
+    aiohttp_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as s:  # a port nobody listens on: the layer is down, and says where
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"redis://:s3cret@127.0.0.1:{port}/0?password=s3cret2"
+    redis = {"url": url, "prefix": unique_prefix(), "connect_timeout": 0.2, "socket_timeout": 0.2}
+    app = web.Application()
+    setup(app, make_settings(layer={"backend": "redis", "redis": redis}, history={"backend": "memory"}))
+    client = await aiohttp_client(app)
+    response = await client.get("/healthz")
+    body = await response.text()
+    assert response.status == 503 and "127.0.0.1" in body
+    assert "s3cret" not in body and "s3cret" not in caplog.text

@@ -9,7 +9,7 @@ shared one by `blocking_client()`. See docs/redis.md ("Connections").
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -23,15 +23,28 @@ BLOCK_SECONDS = 2.0  # what a blocking pop of the channel layer waits at most
 
 
 def redact(url: str) -> str:
-    """The URL with its password hidden, for logs and health details."""
+    """The URL with every credential hidden, for logs and health details: a password in the
+    userinfo (`redis://user:secret@host`, `redis://:secret@host`), a bare userinfo
+    (`redis://secret@host`, which some write meaning a password), and `password=` / `username=`
+    in the query (`redis://host/0?password=secret`, `unix:///run/redis.sock?password=secret`),
+    all of which redis-py accepts."""
     parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, "***" if k.lower() in _SECRET_QUERY_KEYS else v) for k, v in pairs], safe="*")
+    redacted = urlunsplit(parts._replace(netloc=netloc, query=query))
+    if url.startswith(f"{parts.scheme}://") and not redacted.startswith(f"{parts.scheme}://"):
+        redacted = f"{parts.scheme}://{redacted[len(parts.scheme) + 1 :]}"  # unix:///path keeps its slashes
+    return redacted
+
+
+_SECRET_QUERY_KEYS = frozenset({"password", "username"})
 
 
 def client_name() -> str:
