@@ -135,6 +135,10 @@ class ChatConsumer(WebsocketConsumer):
         """Layer messages still waiting for this socket (for the holding protocol's let_go)."""
         return self.inbox.take_pending()
 
+    async def settle(self) -> None:
+        """Wait until the layer messages this socket is handling are handled (for let_go)."""
+        await self.inbox.wait_idle(self.settings.history.takeover_timeout)
+
     async def on_receive_text(self, text: str) -> None:
         try:
             inbound = parse_inbound(text, max_text_length=self.settings.limits.max_text_length)

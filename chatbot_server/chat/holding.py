@@ -53,6 +53,10 @@ class HoldingSocket(Protocol):
         """Layer messages still waiting for the socket (it is going away)."""
         ...
 
+    async def settle(self) -> None:
+        """Wait until the layer messages the socket is handling are handled."""
+        ...
+
 
 class Holders:
     """The holdings of this process, by conversation: a takeover within one process is direct."""
@@ -164,6 +168,9 @@ class Holding:
                 await self.store.release(conversation)
             except Exception:
                 log.exception("history.release_failed conversation=%s", conversation[:8])
+        # A frame delivered to us while the release was being written is being passed on by our
+        # inbox (on_deliver): let that finish while we are still in the group it may come back to.
+        await self.socket.settle()
         await self.socket.group_discard(conversation_group(conversation))
         # Frames the layer already handed this socket would die with it: hand them on.
         for message in self.socket.pending_messages():

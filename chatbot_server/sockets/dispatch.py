@@ -108,6 +108,17 @@ class Inbox:
         queue, self._queue = self._queue, None
         return list(queue or ())
 
+    async def wait_idle(self, timeout: float) -> None:
+        """Wait (at most `timeout` seconds) until no handler runs and nothing is queued."""
+        task = self._task
+        if task is None or task.done() or task is asyncio.current_task():
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(task)
+        except TimeoutError:
+            log.warning("ws.inbox_busy after=%.1fs", timeout)
+
     async def close(self) -> None:
         """Stop the inbox task (messages still queued are dropped)."""
         task, self._task = self._task, None
