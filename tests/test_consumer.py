@@ -257,3 +257,29 @@ async def test_a_client_that_reads_late_but_within_send_timeout_gets_every_frame
         assert client.app[CONNECTIONS_KEY].stats.errors["slow_reader"] == 0
     finally:
         raw.close()
+
+
+async def test_a_client_that_floods_pings_and_never_reads_is_dropped(aiohttp_client: Any) -> None:
+    """Pongs go through the same bounded writer as every other frame: a client that pings and
+    never reads cannot make the server buffer pongs for it without bound (or block on them)."""
+    app = web.Application()
+    setup(app, make_settings(limits={"send_timeout": 60, "heartbeat": 0, "idle_timeout": 0}))
+    client = await aiohttp_client(app)
+    raw = raw_websocket_that_never_reads(client.host, client.port, "/ws")
+    raw.setblocking(False)
+    loop = asyncio.get_running_loop()
+    # A masked ping with a 125-byte payload (mask key 0: the payload goes as it is).
+    ping = bytes((0x89, 0x80 | 125)) + b"\x00\x00\x00\x00" + b"p" * 125
+    try:
+        async with asyncio.timeout(20):
+            for _ in range(200):  # bounded: up to 200 x 64 KiB of pings
+                try:
+                    await loop.sock_sendall(raw, ping * 500)
+                except (ConnectionResetError, BrokenPipeError):
+                    break
+                if client.app[CONNECTIONS_KEY].stats.errors["slow_reader"]:
+                    break
+            await client.app[CONNECTIONS_KEY].wait_until(0)
+        assert client.app[CONNECTIONS_KEY].stats.errors["slow_reader"] == 1
+    finally:
+        raw.close()
