@@ -12,13 +12,12 @@ from .. import messages
 from ..bots import Reply
 from ..layers import ChannelLayer
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, watch_group
-from ..protocol import Frame, error_frame, frame
+from ..protocol import Frame, frame
 from ..store import FrameLog
 from ..store.handoff import HandoffQueue, Mode
 
 _QUEUED_TEXT = "正在为您转接人工客服,您前面还有 {ahead} 位用户,请稍候。"
 _QUEUE_MOVED_TEXT = "您前面还有 {ahead} 位用户,请稍候。"
-_NO_AGENTS_TEXT = "暂不支持转人工服务。"
 
 
 class HandoffSocket(Protocol):
@@ -44,7 +43,7 @@ class Handoff:
         self,
         socket: HandoffSocket,
         *,
-        queue: HandoffQueue | None,
+        queue: HandoffQueue,
         layer: ChannelLayer,
         store: FrameLog,
         fallback_limit: int,
@@ -68,16 +67,13 @@ class Handoff:
             await self.request(conversation)
             return
         self._fallbacks = self._fallbacks + 1 if reply.fallback else 0
-        if self.fallback_limit and self._fallbacks >= self.fallback_limit and self.queue is not None:
+        if self.fallback_limit and self._fallbacks >= self.fallback_limit:
             self._fallbacks = 0
             await self.request(conversation)
 
     async def request(self, conversation: str) -> None:
         """Put the conversation in the queue for a human agent and tell the user their position."""
         queue = self.queue
-        if queue is None:
-            await self.socket.send_json(error_frame("unsupported", _NO_AGENTS_TEXT))
-            return
         if self.mode == "agent":
             return
         preview = next(
@@ -103,8 +99,6 @@ class Handoff:
 
     async def restore(self, conversation: str) -> None:
         """After a resume: who answers this conversation now (the queue is shared by all processes)."""
-        if self.queue is None:
-            return
         self.mode, _ = await self.queue.mode(conversation)
         if self.mode == "queued":
             position = await self.queue.position(conversation)
@@ -134,7 +128,7 @@ class Handoff:
 
     async def on_queue_changed(self, conversation: str, holding: bool) -> None:
         """queue.changed: tell a waiting user their new position (not stored: it is transient)."""
-        if self.mode != "queued" or self.queue is None or not holding:
+        if self.mode != "queued" or not holding:
             return
         position = await self.queue.position(conversation)
         if position is None or position == self._position:

@@ -30,13 +30,12 @@ class TurnRunner:
         on_reply: Callable[[Reply], Awaitable[None]],
         on_typing: Callable[[], Awaitable[None]],
     ) -> None:
-        """Ask the bot; `on_reply` for each reply, `on_typing` for each typing notice.
+        """Ask a bot that may wait (style "async" or "stream"); `on_reply` for each reply,
+        `on_typing` for each typing notice. A "sync" bot is called directly by its caller: it
+        needs neither this coroutine nor a timer.
 
-        TimeoutError past `bot.timeout` (async and streaming bots); the bot's own errors propagate.
+        TimeoutError past `bot.timeout`; the bot's own errors propagate.
         """
-        if self.style == "sync":  # the chat consumer calls a sync bot itself, without this coroutine
-            await on_reply(self.bot.answer(turn))  # type: ignore[arg-type]  # a plain def returns a Reply
-            return
         async with asyncio.timeout(self.timeout):
             if self.style == "async":
                 await on_reply(await self.bot.answer(turn))  # type: ignore[misc]

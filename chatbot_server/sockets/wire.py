@@ -81,7 +81,7 @@ class FrameWriter:
         transport = self.transport
         if transport.is_closing():
             return False
-        transport.write(_SHORT_TEXT[len(data)] + data if len(data) < 126 else text_frame(data))
+        transport.write(text_frame(data))
         if transport.get_write_buffer_size() >= BEHIND:
             self._behind()
         return True

@@ -31,10 +31,10 @@ from .redis_writer import WriteBehind, _Owned
 
 log = logging.getLogger(__name__)
 
-# KEYS: frames, owner. ARGV: frame JSON without seq, max_frames, ttl_ms, force ("1": ignore owner).
+# KEYS: frames, owner. ARGV: frame JSON without seq, max_frames, ttl_ms. -1 if a process owns it.
 # The seq is one more than the newest stored frame's (the owner writes no seq key of its own).
 _APPEND = """
-if ARGV[4] == '0' and redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
 local last = redis.call('LINDEX', KEYS[1], -1)
 local seq = 1
 if last then seq = tonumber(cjson.decode(last)['seq']) + 1 end
@@ -268,22 +268,19 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         return encoded
 
     async def append_if_unowned(self, conversation: str, frame: StoredFrame) -> int | None:
-        seq = await self._script_append(conversation, frame, force=False)
-        return None if seq < 0 else seq
-
-    async def _script_append(self, conversation: str, frame: StoredFrame, *, force: bool) -> int:
         frame.pop("seq", None)
         try:
             seq = int(
                 await self._append(
                     keys=list(self._keys(conversation)),
-                    args=[orjson.dumps(frame), self.max_frames, self.ttl_ms, "1" if force else "0"],
+                    args=[orjson.dumps(frame), self.max_frames, self.ttl_ms],
                 )
             )
         except (RedisError, OSError) as exc:
             raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
-        if seq >= 0:
-            frame["seq"] = seq
+        if seq < 0:
+            return None
+        frame["seq"] = seq
         return seq
 
     async def read_since(self, conversation: str, after_seq: int) -> list[StoredFrame]:
