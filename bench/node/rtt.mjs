@@ -14,10 +14,10 @@
 // Prints one JSON object with the fields of loadgen.py's rtt result (msgs_per_s, p50_ms, p99_ms,
 // client_cpu, watched_cpu, ...). Bounded: it exits after warmup + duration + 5 s whatever happens.
 
-import { readFileSync } from "node:fs";
 import WebSocket from "ws";
 
-const CLK_TCK = 100; // Linux USER_HZ
+import { cpuMeter, now } from "./meter.mjs";
+
 const CONNECT_CONCURRENCY = 100;
 
 function parseArgs(argv) {
@@ -32,29 +32,6 @@ function parseArgs(argv) {
     else args[key] = value;
   }
   return args;
-}
-
-const now = () => Number(process.hrtime.bigint()) / 1e9;
-
-function procCpu(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (parseInt(fields[11], 10) + parseInt(fields[12], 10)) / CLK_TCK;
-}
-
-function cpuMeter(watch) {
-  const t0 = now();
-  const self0 = process.cpuUsage();
-  const w0 = Object.fromEntries(watch.map((pid) => [pid, procCpu(pid)]));
-  return () => {
-    const wall = now() - t0;
-    const self = process.cpuUsage(self0);
-    return {
-      wall,
-      client_cpu: (self.user + self.system) / 1e6 / wall,
-      watched_cpu: Object.fromEntries(watch.map((pid) => [pid, (procCpu(pid) - w0[pid]) / wall])),
-    };
-  };
 }
 
 function percentile(sorted, p) {
