@@ -39,26 +39,19 @@ import run  # noqa: E402  (bench/run.py: processes, targets, pinning)
 TARGETS = ("raw", "memory", "redis")
 
 
+def rtt(client: str, extra: list[str], n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The rtt scenario on `client` ("loadgen" or "node") with N clients, plus `extra` arguments."""
+    common = ["--clients", str(n), "--warmup", str(args.warmup), "--duration", str(args.duration), *extra]
+    if client == "loadgen":
+        return run.loadgen(["rtt", *common])
+    node = ["node", str(BENCH / "node" / "rtt.mjs")]
+    return run.run_client("rtt.mjs", node, [*common, "--mask", args.node_mask])
+
+
 def one_run(env: run.Env, target: str, client: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
     s = run.start_target(env, target, fanout=False)
     with run.running(*s.procs):
-        common = [
-            "--url",
-            s.ws_urls[0],
-            "--clients",
-            str(n),
-            "--warmup",
-            str(args.warmup),
-            "--duration",
-            str(args.duration),
-            *run.watch_args(s.server_pids),
-        ]
-        if client == "loadgen":
-            r = run.loadgen(["rtt", *common])
-        else:
-            r = run.run_client(
-                "rtt.mjs", ["node", str(BENCH / "node" / "rtt.mjs")], [*common, "--mask", args.node_mask]
-            )
+        r = rtt(client, ["--url", s.ws_urls[0], *run.watch_args(s.server_pids)], n, args)
     r["server_cpu"] = run.server_cpu(r, s.server_pids)
     return r
 
@@ -71,26 +64,8 @@ def paired_runs(
     with run.running(*(p for s in started for p in s.procs)):
         urls = [a for s in started for a in ("--url", s.ws_urls[0])]
         watch = run.watch_args(sorted({pid for s in started for pid in s.server_pids}))
-        common = [
-            *urls,
-            "--clients",
-            str(n),
-            "--warmup",
-            str(args.warmup),
-            "--duration",
-            str(args.duration),
-            "--cycles",
-            str(args.cycles),
-            "--settle",
-            str(run.RTT_SETTLE),
-            *watch,
-        ]
-        if client == "loadgen":
-            r = run.loadgen(["rtt", *common])
-        else:
-            r = run.run_client(
-                "rtt.mjs", ["node", str(BENCH / "node" / "rtt.mjs")], [*common, "--mask", args.node_mask]
-            )
+        paired = ["--cycles", str(args.cycles), "--settle", str(run.RTT_SETTLE)]
+        r = rtt(client, [*urls, *paired, *watch], n, args)
     out: dict[str, list[dict[str, Any]]] = {}
     for target, s, windows in zip(targets, started, r["windows"], strict=True):
         for w in windows:
