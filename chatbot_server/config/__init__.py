@@ -3,173 +3,54 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .model import (
+    AgentAccount,
+    AgentSettings,
+    BotSettings,
+    HistorySettings,
+    LayerBackend,
+    LayerSettings,
+    LimitSettings,
+    LoggingSettings,
+    MonitoringSettings,
+    RedisSettings,
+    SecuritySettings,
+    ServerSettings,
+    Settings,
+    UISettings,
+)
 
-LayerBackend = str  # "memory", "redis" or an import path "pkg.mod:Class"
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Where the standalone server listens and how it stops."""
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    shutdown_timeout: float = 5.0
-    # Proxies whose X-Forwarded-For header is believed (exact IP addresses).
-    trusted_proxies: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RedisSettings:
-    """Connection to Redis for the redis layer."""
-
-    url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = "chatbot"
-    pool_size: int = 50
-    connect_timeout: float = 5.0
-    socket_timeout: float = 5.0
-    required: bool = False
-    heartbeat_interval: float = 5.0
-
-
-@dataclass(frozen=True)
-class LayerSettings:
-    """Which channel layer passes messages, and its limits."""
-
-    backend: LayerBackend = "memory"
-    capacity: int = 100
-    expiry: float = 60.0
-    group_expiry: float = 86400.0
-    redis: RedisSettings = field(default_factory=RedisSettings)
-
-
-@dataclass(frozen=True)
-class BotSettings:
-    """Which bot answers, with its own options."""
-
-    name: str = "faq"
-    timeout: float = 5.0
-    history_turns: int = 6
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class UISettings:
-    """Texts and branding of the chat page (Simplified Chinese by default)."""
-
-    title: str = "银联智能客服"
-    greeting: str = "你好,很高兴为你服务。"
-    subtitle: str = "7×24 小时在线 · 银行卡业务咨询"
-    placeholder: str = "请输入您的问题,按 Enter 发送"
-    send_label: str = "发送"
-    history_label: str = "聊天记录"
-    thinking_text: str = "正在思考…"
-    connecting_text: str = "正在连接…"
-    connected_text: str = "已连接"
-    disconnected_text: str = "连接已断开,正在重连…"
-    error_text: str = "抱歉,系统暂时无法回答,请稍后再试。"
-    quick_questions: tuple[str, ...] = (
-        "银行卡丢了怎么挂失?",
-        "新卡怎么激活?",
-        "信用卡怎么提额?",
-        "境外取现有什么限额?",
-    )
-    logo: str = ""
-    primary_color: str = "#c8102e"
-    template_dir: str = ""
-
-
-@dataclass(frozen=True)
-class LimitSettings:
-    """Safety limits for sockets and messages."""
-
-    max_text_length: int = 500
-    max_msg_size: int = 16384
-    heartbeat: float = 30.0
-    idle_timeout: float = 900.0
-    max_connections: int = 20000
-    max_connections_per_ip: int = 200
-    rate_per_second: float = 5.0
-    rate_burst: int = 10
-    abuse_strikes: int = 20
-    send_timeout: float = 10.0
-
-
-@dataclass(frozen=True)
-class SecuritySettings:
-    """Who may open a chat socket."""
-
-    # Extra origins allowed to open the websocket; the page's own origin is always allowed.
-    allowed_origins: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class HistorySettings:
-    """Where conversations are kept so a reconnecting page (on any process) can resume."""
-
-    backend: str = "auto"  # auto (same as layer.backend) | memory | redis (uses layer.redis url/prefix)
-    ttl: float = 86400.0
-    max_frames: int = 500
-    takeover_timeout: float = 3.0
-    write_interval: float = 0.05  # redis: seconds frames gather before one pipeline writes them
-
-
-@dataclass(frozen=True)
-class AgentAccount:
-    """One human agent who may sign in to the console at /agent."""
-
-    username: str = ""
-    name: str = ""
-    password_hash: str = ""
-
-
-@dataclass(frozen=True)
-class AgentSettings:
-    """Handoff to human agents and their console."""
-
-    enabled: bool = True
-    accounts: tuple[AgentAccount, ...] = ()
-    session_secret: str = ""
-    session_ttl: float = 43200.0
-    fallback_handoff: int = 3
-    login_failures: int = 5
-    login_window: float = 300.0
-
-
-@dataclass(frozen=True)
-class LoggingSettings:
-    """How log lines look."""
-
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["text", "json"] = "text"
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything chatbot_server can be configured with; the defaults are the embedded config."""
-
-    server: ServerSettings = field(default_factory=ServerSettings)
-    layer: LayerSettings = field(default_factory=LayerSettings)
-    bot: BotSettings = field(default_factory=BotSettings)
-    ui: UISettings = field(default_factory=UISettings)
-    limits: LimitSettings = field(default_factory=LimitSettings)
-    security: SecuritySettings = field(default_factory=SecuritySettings)
-    history: HistorySettings = field(default_factory=HistorySettings)
-    agents: AgentSettings = field(default_factory=AgentSettings)
-    logging: LoggingSettings = field(default_factory=LoggingSettings)
-    # Directory that relative paths in the config resolve against (the config file's folder).
-    base_dir: Path = field(default_factory=Path.cwd, compare=False)
+__all__ = [
+    "ENV_OVERRIDES",
+    "AgentAccount",
+    "AgentSettings",
+    "BotSettings",
+    "HistorySettings",
+    "LayerBackend",
+    "LayerSettings",
+    "LimitSettings",
+    "LoggingSettings",
+    "MonitoringSettings",
+    "RedisSettings",
+    "SecuritySettings",
+    "ServerSettings",
+    "Settings",
+    "UISettings",
+    "load_settings",
+    "settings_from_dict",
+]
 
 
 # Environment variables that override the file, and the dotted key each one sets.
@@ -189,6 +70,12 @@ ENV_OVERRIDES: dict[str, str] = {
 _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "server.port": (lambda v: 0 <= v <= 65535, "a port number 0..65535"),
     "server.shutdown_timeout": (lambda v: v >= 0, "a number of seconds >= 0"),
+    "server.handshake_timeout": (lambda v: v > 0, "a number of seconds > 0"),
+    "server.keepalive_timeout": (lambda v: v > 0, "a number of seconds > 0"),
+    "server.max_unfinished_per_ip": (lambda v: v >= 1, "an integer >= 1"),
+    "server.fd_reserve": (lambda v: v >= 16, "an integer >= 16"),
+    "monitoring.port": (lambda v: 0 <= v <= 65535, "a port number 0..65535 (0: the main port)"),
+    "monitoring.allow": (lambda v: all(_is_network(n) for n in v), "a list of networks like 10.0.0.0/8"),
     "layer.capacity": (lambda v: v >= 1, "an integer >= 1"),
     "layer.expiry": (lambda v: v > 0, "a number of seconds > 0"),
     "layer.group_expiry": (lambda v: v > 0, "a number of seconds > 0"),
@@ -213,6 +100,11 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "limits.rate_burst": (lambda v: v >= 1, "an integer >= 1"),
     "limits.abuse_strikes": (lambda v: v >= 1, "an integer >= 1"),
     "limits.send_timeout": (lambda v: v > 0, "seconds > 0"),
+    "limits.replay_frames": (lambda v: 1 <= v <= 10_000, "an integer 1..10000"),
+    "limits.replay_per_ip": (lambda v: v >= 1, "an integer >= 1"),
+    "history.quota_per_ip": (lambda v: v >= 1024, "bytes >= 1024"),
+    "agents.max_queued_per_ip": (lambda v: v >= 1, "an integer >= 1"),
+    "agents.queue_grace": (lambda v: v > 0, "a number of seconds > 0"),
     "history.backend": (lambda v: v in ("auto", "memory", "redis"), "auto, memory or redis"),
     "history.ttl": (lambda v: v > 0, "a number of seconds > 0"),
     "history.max_frames": (lambda v: 1 <= v <= 100_000, "an integer 1..100000"),
@@ -227,6 +119,14 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         "a colour like #c8102e",
     ),
 }
+
+
+def _is_network(value: str) -> bool:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 def load_settings(
@@ -263,13 +163,33 @@ def load_settings(
             message = str(exc).split(f"{exc.key}: ", 1)[-1]
             raise ConfigError(message, key=exc.key, source=origins[exc.key]) from None
         raise
+    _check_together(settings, source=origins.get("agents.session_secret", source))
     return dataclasses.replace(settings, base_dir=base_dir)
 
 
 def settings_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Settings:
     """Build settings from a mapping shaped like config.yaml (for embedding and tests)."""
     settings: Settings = _build(Settings, dict(data), prefix="", source=source)
+    _check_together(settings, source=source)
     return settings
+
+
+def _check_together(settings: Settings, *, source: str) -> None:
+    """Rules that span sections."""
+    agents = settings.agents
+    shared = settings.layer.backend == "redis" or settings.history.backend == "redis"
+    if agents.enabled and agents.accounts and shared and not agents.session_secret:
+        # Several processes share the Redis: each would sign console cookies with its own random
+        # secret, and a sign-in on one would be refused by the next (found in #14). Say so at start.
+        raise ConfigError(
+            "must be set when agents sign in and Redis is shared (every process must sign cookies alike); "
+            "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))' "
+            "and pass it as $CHATBOT_SESSION_SECRET",
+            key="agents.session_secret",
+            source=source,
+        )
+    if agents.session_secret and len(agents.session_secret) < 16:
+        raise ConfigError("must be at least 16 characters", key="agents.session_secret", source=source)
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:

@@ -1,0 +1,204 @@
+"""The settings' shape: one frozen dataclass per config.yaml section, defaults = the embedded config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+LayerBackend = str  # "memory", "redis" or an import path "pkg.mod:Class"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the standalone server listens and how it stops."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    shutdown_timeout: float = 5.0
+    # Proxies whose X-Forwarded-For / -Proto headers are believed (exact IP addresses).
+    trusted_proxies: tuple[str, ...] = ()
+    # Seconds a new connection has to send its first request head (slowloris); then it is closed.
+    handshake_timeout: float = 10.0
+    # Seconds an idle keep-alive HTTP connection is kept (aiohttp's keepalive_timeout, which also
+    # ends a later request whose head trickles in).
+    keepalive_timeout: float = 15.0
+    # Connections per client address still sending their first request head; more are closed at once.
+    max_unfinished_per_ip: int = 20
+    # File descriptors kept free: with fewer left, new connections get 503 and are closed at once.
+    fd_reserve: int = 256
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """Connection to Redis for the redis layer."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "chatbot"
+    pool_size: int = 50
+    connect_timeout: float = 5.0
+    socket_timeout: float = 5.0
+    required: bool = False
+    heartbeat_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class LayerSettings:
+    """Which channel layer passes messages, and its limits."""
+
+    backend: LayerBackend = "memory"
+    capacity: int = 100
+    expiry: float = 60.0
+    group_expiry: float = 86400.0
+    redis: RedisSettings = field(default_factory=RedisSettings)
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """Which bot answers, with its own options."""
+
+    name: str = "faq"
+    timeout: float = 5.0
+    history_turns: int = 6
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class UISettings:
+    """Texts and branding of the chat page (Simplified Chinese by default)."""
+
+    title: str = "银联智能客服"
+    greeting: str = "你好,很高兴为你服务。"
+    subtitle: str = "7×24 小时在线 · 银行卡业务咨询"
+    placeholder: str = "请输入您的问题,按 Enter 发送"
+    send_label: str = "发送"
+    history_label: str = "聊天记录"
+    thinking_text: str = "正在思考…"
+    connecting_text: str = "正在连接…"
+    connected_text: str = "已连接"
+    disconnected_text: str = "连接已断开,正在重连…"
+    error_text: str = "抱歉,系统暂时无法回答,请稍后再试。"
+    quick_questions: tuple[str, ...] = (
+        "银行卡丢了怎么挂失?",
+        "新卡怎么激活?",
+        "信用卡怎么提额?",
+        "境外取现有什么限额?",
+    )
+    logo: str = ""
+    primary_color: str = "#c8102e"
+    template_dir: str = ""
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """Safety limits for sockets and messages."""
+
+    max_text_length: int = 500
+    max_msg_size: int = 16384
+    heartbeat: float = 30.0
+    idle_timeout: float = 900.0
+    max_connections: int = 20000
+    max_connections_per_ip: int = 200
+    rate_per_second: float = 5.0
+    rate_burst: int = 10
+    abuse_strikes: int = 20
+    send_timeout: float = 10.0
+    # Frames one resume (or one page of older history) sends; older ones are paged on request.
+    replay_frames: int = 100
+    # Frames per minute one client address may pull by resumes and pages; beyond: "rate_limited".
+    replay_per_ip: int = 3000
+
+
+@dataclass(frozen=True)
+class SecuritySettings:
+    """Who may open a chat socket."""
+
+    # Extra origins allowed to open the websocket; the page's own origin is always allowed.
+    allowed_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MonitoringSettings:
+    """Who may read /metrics and /healthz, and where."""
+
+    # Networks (CIDR) whose clients may read them (the address server.trusted_proxies resolve);
+    # others get 403. Default: loopback and private networks, where monitoring lives.
+    allow: tuple[str, ...] = (
+        "127.0.0.0/8",
+        "::1/128",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "fc00::/7",
+    )
+    # A separate listener for them (python -m chatbot_server only); port 0: served on the main port.
+    # When set, the main port no longer serves them.
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    """Where conversations are kept so a reconnecting page (on any process) can resume."""
+
+    backend: str = "auto"  # auto (same as layer.backend) | memory | redis (uses layer.redis url/prefix)
+    ttl: float = 86400.0
+    max_frames: int = 500
+    takeover_timeout: float = 3.0
+    write_interval: float = 0.05  # redis: seconds frames gather before one pipeline writes them
+    # Bytes one client address may add to stored conversations per hour; beyond, its messages are
+    # refused ("quota_exceeded") until the hour's budget refills.
+    quota_per_ip: int = 2_000_000
+
+
+@dataclass(frozen=True)
+class AgentAccount:
+    """One human agent who may sign in to the console at /agent."""
+
+    username: str = ""
+    name: str = ""
+    password_hash: str = ""
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Handoff to human agents and their console."""
+
+    enabled: bool = True
+    accounts: tuple[AgentAccount, ...] = ()
+    session_secret: str = ""
+    session_ttl: float = 43200.0
+    fallback_handoff: int = 3
+    login_failures: int = 5
+    login_window: float = 300.0
+    # Handoff requests waiting in the queue per client address; more are refused politely.
+    max_queued_per_ip: int = 2
+    # Seconds a queued request stays after its user has gone (no socket holds it); then it expires.
+    queue_grace: float = 120.0
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    """How log lines look."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything chatbot_server can be configured with; the defaults are the embedded config."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    layer: LayerSettings = field(default_factory=LayerSettings)
+    bot: BotSettings = field(default_factory=BotSettings)
+    ui: UISettings = field(default_factory=UISettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
+    agents: AgentSettings = field(default_factory=AgentSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    # Directory that relative paths in the config resolve against (the config file's folder).
+    base_dir: Path = field(default_factory=Path.cwd, compare=False)
