@@ -138,3 +138,28 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return [_plain(v) for v in value]
     return value
+
+
+_AGENT = "agents: {accounts: [{username: li, name: 客服小李, password_hash: 'pbkdf2_sha256$1$c2FsdA$aGFzaA'}]}\n"
+
+
+def test_shared_redis_with_agents_needs_a_session_secret(tmp_path: Path) -> None:
+    # #14: with a random secret per process, a sign-in on :8081 was refused on :8082. Said at start.
+    path = write(tmp_path, "layer: {backend: redis}\n" + _AGENT)
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, env={})
+    assert error.value.key == "agents.session_secret"
+    assert "CHATBOT_SESSION_SECRET" in str(error.value)
+    secret = "x" * 32
+    assert load_settings(path, env={"CHATBOT_SESSION_SECRET": secret}).agents.session_secret == secret
+
+
+def test_one_process_needs_no_session_secret_and_a_short_one_is_refused(tmp_path: Path) -> None:
+    assert load_settings(write(tmp_path, _AGENT), env={}).agents.session_secret == ""
+    with pytest.raises(ConfigError, match="at least 16"):
+        load_settings(write(tmp_path, _AGENT), env={"CHATBOT_SESSION_SECRET": "short"})
+
+
+def test_networks_of_the_monitoring_allow_list_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="networks"):
+        load_settings(write(tmp_path, "monitoring: {allow: [intranet]}\n"), env={})
