@@ -47,6 +47,13 @@ _ID_SHAPE = re.compile(r"[1-9]\d{5}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 MIN_CARD, MAX_CARD, KEEP = 13, 19, 4
+# Secrets a customer should never type but does ("CVV 124", "密码是123456", "验证码 834512"):
+# a card's security code, a PIN, a one-time code. Stored, they would break PCI DSS 3.2 (no
+# sensitive authentication data after authorisation): hidden whole, when a keyword names them.
+_SECRET_RE = re.compile(
+    r"(?i)(?:(?<![a-z])(?:cvv2?|cvc2?|cvn2?|cid|pin)(?![a-z])|安全码|校验码|验证码|动态码|动态密码|密码)"
+    r"[^\d\n]{0,6}?(\d{3,8})(?!\d)"
+)
 
 
 def luhn_ok(digits: str) -> bool:
@@ -123,10 +130,20 @@ def _hidden(digits: str, starts: list[int], has_x: bool) -> bytearray:
     return hide
 
 
+def _hide_secret(match: re.Match[str]) -> str:
+    start, end = match.start(1) - match.start(), match.end(1) - match.start()
+    whole = match.group()
+    return whole[:start] + "*" * (end - start) + whole[end:]
+
+
 def mask_sensitive(text: str) -> str:
-    """Replace card numbers (Luhn-valid) and ID numbers (checksum-valid), keeping their last 4."""
-    if _DIGIT_RE.search(text) is None or len(_DIGIT_RE.findall(text)) < MIN_CARD:
-        return text  # nearly every message: one or two scans; no card fits in fewer digits
+    """Replace card numbers (Luhn-valid) and ID numbers (checksum-valid), keeping their last 4,
+    and security codes, PINs and one-time codes named by a keyword, whole."""
+    if _DIGIT_RE.search(text) is None:
+        return text  # nearly every message: one scan
+    text = _SECRET_RE.sub(_hide_secret, text)
+    if len(_DIGIT_RE.findall(text)) < MIN_CARD:
+        return text  # no card fits in fewer digits
     chars: list[str] | None = None
     for run in _RUN_RE.finditer(text):
         if run.end() - run.start() < MIN_CARD:

@@ -55,7 +55,7 @@ def test_sensitive_numbers_are_masked(text: str, expected: str) -> None:
         # The four messages quoted in the issue: a neighbour (expiry, CVV, "第1") broke Luhn.
         (f"{CARD} 12/25", f"{MASKED} 12/25"),
         ("6222 0212 3456 7878 08 月到期", "**** **** **** 7878 08 月到期"),
-        (f"CVV 124 {CARD}", f"CVV 124 {MASKED}"),
+        (f"CVV 124 {CARD}", f"CVV *** {MASKED}"),
         (f"第1 {CARD}", f"第1 {MASKED}"),
         # Group separators the old pattern did not know.
         ("卡号6222\u00a00212\u00a03456\u00a07878", "卡号****\u00a0****\u00a0****\u00a07878"),
@@ -161,7 +161,28 @@ async def test_every_path_gets_the_masked_text(aiohttp_client: Any, caplog: pyte
         await li.close()
         await ws.close()
     texts = [str(f.get("msg", "")) for f in seen] + bot.answered
-    assert "**** **** **** 7878 08 月到期" in texts[0] and f"CVV 124 {MASKED}" in texts
+    assert "**** **** **** 7878 08 月到期" in texts[0] and f"CVV *** {MASKED}" in texts
     assert f"您的卡 {MASKED} 12/25 已冻结" in texts
     for text in [*texts, caplog.text]:
         assert "6222021234" not in text.replace(" ", ""), text
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("CVV 124", "CVV ***"),
+        ("cvv2: 9876", "cvv2: ****"),
+        ("背面安全码是 321", "背面安全码是 ***"),
+        ("我的密码是123456", "我的密码是******"),
+        ("验证码：834512 请查收", "验证码：****** 请查收"),
+        ("PIN 1234", "PIN ****"),
+    ],
+)
+def test_security_codes_pins_and_one_time_codes_are_hidden_whole(text: str, masked: str) -> None:
+    # PCI DSS: a card's security code or PIN must not be stored; nor a one-time code shown to an agent.
+    assert mask_sensitive(text) == masked
+
+
+@pytest.mark.parametrize("text", ["shopping 123", "我要改密码", "spin 1234", "密码忘了怎么办", "热线 95516"])
+def test_words_near_numbers_are_not_secrets(text: str) -> None:
+    assert mask_sensitive(text) == text
