@@ -43,13 +43,15 @@ def setup(
     bot: Bot | None = None,
     store: ConversationStore | None = None,
     consumer: type[WebsocketConsumer] = ChatConsumer,
+    monitoring_routes: bool = True,
 ) -> ChannelLayer:
     """Mount the chatbot into `app` (under `prefix` as a sub-app) and return its channel layer.
 
     The host keeps its own routes, middlewares and Jinja environment: the chatbot renders with an
     environment of its own. Layer, bot and store are built from `settings` unless passed in; what
     setup builds it also starts and closes (in the app's cleanup context), what the caller passes
-    in the caller starts and closes.
+    in the caller starts and closes. With `monitoring_routes=False` /healthz and /metrics are left
+    out (python -m chatbot_server serves them on a listener of their own, monitoring.port).
     """
     settings = settings or Settings()
     target = app
@@ -92,14 +94,15 @@ def setup(
     target[TURNS_KEY] = TurnRunner(bot, timeout=settings.bot.timeout)
     target[HOLDERS_KEY] = Holders()
     registry = ConnectionRegistry(max_per_ip=settings.limits.max_connections_per_ip)
-    registry.stats.bind(lambda: len(registry), layer)
+    registry.stats.bind(lambda: len(registry), layer, store)
     target[CONNECTIONS_KEY] = registry
     _setup_templates(target, settings)
 
     target.router.add_get("/", chat_page, name="chatbot_page")
     target.router.add_get("/ws", consumer.as_handler(), name="chatbot_ws")
-    target.router.add_get("/healthz", healthz, name="chatbot_healthz")
-    target.router.add_get("/metrics", metrics, name="chatbot_metrics")
+    if monitoring_routes:
+        target.router.add_get("/healthz", healthz, name="chatbot_healthz")
+        target.router.add_get("/metrics", metrics, name="chatbot_metrics")
     target.router.add_static("/static", static_dir(), name="chatbot_static")
     # The chat page shows its 转人工 button only when there are agents to hand off to.
     target[TEMPLATES_KEY].globals["handoff_enabled"] = handoff
@@ -217,11 +220,13 @@ def _setup_templates(app: web.Application, settings: Settings) -> None:
     )
 
 
-def create_app(settings: Settings | None = None, *, handle_signals: bool = False) -> web.Application:
+def create_app(
+    settings: Settings | None = None, *, handle_signals: bool = False, monitoring_routes: bool = True
+) -> web.Application:
     """A standalone application serving the chatbot at the root; SIGHUP reloads the bot if asked."""
     settings = settings or Settings()
     app = web.Application(client_max_size=64 * 1024)
-    setup(app, settings)
+    setup(app, settings, monitoring_routes=monitoring_routes)
     if handle_signals:  # the process is ours (python -m chatbot_server)
         app.cleanup_ctx.append(_sighup_reloads_bot)
         app.on_startup.append(_freeze_startup_heap)  # after every start-up context (bot loaded)

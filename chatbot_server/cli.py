@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -16,7 +17,11 @@ from .app import build_layer, create_app
 from .bots import BotContext, build_bot
 from .config import ENV_OVERRIDES, Settings, load_settings
 from .errors import ConfigError, LayerUnavailableError
+from .keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY
+from .ops.guard import AcceptErrorLog, ConnectionGuard, fd_budget, raise_fd_limit
 from .ops.logs import configure_logging
+from .ops.metrics import GuardStats
+from .ops.views import healthz, metrics
 from .version import __version__
 
 log = logging.getLogger("chatbot_server")
@@ -82,30 +87,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"config OK: {config_path or '(built-in defaults)'}")
             print(summary)
             return 0
-        app = create_app(settings, handle_signals=True)
+        # Before the app is built: its start-up warnings come out in the chosen format too.
+        configure_logging(settings.logging.level, settings.logging.format)
+        app = create_app(settings, handle_signals=True, monitoring_routes=not settings.monitoring.port)
     except ConfigError as exc:
         if not exc.source and config_path:
             exc = ConfigError(str(exc).removeprefix(f"{exc.key}: "), key=exc.key, source=config_path)
         print(f"chatbot_server: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    configure_logging(settings.logging.level, settings.logging.format)
     _use_uvloop_if_installed()
+    soft, hard = raise_fd_limit()
     log.info(
-        "start host=%s port=%d layer=%s bot=%s",
+        "start host=%s port=%d layer=%s bot=%s fd_limit=%d/%d",
         settings.server.host,
         settings.server.port,
         settings.layer.backend,
         settings.bot.name,
+        soft,
+        hard,
     )
     try:
-        web.run_app(
-            app,
-            host=settings.server.host,
-            port=settings.server.port,
-            shutdown_timeout=settings.server.shutdown_timeout,
-            print=lambda _: log.info("listening url=http://%s:%d/", settings.server.host, settings.server.port),
-            access_log=None,
-        )
+        asyncio.run(serve(app, settings))
     except LayerUnavailableError as exc:
         print(f"chatbot_server: cannot start: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
@@ -113,6 +115,80 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"chatbot_server: cannot listen on {settings.server.host}:{settings.server.port}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     return 0
+
+
+async def serve(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, every connection behind the transport guard (ops/guard.py).
+
+    Not web.run_app: it offers no way to wrap the protocol factory, and the guard must see each
+    connection before aiohttp does (aiohttp has no deadline for a first request head).
+    """
+    loop = asyncio.get_running_loop()
+    stats = GuardStats()
+    loop.set_exception_handler(AcceptErrorLog(stats))
+    server_settings = settings.server
+    runner = web.AppRunner(
+        app,
+        # SIGTERM/SIGINT set an event rather than raise GracefulExit out of a signal callback, so
+        # the shutdown below runs in order, in this task.
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=server_settings.keepalive_timeout,
+        shutdown_timeout=server_settings.shutdown_timeout,
+    )
+    await runner.setup()
+    monitor: web.AppRunner | None = None
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    server: asyncio.Server | None = None
+    try:
+        assert runner.server is not None  # set by setup(); web.Server is aiohttp's protocol factory
+        guard = ConnectionGuard(
+            runner.server,
+            handshake_timeout=server_settings.handshake_timeout,
+            max_unfinished_per_ip=server_settings.max_unfinished_per_ip,
+            # Descriptors the process needs besides connections: what is open now, the Redis pool.
+            fd_budget=fd_budget(reserve=server_settings.fd_reserve, extra=settings.layer.redis.pool_size + 2),
+            trusted_proxies=server_settings.trusted_proxies,
+            stats=stats,
+        )
+        app[CONNECTIONS_KEY].stats.registry.register(stats.collector(lambda: guard.open))
+        server = await loop.create_server(guard, server_settings.host, server_settings.port, reuse_address=True)
+        if settings.monitoring.port:
+            monitor = await _serve_monitoring(app, settings)
+        log.info("listening url=http://%s:%d/", server_settings.host, server_settings.port)
+        await stop.wait()
+        log.info("stop shed=%s accept_errors=%d", dict(stats.shed), stats.accept_errors)
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        if server is not None:
+            server.close()  # stop accepting; runner.cleanup() below ends the open connections
+        if monitor is not None:
+            await monitor.cleanup()
+        await runner.cleanup()
+        if server is not None:
+            # Python 3.12+ waits here for every connection; they are closed by now.
+            await asyncio.wait_for(server.wait_closed(), timeout=max(1.0, server_settings.shutdown_timeout))
+
+
+async def _serve_monitoring(app: web.Application, settings: Settings) -> web.AppRunner:
+    """/healthz and /metrics on a listener of their own (monitoring.host:port), off the public port."""
+    monitor = web.Application()
+    # The handlers read the chat app's state.
+    monitor[SETTINGS_KEY] = app[SETTINGS_KEY]
+    monitor[LAYER_KEY] = app[LAYER_KEY]
+    monitor[STORE_KEY] = app[STORE_KEY]
+    monitor[BOT_KEY] = app[BOT_KEY]
+    monitor[CONNECTIONS_KEY] = app[CONNECTIONS_KEY]
+    monitor.router.add_get("/healthz", healthz)
+    monitor.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(monitor, handle_signals=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, settings.monitoring.host, settings.monitoring.port).start()
+    log.info("monitoring url=http://%s:%d/healthz", settings.monitoring.host, settings.monitoring.port)
+    return runner
 
 
 async def check(settings: Settings) -> str:

@@ -94,3 +94,43 @@ def test_taken_port_exits_1_without_traceback(tmp_path: Path) -> None:
         result = run_cli("--config", str(config), "--port", str(port))
     assert result.returncode == 1
     assert "cannot listen" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_start_up_warnings_are_json_lines_on_stdout(tmp_path: Path) -> None:
+    # #14: logging was configured after the app was built, so its warnings (here: no session
+    # secret) went to stderr as plain text, whatever logging.format said.
+    import json
+
+    from tests.redis_server import free_port
+
+    config = tmp_path / "c.yaml"
+    account = "{username: li, name: 客服小李, password_hash: 'pbkdf2_sha256$1$c2FsdA$aGFzaA'}"
+    config.write_text(f"bot: {{name: echo}}\nagents: {{accounts: [{account}]}}\n", encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CHATBOT_SESSION_SECRET", None)
+    cmd = [
+        sys.executable,
+        "-m",
+        "chatbot_server",
+        "-c",
+        str(config),
+        "--port",
+        str(free_port()),
+        "--log-format",
+        "json",
+    ]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        assert server.stdout is not None
+        records = []
+        for line in server.stdout:  # until the "listening" line, not a timer
+            records.append(json.loads(line))
+            if "listening" in records[-1]["msg"]:
+                break
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    warnings = [r for r in records if r["level"] == "WARNING"]
+    assert any("session_secret" in r["msg"] for r in warnings), records
+    assert "session_secret" not in err and "Traceback" not in err
+    assert server.returncode == 0  # SIGTERM is a clean stop

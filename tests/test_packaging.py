@@ -72,13 +72,14 @@ def test_wheel_installs_into_a_fresh_venv_and_serves(tmp_path: Path) -> None:
         [str(python), "-m", "chatbot_server", "--port", str(port)],
         cwd=tmp_path,
         env=clean_env,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,  # logs go to stdout (ops/logs.py), as supervisors expect
+        stderr=subprocess.STDOUT,
         text=True,
     )
     try:
-        assert server.stderr is not None
+        assert server.stdout is not None
         seen = []
-        for line in server.stderr:  # wait for the "listening" log line, not for a timer
+        for line in server.stdout:  # wait for the "listening" log line, not for a timer
             seen.append(line)
             if "listening" in line:
                 break

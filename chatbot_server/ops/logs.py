@@ -24,8 +24,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Send chatbot_server's (and aiohttp's) logs to stderr in the chosen format."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Send chatbot_server's (and aiohttp's) logs to stdout in the chosen format.
+
+    stdout, as process supervisors expect (systemd's journal, container runtimes)."""
+    handler = logging.StreamHandler(sys.stdout)
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -15,6 +16,18 @@ from ..layers import ChannelLayer
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+class StoreCounters(Protocol):
+    """What the conversation store counts (store/base.py StoreStats)."""
+
+    data_lost: int
+    rewritten: int
+
+
+class _CountingStore(Protocol):
+    @property
+    def stats(self) -> StoreCounters: ...
+
+
 class ServerStats:
     """Plain integer counters (no locks) incremented by consumers; one per application."""
 
@@ -22,6 +35,7 @@ class ServerStats:
         self.messages_in = 0
         self.messages_out = 0
         self.connections_total = 0
+        self.frames_replayed = 0  # stored frames sent again by resumes and history pages
         self.errors: Counter[str] = Counter()
         self.registry = CollectorRegistry(auto_describe=True)
         self.bot_latency = LatencyHistogram((0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
@@ -30,9 +44,9 @@ class ServerStats:
         """Count one error frame or close by its code."""
         self.errors[code] += 1
 
-    def bind(self, open_sockets: Callable[[], int], layer: ChannelLayer) -> None:
-        """Expose the counters, the open socket count and the layer's stats."""
-        self.registry.register(_StatsCollector(self, open_sockets, layer))
+    def bind(self, open_sockets: Callable[[], int], layer: ChannelLayer, store: _CountingStore | None = None) -> None:
+        """Expose the counters, the open socket count, the layer's stats (and the store's)."""
+        self.registry.register(_StatsCollector(self, open_sockets, layer, store))
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
@@ -66,10 +80,13 @@ class LatencyHistogram:
 
 
 class _StatsCollector(Collector):
-    def __init__(self, stats: ServerStats, open_sockets: Callable[[], int], layer: ChannelLayer) -> None:
+    def __init__(
+        self, stats: ServerStats, open_sockets: Callable[[], int], layer: ChannelLayer, store: _CountingStore | None
+    ) -> None:
         self.stats = stats
         self.open_sockets = open_sockets
         self.layer = layer
+        self.store = store
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -89,10 +106,56 @@ class _StatsCollector(Collector):
             ("delivered", ls.delivered),
             ("dropped", ls.dropped),
             ("failure", ls.failures),
+            ("write_failure", ls.write_failures),
+            ("late", ls.late_writes),
         ):
             layer.add_metric([self.layer.backend, op], value)
         yield layer
         yield CounterMetricFamily(
             "chatbot_layer_reconnects", "Times the layer reconnected to its backend", value=ls.reconnects
         )
+        yield GaugeMetricFamily(
+            "chatbot_layer_pending_writes",
+            "Group memberships the backend refused, being retried",
+            value=ls.pending_writes,
+        )
         yield s.bot_latency.family("chatbot_bot_answer_seconds", "Time the bot took to answer one message")
+        if self.store is not None:
+            counts = self.store.stats
+            yield CounterMetricFamily(
+                "chatbot_store_data_lost", "Times Redis was found to have lost the store's data", value=counts.data_lost
+            )
+            yield CounterMetricFamily(
+                "chatbot_store_rewritten", "Held conversations written again whole after a loss", value=counts.rewritten
+            )
+        yield CounterMetricFamily(
+            "chatbot_frames_replayed", "Stored frames sent again by resumes and history pages", value=s.frames_replayed
+        )
+
+
+class GuardStats:
+    """The transport guard's counters (ops/guard.py): connections shed by reason, accept() errors."""
+
+    def __init__(self) -> None:
+        self.shed: Counter[str] = Counter()  # handshake_timeout, per_ip, fd_reserve
+        self.accept_errors = 0
+
+    def collector(self, open_connections: Callable[[], int]) -> Collector:
+        """A collector to register on ServerStats.registry (python -m chatbot_server only)."""
+        return _GuardCollector(self, open_connections)
+
+
+class _GuardCollector(Collector):
+    def __init__(self, stats: GuardStats, open_connections: Callable[[], int]) -> None:
+        self.stats = stats
+        self.open_connections = open_connections
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("chatbot_http_connections", "TCP connections open now", value=self.open_connections())
+        shed = CounterMetricFamily("chatbot_connections_shed", "Connections closed by the guard", labels=["reason"])
+        for reason in ("handshake_timeout", "per_ip", "fd_reserve"):
+            shed.add_metric([reason], self.stats.shed[reason])
+        yield shed
+        yield CounterMetricFamily(
+            "chatbot_accept_errors", "accept() failures (out of file descriptors)", value=self.stats.accept_errors
+        )
