@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from ..config import Settings
-from ..keys import DIRECTORY_KEY, QUEUE_KEY
+from ..errors import ChatbotServerError
+from ..keys import DIRECTORY_KEY, LAYER_KEY, QUEUE_KEY
+from ..layers import ChannelLayer
 from ..store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 from .consumer import AgentConsumer
 from .directory import AgentDirectory
+from .sessions import SESSIONS_GROUP, LiveSessions
 from .views import console_page, login, login_page, logout
+
+log = logging.getLogger("chatbot_server.agents")
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -23,16 +31,18 @@ def make_queue(settings: Settings, backend: str, *, client: aioredis.Redis | Non
 
     On Redis it uses `client` (the application's one client, closed by the application) if given.
     """
+    grace, cap = settings.agents.queue_grace, settings.agents.max_queued_per_ip
     if backend == "redis":
         redis = settings.layer.redis
-        return RedisHandoffQueue(url=redis.url, prefix=redis.prefix, client=client)
-    return MemoryHandoffQueue()
+        return RedisHandoffQueue(url=redis.url, prefix=redis.prefix, client=client, grace=grace, max_per_ip=cap)
+    return MemoryHandoffQueue(grace=grace, max_per_ip=cap)
 
 
 def setup_agents(app: web.Application, settings: Settings, queue: HandoffQueue) -> None:
     """Add /agent, /agent/login, /agent/logout and /agent/ws; `queue` is started and closed with the app."""
     app[QUEUE_KEY] = queue
-    app[DIRECTORY_KEY] = AgentDirectory(settings.agents)
+    queue.publish_to(app[LAYER_KEY])  # where its keeper announces lapsed entries
+    app[DIRECTORY_KEY] = directory = AgentDirectory(settings.agents)
     app.router.add_get("/agent", console_page, name="chatbot_agent_console")
     app.router.add_get("/agent/login", login_page, name="chatbot_agent_login")
     app.router.add_post("/agent/login", login, name="chatbot_agent_login_post")
@@ -44,6 +54,57 @@ def setup_agents(app: web.Application, settings: Settings, queue: HandoffQueue) 
         try:
             yield
         finally:
+            directory.close()
             await queue.close()
 
     app.cleanup_ctx.append(lifecycle)
+    listener = SignOutListener(directory.sessions)
+
+    async def listen(app: web.Application) -> None:
+        await listener.start(app[LAYER_KEY])
+
+    async def stop_listening(_: web.Application) -> None:
+        await listener.stop()
+
+    # on_startup runs after every cleanup context started, so the layer is up by then; on_shutdown
+    # runs before they are closed.
+    app.on_startup.append(listen)
+    app.on_shutdown.append(stop_listening)
+
+
+class SignOutListener:
+    """This process's member of SESSIONS_GROUP: sign-outs made on any process reach LiveSessions."""
+
+    def __init__(self, sessions: LiveSessions) -> None:
+        self.sessions = sessions
+        self._layer: ChannelLayer | None = None
+        self._channel = ""
+        self._refresh: asyncio.Task[None] | None = None
+
+    async def start(self, layer: ChannelLayer) -> None:
+        self._layer = layer
+        self._channel = await layer.new_channel("agents.sessions")
+        layer.subscribe(self._channel, self.sessions.deliver)
+        await layer.group_add(SESSIONS_GROUP, self._channel)
+        self._refresh = asyncio.get_running_loop().create_task(self._keep_joined(layer))
+
+    async def _keep_joined(self, layer: ChannelLayer) -> None:
+        # Group memberships expire after layer.group_expiry; this one must last as long as the process.
+        while True:
+            await asyncio.sleep(layer.group_expiry / 2)
+            try:
+                await layer.group_add(SESSIONS_GROUP, self._channel)
+            except ChatbotServerError as exc:  # Redis down: the layer re-registers it on reconnect
+                log.warning("agents.sessions rejoin failed: %s", exc)
+
+    async def stop(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
+        if self._layer is not None and self._channel:
+            try:
+                await self._layer.group_discard(SESSIONS_GROUP, self._channel)
+            except ChatbotServerError as exc:  # stopping: the membership expires on its own
+                log.info("agents.sessions leave failed: %s", exc)
+            await self._layer.release_channel(self._channel)

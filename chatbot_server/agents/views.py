@@ -7,12 +7,12 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from ..keys import DIRECTORY_KEY, SETTINGS_KEY, TEMPLATES_KEY
+from ..keys import DIRECTORY_KEY, LAYER_KEY, SETTINGS_KEY, TEMPLATES_KEY
 from ..sockets.origin import origin_allowed
 from ..sockets.ratelimit import client_ip
 from ..version import __version__
 from .directory import Agent, AgentDirectory
-from .sessions import COOKIE_NAME
+from .sessions import COOKIE_NAME, SESSIONS_GROUP, session_ended
 
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -46,6 +46,18 @@ def _render(request: web.Request, template: str, context: dict[str, Any], *, sta
 def current_agent(request: web.Request) -> Agent | None:
     """The agent signed in on this request (a valid session cookie), or None."""
     return request.config_dict[DIRECTORY_KEY].from_cookie(request.cookies.get(COOKIE_NAME))
+
+
+def came_over_https(request: web.Request) -> bool:
+    """TLS to us, or to a trusted proxy that says so (X-Forwarded-Proto, believed as client_ip() believes
+    X-Forwarded-For: only when the peer is one of server.trusted_proxies)."""
+    if request.secure:
+        return True
+    if request.remote not in set(request.config_dict[SETTINGS_KEY].server.trusted_proxies):
+        return False
+    # The proxy nearest to us speaks last; nginx's `proxy_set_header` sends exactly one value.
+    proto = request.headers.get("X-Forwarded-Proto", "").rpartition(",")[2]
+    return proto.strip().lower() == "https"
 
 
 def _same_origin_post(request: web.Request) -> bool:
@@ -88,7 +100,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     keys = (f"ip:{client_ip(request, settings.server.trusted_proxies)}", f"user:{username}")
     if directory.limiter.blocked(*keys):
         return _render(request, "agent_login.html", {"error": "尝试次数过多,请稍后再试。"}, status=429)
-    agent = directory.check_password(username, password)
+    agent = await directory.check_password(username, password)
     if agent is None:
         directory.limiter.failed(*keys)
         return _render(request, "agent_login.html", {"error": "用户名或密码错误。"}, status=401)
@@ -101,15 +113,22 @@ async def login(request: web.Request) -> web.StreamResponse:
         path=_url(request, "chatbot_agent_console"),
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        secure=came_over_https(request),
     )
     raise response
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    """Forget the session cookie."""
+    """End the session on every process (its console sockets close with 4003) and forget the cookie."""
     if not _same_origin_post(request):
         raise web.HTTPForbidden(text="origin not allowed")
+    directory: AgentDirectory = request.config_dict[DIRECTORY_KEY]
+    session = directory.session(request.cookies.get(COOKIE_NAME))
+    if session is not None:
+        # Here at once, even if the layer cannot reach the other processes right now ...
+        directory.sessions.revoke(session.id, session.expires)
+        # ... and on every process (this one included) through the group they all joined.
+        await request.config_dict[LAYER_KEY].group_send(SESSIONS_GROUP, session_ended(session))
     response = web.HTTPSeeOther(_url(request, "chatbot_agent_login"))
     response.del_cookie(COOKIE_NAME, path=_url(request, "chatbot_agent_console"))
     raise response
