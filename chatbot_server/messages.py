@@ -26,6 +26,9 @@ __all__ = [
     "AgentFrame",
     "AgentTranscript",
     "AgentsQueue",
+    "AgentsQueueAdded",
+    "AgentsQueueChanged",
+    "AgentsQueueRemoved",
     "ChatBroadcast",
     "ChatMessage",
     "ConvDeliver",
@@ -33,9 +36,13 @@ __all__ = [
     "ConvReleased",
     "ConvTakeover",
     "QueueChanged",
+    "QueueItem",
     "agent_frame",
     "agent_transcript",
     "agents_queue",
+    "agents_queue_added",
+    "agents_queue_changed",
+    "agents_queue_removed",
     "chat_broadcast",
     "conv_deliver",
     "conv_mode",
@@ -103,15 +110,49 @@ class ConvMode(TypedDict):
 
 # ------------------------------------------------------------------ about the handoff queue
 class AgentsQueue(TypedDict):
-    """The queue changed: every console reloads it. Sent by ChatConsumer.request_handoff and
-    AgentConsumer.queue_moved to AGENTS_GROUP; handled by AgentConsumer.agents_queue."""
+    """Every console reloads the whole queue (what an earlier build sent on each change; consoles
+    now get the deltas below). Handled by AgentConsumer.agents_queue."""
 
     type: Literal["agents.queue"]
 
 
+class QueueItem(TypedDict):
+    """One waiting conversation as consoles show it (store.handoff.QueueEntry.item())."""
+
+    conversation: str
+    since: int
+    preview: str
+
+
+class AgentsQueueAdded(TypedDict):
+    """A conversation joined the queue. Sent by Handoff.request to AGENTS_GROUP; handled by
+    AgentConsumer.agents_queue_added."""
+
+    type: Literal["agents.queue_added"]
+    item: QueueItem
+
+
+class AgentsQueueChanged(TypedDict):
+    """A waiting conversation's entry changed (its preview). Sent by Handoff.request to
+    AGENTS_GROUP; handled by AgentConsumer.agents_queue_changed."""
+
+    type: Literal["agents.queue_changed"]
+    item: QueueItem
+
+
+class AgentsQueueRemoved(TypedDict):
+    """Conversations left the queue (claimed, or lapsed: nobody waited for them any more). Sent
+    by AgentConsumer.queue_moved, Handoff.request and the queue's keeper to AGENTS_GROUP; handled
+    by AgentConsumer.agents_queue_removed."""
+
+    type: Literal["agents.queue_removed"]
+    conversations: list[str]
+
+
 class QueueChanged(TypedDict):
     """The queue moved: every waiting user learns their new position. Sent by
-    AgentConsumer.queue_moved to QUEUE_GROUP; handled by ChatConsumer.queue_changed."""
+    AgentConsumer.queue_moved and the queue's keeper to QUEUE_GROUP; handled by
+    ChatConsumer.queue_changed."""
 
     type: Literal["queue.changed"]
 
@@ -150,6 +191,9 @@ ChatMessage = (
     | ConvDeliver
     | ConvMode
     | AgentsQueue
+    | AgentsQueueAdded
+    | AgentsQueueChanged
+    | AgentsQueueRemoved
     | QueueChanged
     | AgentFrame
     | AgentTranscript
@@ -183,6 +227,21 @@ def conv_mode(conversation: str, mode: Literal["bot", "agent"], agent: str | Non
 def agents_queue() -> AgentsQueue:
     """An AgentsQueue."""
     return {"type": "agents.queue"}
+
+
+def agents_queue_added(item: QueueItem) -> AgentsQueueAdded:
+    """An AgentsQueueAdded of one entry."""
+    return {"type": "agents.queue_added", "item": item}
+
+
+def agents_queue_changed(item: QueueItem) -> AgentsQueueChanged:
+    """An AgentsQueueChanged of one entry."""
+    return {"type": "agents.queue_changed", "item": item}
+
+
+def agents_queue_removed(conversations: list[str]) -> AgentsQueueRemoved:
+    """An AgentsQueueRemoved of the conversations no longer waiting."""
+    return {"type": "agents.queue_removed", "conversations": conversations}
 
 
 def queue_changed() -> QueueChanged:

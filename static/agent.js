@@ -17,6 +17,7 @@
   var socket = null;
   var retry = 0;
   var conversations = {};   // id -> {frames: {seq: frame}, preview}
+  var waiting = {};         // the queue: id -> {conversation, since, preview}
   var selected = null;
 
   function setStatus(kind, text) {
@@ -31,10 +32,22 @@
 
   function short(id) { return id.slice(0, 6); }
 
-  function renderQueue(items) {
+  // The server sends the whole queue once (on connect), then only its changes.
+  function setQueue(items) {
+    waiting = {};
+    items.forEach(function (item) { waiting[item.conversation] = item; });
+    renderQueue();
+  }
+
+  function renderQueue() {
+    // First come first: the order the server keeps (enqueue time, then id).
+    var items = Object.keys(waiting).map(function (id) { return waiting[id]; }).sort(function (a, b) {
+      return a.since - b.since || (a.conversation < b.conversation ? -1 : a.conversation > b.conversation ? 1 : 0);
+    });
     queueEl.textContent = "";
     queueCount.textContent = String(items.length);
-    items.forEach(function (item) {
+    items.forEach(function (item, n) {
+      item.position = n + 1;
       var li = document.createElement("li");
       li.setAttribute("data-conversation", item.conversation);
       var text = document.createElement("span");
@@ -129,11 +142,18 @@
   function handle(m) {
     switch (m.type) {
       case "hello":
+        setStatus("connected", config.agent.name + " 在线");  // after a "queue_unavailable" error
         m.active.forEach(function (id) { ensure(id); });
         renderConversations();
         if (!selected && m.active.length) select(m.active[0]);
         break;
-      case "queue": renderQueue(m.items); break;
+      case "queue": setQueue(m.items); break;
+      case "queue_added":
+      case "queue_changed": waiting[m.item.conversation] = m.item; renderQueue(); break;
+      case "queue_removed":
+        m.conversations.forEach(function (id) { delete waiting[id]; });
+        renderQueue();
+        break;
       case "claimed": ensure(m.conversation); select(m.conversation); break;
       case "claim_failed": setStatus("connected", "该用户已被其他客服接入"); break;
       case "transcript": merge(m.conversation, m.frames); break;
@@ -150,7 +170,10 @@
     socket = new WebSocket(url);
     socket.onopen = function () { opened = true; retry = 0; setStatus("connected", config.agent.name + " 在线"); };
     socket.onmessage = function (event) { handle(JSON.parse(event.data)); };
-    socket.onclose = function () {
+    socket.onclose = function (event) {
+      // 4003: the session was signed out (perhaps in another tab or process) or expired. Reloading
+      // the console redirects to the sign-in page; reconnecting would only be refused.
+      if (event.code === 4003) { setStatus("disconnected", "登录已失效,请重新登录。"); location.reload(); return; }
       setStatus("disconnected", "连接已断开,正在重连…");
       retry = Math.min(retry + 1, 6);
       if (!opened) {

@@ -145,6 +145,15 @@ CONSTRUCTED: list[tuple[Mapping[str, object], dict[str, Any]]] = [
         {"type": "conv.mode", "conversation": "c", "mode": "bot"},
     ),
     (messages.agents_queue(), {"type": "agents.queue"}),
+    (
+        messages.agents_queue_added({"conversation": "c", "since": 1, "preview": "卡"}),
+        {"type": "agents.queue_added", "item": {"conversation": "c", "since": 1, "preview": "卡"}},
+    ),
+    (
+        messages.agents_queue_changed({"conversation": "c", "since": 1, "preview": "卡"}),
+        {"type": "agents.queue_changed", "item": {"conversation": "c", "since": 1, "preview": "卡"}},
+    ),
+    (messages.agents_queue_removed(["c"]), {"type": "agents.queue_removed", "conversations": ["c"]}),
     (messages.queue_changed(), {"type": "queue.changed"}),
     (
         messages.agent_frame("c", OUT),
@@ -181,6 +190,9 @@ def test_each_message_type_has_its_handler_and_constructor() -> None:
         "queue.changed": ChatConsumer,
         "chat.broadcast": ChatConsumer,
         "agents.queue": AgentConsumer,
+        "agents.queue_added": AgentConsumer,
+        "agents.queue_changed": AgentConsumer,
+        "agents.queue_removed": AgentConsumer,
         "agent.frame": AgentConsumer,
         "agent.transcript": AgentConsumer,
     }

@@ -2,20 +2,22 @@
 
 Client → server: {"type": "claim" | "end" | "handback" | "open", "conversation": id},
 {"type": "reply", "conversation": id, "text": "..."}.
-Server → client: hello, queue, claimed, claim_failed, transcript, frame, closed, error (docs/agents.md).
+Server → client: hello, queue (a snapshot), queue_added / queue_removed / queue_changed (deltas),
+claimed, claim_failed, transcript, frame, closed, error (docs/agents.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from aiohttp import web
 
 from .. import messages
 from ..chat.holding import deliver
-from ..errors import ProtocolError
+from ..errors import LayerUnavailableError, ProtocolError, StoreUnavailableError
 from ..keys import DIRECTORY_KEY, QUEUE_KEY, STORE_KEY
 from ..masking import mask_sensitive
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
@@ -23,7 +25,7 @@ from ..protocol import AgentClaim, AgentEnd, AgentOpen, AgentReply, Frame, error
 from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..sockets.origin import origin_allowed
 from ..store.base import ConversationStore
-from ..store.handoff import HandoffQueue
+from ..store.handoff import DEADLINE, HandoffQueue, QueueEntry
 from .directory import Agent, AgentDirectory
 from .sessions import COOKIE_NAME
 
@@ -32,6 +34,11 @@ log = logging.getLogger("chatbot_server.agents")
 _JOINED_TEXT = "人工客服{name}已接入,正在为您服务。"
 _ENDED_TEXT = "本次人工服务已结束,感谢您的耐心。如还有问题,可以继续向智能客服提问。"
 _HANDED_BACK_TEXT = "人工客服已将会话转回智能客服,您可以继续提问。"
+_UNAVAILABLE_TEXT = "排队服务暂时不可用,正在重试,请稍候。"
+#: Seconds between tries to load the console while the queue is unavailable.
+RETRY_SECONDS = 2.0
+# What a queue, store or layer outage raises (each within its deadline): an error frame, not 1011.
+_UNAVAILABLE = (StoreUnavailableError, LayerUnavailableError, TimeoutError)
 
 
 class AgentConsumer(WebsocketConsumer):
@@ -46,6 +53,9 @@ class AgentConsumer(WebsocketConsumer):
         self.queue: HandoffQueue = request.config_dict[QUEUE_KEY]
         self.store: ConversationStore = request.config_dict[STORE_KEY]
         self.agent: Agent | None = self.directory.from_cookie(request.cookies.get(COOKIE_NAME))
+        # Queue deltas that arrive before the snapshot is sent wait here (None once it is sent).
+        self._early: list[dict[str, Any]] | None = []
+        self._retry: asyncio.Task[None] | None = None
 
     def refuse(self) -> web.StreamResponse | None:
         if self.agent is None:
@@ -65,23 +75,63 @@ class AgentConsumer(WebsocketConsumer):
         return self.agent
 
     async def on_connect(self) -> None:
-        active = await self.queue.active(self.me.username)
+        # Sign-out (on any process) or the session's expiry closes this socket with 4003.
+        self.directory.watch(self.request.cookies.get(COOKIE_NAME), self)
+        if not await self.load():
+            self._retry = asyncio.create_task(self._load_later(), name=f"agent-load-{self.connection_id}")
+
+    async def on_disconnect(self, code: int | None) -> None:
+        self.directory.sessions.detach(self)
+        if self._retry is not None:
+            self._retry.cancel()
+
+    async def load(self) -> bool:
+        """hello, the queue's snapshot, then the transcripts; False (and an error frame) if the
+        queue cannot be read now."""
+        self._early = []  # what changed before this read is in it
+        try:
+            active = await self.queue.active(self.me.username)
+            entries = await self.queue.waiting()
+        except _UNAVAILABLE as exc:
+            log.info("agent.load_unavailable agent=%s error=%s", self.me.username, exc)
+            self.stats.error("queue_unavailable")
+            if self._retry is None:  # once, not at every retry
+                await self.send_json(error_frame("queue_unavailable", _UNAVAILABLE_TEXT))
+            return False
         for conversation in active:
             await self.group_add(watch_group(conversation))
         await self.send_json(
             {"type": "hello", "agent": {"username": self.me.username, "name": self.me.name}, "active": active}
         )
-        await self.send_queue()
+        await self.send_json({"type": "queue", "items": _items(entries)})
+        early, self._early = self._early or [], None
+        for delta in early:  # changes made while the snapshot was read: applying them again is harmless
+            await self.send_json(delta)
         for conversation in active:
-            await self.send_transcript(conversation)
+            try:
+                async with asyncio.timeout(DEADLINE):
+                    await self.send_transcript(conversation)
+            except _UNAVAILABLE as exc:
+                await self.send_json(error_frame("store_unavailable", "会话记录暂时无法读取,请稍后点击查看。"))
+                log.info("agent.transcript_unavailable conversation=%s error=%s", conversation[:8], exc)
+        return True
+
+    async def _load_later(self) -> None:
+        while not self.ws.closed:
+            await asyncio.sleep(RETRY_SECONDS)  # a back-off, not a synchronisation
+            if await self.load():
+                return
 
     async def send_queue(self) -> None:
-        """The waiting conversations, first come first."""
-        items = [
-            {"conversation": e.conversation, "position": n, "since": e.since, "preview": e.preview}
-            for n, e in enumerate(await self.queue.waiting(), 1)
-        ]
-        await self.send_json({"type": "queue", "items": items})
+        """The live waiting conversations, first come first (a snapshot)."""
+        await self.send_json({"type": "queue", "items": _items(await self.queue.waiting())})
+
+    async def send_delta(self, delta: dict[str, Any]) -> None:
+        """One queue change, after the snapshot (held back until the snapshot is sent)."""
+        if self._early is not None:
+            self._early.append(delta)
+        else:
+            await self.send_json(delta)
 
     async def send_transcript(self, conversation: str) -> None:
         """The conversation as stored; live frames follow through the watch group."""
@@ -103,6 +153,10 @@ class AgentConsumer(WebsocketConsumer):
                     await self.send_transcript(conversation)
         except ProtocolError as exc:
             await self.send_json(error_frame(exc.code, str(exc)))
+        except _UNAVAILABLE as exc:
+            log.info("agent.action_unavailable agent=%s error=%s", self.me.username, exc)
+            self.stats.error("queue_unavailable")
+            await self.send_json(error_frame("queue_unavailable", "排队服务暂时不可用,请稍后再试。"))
 
     async def require_mine(self, conversation: str) -> None:
         """Only the agent holding a conversation may read or write it."""
@@ -111,9 +165,10 @@ class AgentConsumer(WebsocketConsumer):
 
     async def claim(self, conversation: str) -> None:
         """Take a waiting conversation; exactly one agent wins a race."""
-        if not await self.queue.claim(conversation, self.me.username):
+        # One id per claim: a run the Redis client retries (its reply lost) answers as the first did.
+        if not await self.queue.claim(conversation, self.me.username, request_id=secrets.token_hex(8)):
             await self.send_json({"type": "claim_failed", "conversation": conversation})
-            await self.send_queue()
+            await self.send_delta({"type": "queue_removed", "conversations": [conversation]})
             return
         log.info("agent.claim agent=%s conversation=%s", self.me.username, conversation[:8])
         await self.group_add(watch_group(conversation))
@@ -128,7 +183,7 @@ class AgentConsumer(WebsocketConsumer):
                 "system", _JOINED_TEXT.format(name=self.me.name), talk=False, event="agent_joined", agent=self.me.name
             ),
         )
-        await self.queue_moved()
+        await self.queue_moved(conversation)
 
     async def reply(self, conversation: str, text: str) -> None:
         """The agent's answer (checked by parse_agent_inbound) reaches the user as an "agent" frame."""
@@ -152,16 +207,38 @@ class AgentConsumer(WebsocketConsumer):
         """Append through the conversation's holder; if none, here, and show it to the consoles."""
         await deliver(self.store, self.layer, conversation, out, show=True)
 
-    async def queue_moved(self) -> None:
-        """Every console refreshes its queue; every waiting user learns their new position."""
-        await self.layer.group_send(AGENTS_GROUP, messages.agents_queue())
+    async def queue_moved(self, claimed: str) -> None:
+        """Every console drops the claimed entry; every waiting user learns their new position."""
+        await self.layer.group_send(AGENTS_GROUP, messages.agents_queue_removed([claimed]))
         await self.layer.group_send(QUEUE_GROUP, messages.queue_changed())
 
     # --------------------------------------------------------- layer handlers
     @message_handler
     async def agents_queue(self, message: messages.AgentsQueue) -> None:
-        """The queue changed."""
-        await self.send_queue()
+        """Reload the whole queue (from a process of an earlier build)."""
+        if self._early is None:
+            try:
+                await self.send_queue()
+            except _UNAVAILABLE as exc:
+                log.info("agent.queue_unavailable error=%s", exc)
+
+    @message_handler
+    async def agents_queue_added(self, message: messages.AgentsQueueAdded) -> None:
+        """A conversation joined the queue."""
+        if isinstance(item := message.get("item"), dict):
+            await self.send_delta({"type": "queue_added", "item": item})
+
+    @message_handler
+    async def agents_queue_changed(self, message: messages.AgentsQueueChanged) -> None:
+        """A waiting conversation's entry changed."""
+        if isinstance(item := message.get("item"), dict):
+            await self.send_delta({"type": "queue_changed", "item": item})
+
+    @message_handler
+    async def agents_queue_removed(self, message: messages.AgentsQueueRemoved) -> None:
+        """Conversations left the queue (claimed or lapsed)."""
+        if isinstance(gone := message.get("conversations"), list):
+            await self.send_delta({"type": "queue_removed", "conversations": gone})
 
     @message_handler
     async def agent_frame(self, message: messages.AgentFrame) -> None:
@@ -174,3 +251,7 @@ class AgentConsumer(WebsocketConsumer):
         await self.send_json(
             {"type": "transcript", "conversation": message["conversation"], "frames": message["frames"]}
         )
+
+
+def _items(entries: list[QueueEntry]) -> list[dict[str, Any]]:
+    return [dict(e.item(), position=n) for n, e in enumerate(entries, 1)]

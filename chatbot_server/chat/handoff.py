@@ -6,22 +6,36 @@ agents' side of it is agents/consumer.py. While an agent holds the conversation 
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
+
+from aiohttp import web
 
 from .. import messages
 from ..bots import Reply
+from ..errors import ChatbotServerError
 from ..layers import ChannelLayer
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, watch_group
-from ..protocol import Frame, frame
+from ..ops.metrics import ServerStats
+from ..protocol import Frame, error_frame, frame
 from ..store import FrameLog
-from ..store.handoff import HandoffQueue, Mode
+from ..store.handoff import Enqueued, HandoffQueue, Mode, QueueUnavailableError
+
+log = logging.getLogger("chatbot_server.chat")
 
 _QUEUED_TEXT = "正在为您转接人工客服,您前面还有 {ahead} 位用户,请稍候。"
 _QUEUE_MOVED_TEXT = "您前面还有 {ahead} 位用户,请稍候。"
+_UNAVAILABLE_TEXT = "抱歉,转人工服务暂时不可用,请稍后再试。"
+_ALREADY_TEXT = "您已在排队中,请勿重复提交。"
+_TOO_MANY_TEXT = "您的网络中排队的请求过多,请稍后再试。"
 
 
 class HandoffSocket(Protocol):
     """What the handoff needs of the chat socket (ChatConsumer is one)."""
+
+    ws: web.WebSocketResponse
+    client_ip: str
+    stats: ServerStats
 
     async def group_add(self, group: str) -> None: ...
 
@@ -35,9 +49,11 @@ class HandoffSocket(Protocol):
 
 
 class Handoff:
-    """The handoff state of one chat socket."""
+    """The handoff state of one chat socket; while queued, it keeps the queue entry alive."""
 
-    __slots__ = ("_fallbacks", "_position", "fallback_limit", "layer", "mode", "queue", "socket", "store")
+    __slots__ = (
+        "_fallbacks", "_position", "_waiting_for", "fallback_limit", "layer", "mode", "queue", "socket", "store",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -56,6 +72,11 @@ class Handoff:
         self.mode: Mode = "bot"
         self._fallbacks = 0
         self._position: int | None = None
+        self._waiting_for: str | None = None
+
+    def waits_for(self, conversation: str) -> bool:
+        """Whether this socket is open and waits for a human in `conversation` (the queue's keeper asks)."""
+        return self.mode == "queued" and self._waiting_for == conversation and not self.socket.ws.closed
 
     def needs_after_reply(self, reply: Reply) -> bool:
         """Whether after_reply() has anything to do (most replies: no)."""
@@ -72,38 +93,93 @@ class Handoff:
             await self.request(conversation)
 
     async def request(self, conversation: str) -> None:
-        """Put the conversation in the queue for a human agent and tell the user their position."""
-        queue = self.queue
+        """Put the conversation in the queue for a human agent and tell the user their position.
+
+        A queue that fails or hangs gets the user a polite error frame within the queue's
+        deadline; the socket stays open and the bot keeps answering."""
         if self.mode == "agent":
             return
-        preview = next(
-            (f["msg"] for f in reversed(await self.store.recent(conversation, 10)) if f["type"] == "user"), ""
-        )
-        position = await queue.enqueue(conversation, preview[:100])
-        if position == 0:  # an agent has it already
+        try:
+            recent = await self.store.recent(conversation, 10)
+        except ChatbotServerError:
+            recent = []  # the preview is a convenience; the handoff goes on without it
+        preview = next((f["msg"] for f in reversed(recent) if f["type"] == "user"), "")
+        try:
+            result = await self.queue.enqueue(conversation, preview[:100], ip=self.socket.client_ip)
+        except QueueUnavailableError:
+            self.socket.stats.error("handoff_unavailable")
+            await self.socket.send_json(error_frame("handoff_unavailable", _UNAVAILABLE_TEXT))
             return
-        already = self.mode == "queued"
+        if result.expired:
+            await self._publish(AGENTS_GROUP, messages.agents_queue_removed(list(result.expired)))
+        if result.status == "claimed":  # an agent has it already
+            return
+        if result.status == "refused":
+            self.socket.stats.error("queue_limit")
+            await self.socket.send_json(error_frame("queue_limit", _TOO_MANY_TEXT))
+            return
+        await self._queued(conversation, result)
+
+    async def _queued(self, conversation: str, result: Enqueued) -> None:
+        entry = result.entry
+        if entry is not None and result.changed:
+            await self._publish(AGENTS_GROUP, messages.agents_queue_changed(entry.item()))
+        if result.status == "waiting" and self.mode == "queued" and self._waiting_for == conversation:
+            # Pressed again: no second "queued" notice in the transcript, nothing for the consoles.
+            await self.socket.send_json(error_frame("already_queued", _ALREADY_TEXT))
+            self._position = result.position
+            await self._tell_position(result.position)
+            return
         self.mode = "queued"
-        self._position = position
-        if not already:
-            await self.socket.group_add(QUEUE_GROUP)
+        self._waiting_for = conversation
+        self._position = result.position
+        self.queue.keep(conversation, self)
+        if not self.socket.in_group(QUEUE_GROUP):
+            try:
+                await self.socket.group_add(QUEUE_GROUP)
+            except ChatbotServerError as exc:  # queued all the same; positions follow once it lands
+                log.warning("handoff.queue_group_failed error=%s", exc)
         await self.socket.emit(
             frame(
-                "system", _QUEUED_TEXT.format(ahead=position - 1), talk=False, event="queued", queue_position=position
+                "system",
+                _QUEUED_TEXT.format(ahead=result.position - 1),
+                talk=False,
+                event="queued",
+                queue_position=result.position,
             )
         )
         # An agent is about to read this conversation from the store: write it out now, not
         # after history.write_interval.
         self.store.write_soon()
-        await self.layer.group_send(AGENTS_GROUP, messages.agents_queue())
+        if result.status == "added" and entry is not None:
+            await self._publish(AGENTS_GROUP, messages.agents_queue_added(entry.item()))
+
+    async def _publish(self, group: str, message: messages.ChatMessage) -> None:
+        try:
+            await self.layer.group_send(group, message)
+        except ChatbotServerError as exc:
+            log.warning("handoff.publish_failed type=%s error=%s", message["type"], exc)
 
     async def restore(self, conversation: str) -> None:
         """After a resume: who answers this conversation now (the queue is shared by all processes)."""
-        self.mode, _ = await self.queue.mode(conversation)
+        self._waiting_for = None
+        try:
+            self.mode, _ = await self.queue.mode(conversation)
+            position = await self.queue.position(conversation) if self.mode == "queued" else None
+        except QueueUnavailableError:
+            # Unknown: the bot answers (an agent who holds it is heard through conv.mode).
+            self.socket.stats.error("handoff_unavailable")
+            self.mode = "bot"
+            return
         if self.mode == "queued":
-            position = await self.queue.position(conversation)
+            self._waiting_for = conversation
             self._position = position
-            await self.socket.group_add(QUEUE_GROUP)
+            self.queue.keep(conversation, self)
+            try:
+                await self.queue.touch([conversation])  # back in time: the entry lives on
+                await self.socket.group_add(QUEUE_GROUP)
+            except ChatbotServerError as exc:
+                log.warning("handoff.restore_incomplete error=%s", exc)
             if position is not None:  # the replayed "queued" notice may be out of date
                 await self._tell_position(position)
 
@@ -119,6 +195,7 @@ class Handoff:
         self.mode = mode
         self._fallbacks = 0
         self._position = None
+        self._waiting_for = None
         if self.socket.in_group(QUEUE_GROUP):
             await self.socket.group_discard(QUEUE_GROUP)
         if mode == "agent" and holding:
@@ -130,7 +207,10 @@ class Handoff:
         """queue.changed: tell a waiting user their new position (not stored: it is transient)."""
         if self.mode != "queued" or not holding:
             return
-        position = await self.queue.position(conversation)
+        try:
+            position = await self.queue.position(conversation)
+        except QueueUnavailableError:
+            return  # logged by the queue; the next change tells the position
         if position is None or position == self._position:
             return
         self._position = position
