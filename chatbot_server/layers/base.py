@@ -77,6 +77,9 @@ class LayerStats:
     dropped: int = 0
     failures: int = 0
     reconnects: int = 0
+    write_failures: int = 0  # writes the backend refused (Redis OOM, READONLY...)
+    pending_writes: int = 0  # gauge: membership writes waiting to be retried
+    late_writes: int = 0  # calls that stopped waiting for a backend past their deadline
 
 
 @dataclass(frozen=True)

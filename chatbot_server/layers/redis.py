@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from ..errors import (
     ChannelFull,
@@ -36,7 +37,12 @@ from .base import (
 )
 from .redis_connection import CONNECT_ERRORS, RedisConnection
 from .redis_groups import LocalGroups
-from .redis_members import DOWN_ERRORS, Op
+from .redis_members import DOWN_ERRORS, MEMBER_WAIT, Op
+
+HEALTH_TIMEOUT = 0.5  # /healthz must answer fast even when Redis hangs (SIGSTOP, a black hole)
+# A send waits this long for Redis, then fails (a group send counts it): no user-facing call
+# hangs for the whole socket timeout on a paused Redis.
+CALL_TIMEOUT = 1.0
 
 
 class RedisChannelLayer(RedisConnection):
@@ -94,6 +100,11 @@ class RedisChannelLayer(RedisConnection):
         self._syncing: set[str] = set()  # groups with a queued "do we still belong" check
         self._pending: deque[tuple[list[Op], asyncio.Future[None]]] = deque()
         self._flusher: asyncio.Task[None] | None = None
+        self._writing_since: float | None = None
+        self._retry: dict[tuple[str, str], Op] = {}
+        self._retrier: asyncio.Task[None] | None = None
+        self._write_error = ""
+        self._refusal_logged = False
         self._supervisor: asyncio.Task[None] | None = None
         self._up = False
         self._closed = False
@@ -126,7 +137,8 @@ class RedisChannelLayer(RedisConnection):
         self._supervisor = asyncio.create_task(self._supervise(), name=f"redis-layer-{self.process_id}")
 
     async def wait_connected(self) -> None:
-        """Wait until Redis is reachable and this process's memberships are registered."""
+        """Wait until Redis is reachable and this process's memberships are registered (none
+        refused and being retried, none still being written after its caller stopped waiting)."""
         await self._ready.wait()
 
     async def close(self) -> None:
@@ -134,7 +146,7 @@ class RedisChannelLayer(RedisConnection):
         if self._closed:
             return
         self._closed = True
-        tasks = [task for task in (self._supervisor, self._flusher) if task is not None]
+        tasks = [task for task in (self._supervisor, self._flusher, self._retrier) if task is not None]
         for task in tasks:
             task.cancel()
         # redis-py can swallow a cancellation that lands while a connection is being set up and then
@@ -190,10 +202,17 @@ class RedisChannelLayer(RedisConnection):
             entry = head + b'{"c":["' + channel.encode() + b'"],"m":' + payload + b"}"
             limit = self.inbox_capacity
         try:
-            result = await self._send_script(keys=keys, args=[entry, limit, self._expiry_ms(), int(now * 1000)])
+            async with asyncio.timeout(CALL_TIMEOUT):
+                result = await self._send_script(keys=keys, args=[entry, limit, self._expiry_ms(), int(now * 1000)])
+        except TimeoutError:  # before DOWN_ERRORS: it is an OSError
+            self.stats.late_writes += 1
+            raise LayerUnavailableError(f"Redis at {self.url} did not answer within {CALL_TIMEOUT:g} s") from None
         except DOWN_ERRORS as error:
             self._mark_down(error)
             raise self._unavailable() from error
+        except RedisError as error:  # reachable but refusing writes (OOM...)
+            self._write_refused(error)
+            raise LayerUnavailableError(f"Redis at {self.url} refuses writes ({self._write_error})") from error
         if result == -1:
             target = "channel" if owner is None else "inbox of process"
             raise ChannelFull(f"{target} {channel if owner is None else owner!r} is full ({limit} messages)")
@@ -241,33 +260,37 @@ class RedisChannelLayer(RedisConnection):
         now = time.time()
         if process_of(channel) == self.process_id:
             self._groups.add(group, channel, now)
+            self._forget_retry(group, channel)
             if not self._up:
                 return  # registered when Redis is back
         elif not self._up:
             raise self._unavailable()
-        await self._submit([("add", group, channel, now)])
+        await self._submit([("add", group, channel, now)], wait=MEMBER_WAIT)
 
     async def group_discard(self, group: str, channel: str) -> None:
         validate_group_name(group)
         validate_channel_name(channel)
         if process_of(channel) == self.process_id:
             self._groups.discard(group, channel)
+            self._forget_retry(group, channel)
             if not self._up:
                 self._unsynced.add((group, channel))
                 return
         elif not self._up:
             raise self._unavailable()
-        await self._submit([("discard", group, channel, 0.0)])
+        await self._submit([("discard", group, channel, 0.0)], wait=MEMBER_WAIT)
 
     async def release_channel(self, channel: str) -> None:
         self.local.remove(channel)
         groups = self._groups.forget(channel)
+        for group in groups:
+            self._forget_retry(group, channel)
         if not groups:
             return
         if not self._up:
             self._unsynced.update((group, channel) for group in groups)
             return
-        await self._submit([("discard", group, channel, 0.0) for group in groups])
+        await self._submit([("discard", group, channel, 0.0) for group in groups], wait=MEMBER_WAIT)
 
     async def group_send(self, group: str, message: Message) -> None:
         validate_group_name(group)
@@ -291,10 +314,16 @@ class RedisChannelLayer(RedisConnection):
             self._expiry_ms(),
         ]
         keys = [self._key("group", group), self._key("targets", group)]
+        # Local members have it; other processes' miss it when Redis is late or refuses (counted).
         try:
-            await self._group_send_script(keys=keys, args=args)
+            async with asyncio.timeout(CALL_TIMEOUT):
+                await self._group_send_script(keys=keys, args=args)
+        except TimeoutError:
+            self.stats.late_writes += 1
         except DOWN_ERRORS as error:
             self._mark_down(error)
+        except RedisError as error:
+            self._write_refused(error)
 
     async def group_members(self, group: str) -> list[str]:
         """The members of a group as Redis holds them (for tests and diagnostics)."""
@@ -308,6 +337,8 @@ class RedisChannelLayer(RedisConnection):
         self.local.clear()
         self._groups.clear()
         self._unsynced.clear()
+        self._retry.clear()
+        self.stats.pending_writes = 0
         if not self._up:
             raise self._unavailable()
         try:
@@ -325,10 +356,19 @@ class RedisChannelLayer(RedisConnection):
             raise self._unavailable() from error
 
     async def health(self) -> LayerHealth:
+        """Not ok while Redis is unreachable, does not answer within HEALTH_TIMEOUT, refuses
+        writes, or any membership write is still waiting to be retried (each named in the detail)."""
         if self._closed:
             return LayerHealth(ok=False, backend=self.backend, detail="closed")
         if not self._up:
             return LayerHealth(
                 ok=False, backend=self.backend, detail=f"Redis at {self.url} unreachable: {self._last_error}"
             )
+        problems = [problem] if (problem := await self._probe_write(HEALTH_TIMEOUT)) else []
+        if self._retry:
+            problems.append(f"{len(self._retry)} group memberships not yet registered in Redis, retrying")
+            if not problem and self._write_error:
+                problems.append(f"last error: {self._write_error}")
+        if problems:
+            return LayerHealth(ok=False, backend=self.backend, detail="; ".join(problems))
         return LayerHealth(ok=True, backend=self.backend, detail=f"connected to {self.url}")

@@ -13,6 +13,7 @@ import logging
 import random
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import LayerUnavailableError
@@ -70,6 +71,22 @@ class RedisConnection(InboxReader):
                 self._last_error,
             )
 
+    async def _probe_write(self, timeout: float) -> str:
+        """What is wrong with writing to Redis now, or "": a real write (the heartbeat, refreshed),
+        since PING and reads still work when Redis refuses writes (OOM), bounded by `timeout`."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._client.set(self._process_key, b"1", xx=True, px=self._heartbeat_ttl_ms())
+        except TimeoutError:  # before DOWN_ERRORS: it is an OSError
+            return f"Redis at {self.url} did not answer within {timeout:g} s"
+        except DOWN_ERRORS as error:
+            return f"Redis at {self.url} unreachable: {error}"
+        except RedisError as error:
+            self._write_refused(error)
+            return f"Redis at {self.url} refuses writes ({self._write_error})"
+        self._write_landed()
+        return ""
+
     def _unavailable(self) -> LayerUnavailableError:
         if self._closed:
             return LayerUnavailableError("the channel layer is closed")
@@ -80,7 +97,12 @@ class RedisConnection(InboxReader):
         if self._blmpop is None:
             info = await self._client.info("server")
             self._blmpop = int(str(info.get("redis_version", "0")).split(".")[0]) >= 7
-        await self._beat()
+        try:
+            await self._beat()
+        except DOWN_ERRORS:
+            raise
+        except RedisError as refused:  # reachable but refusing writes: connect, report, retry
+            self._write_refused(refused)
         recovered = self._outage_logged
         self._up = True
         self._down.clear()
@@ -94,7 +116,8 @@ class RedisConnection(InboxReader):
             if not self._up:
                 raise self._unavailable()
         self._outage_logged = False
-        self._ready.set()
+        if not self._retry:  # else set once the refused writes land
+            self._ready.set()
         if recovered:
             self.stats.reconnects += 1
             log.warning("Redis at %s is reachable again; re-registered %d memberships", self.url, len(ops))
@@ -146,7 +169,23 @@ class RedisConnection(InboxReader):
     async def _heartbeat(self) -> None:
         while not self._closed:
             await asyncio.sleep(self.heartbeat_interval)
-            if await self._client.pexpire(self._process_key, self._heartbeat_ttl_ms()):
+            # SET XX rather than PEXPIRE: PEXPIRE still works under OOM, SET reports the refusal.
+            try:
+                if await self._client.set(self._process_key, b"1", xx=True, px=self._heartbeat_ttl_ms()):
+                    self._write_landed()
+                    continue
+            except DOWN_ERRORS:
+                raise
+            except RedisError as refused:  # OOM, READONLY: reachable, so keep serving and report it
+                self._write_refused(refused)
+                # PEXPIRE is allowed under OOM: stay alive, so other processes do not sweep our
+                # members (a lapse is still noticed, and repaired, once SET works again).
+                try:
+                    await self._client.pexpire(self._process_key, self._heartbeat_ttl_ms())
+                except DOWN_ERRORS:
+                    raise
+                except RedisError:
+                    pass  # READONLY refuses it too; the lapse is repaired after recovery
                 continue
             # Our heartbeat lapsed while connected (a stalled event loop?), so other processes may
             # have swept us from every group: register again.

@@ -21,6 +21,11 @@ class LocalGroups:
         """Whether any local channel belongs to `group`."""
         return group in self._groups
 
+    def joined(self, group: str, channel: str) -> float | None:
+        """When `channel` joined `group`, or None if it is not a member."""
+        members = self._groups.get(group)
+        return None if members is None else members.get(channel)
+
     def add(self, group: str, channel: str, joined: float) -> None:
         """Record (or renew) a membership."""
         self._groups.setdefault(group, {})[channel] = joined

@@ -2,6 +2,8 @@
 
 Concurrent callers share one pipeline and one connection; a member of another process is told
 through that process's inbox; failed writes of our own channels are kept for re-registration.
+A write Redis refuses while reachable (OOM under maxmemory, READONLY) is kept in `_retry` and
+written again with backoff until it lands or the member leaves; meanwhile health() is not ok.
 A part of RedisChannelLayer (layers/redis.py), which supplies the state declared here.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import LayerUnavailableError
@@ -30,6 +34,11 @@ log = logging.getLogger("chatbot_server.layers.redis")  # the layer's one logger
 # Errors that mean "Redis is not reachable right now" (BusyLoadingError is a ConnectionError).
 DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
 OP_BATCH = 2000  # group_add/discard operations per pipeline
+RETRY_MIN = 0.05  # first wait before writing a refused membership again (doubles up to RETRY_MAX)
+RETRY_MAX = 2.0
+# How long group_add/group_discard wait for their write: past it, a write of our own channel
+# lands in the background (the socket's connect goes on); a remote one fails.
+MEMBER_WAIT = 0.5
 
 # (kind, group, channel, score): kind is "add" or "discard".
 Op = tuple[str, str, str, float]
@@ -51,8 +60,16 @@ class MembershipWrites(ChannelLayer):
     _syncing: set[str]
     _pending: deque[tuple[list[Op], asyncio.Future[None]]]
     _flusher: asyncio.Task[None] | None
+    _writing_since: float | None  # monotonic start of the membership write in flight
+    _retry: dict[tuple[str, str], Op]  # own memberships Redis refused, by (group, channel)
+    _retrier: asyncio.Task[None] | None
+    _write_error: str  # the last write Redis refused, "" once writes land again
+    _refusal_logged: bool
     _up: bool
     _closed: bool
+    _ready: asyncio.Event  # set while connected and every membership is registered
+    _outage_logged: bool
+    url: str
 
     if TYPE_CHECKING:  # defined by RedisConnection and RedisChannelLayer
 
@@ -64,13 +81,33 @@ class MembershipWrites(ChannelLayer):
 
         def _unavailable(self) -> LayerUnavailableError: ...
 
-    async def _submit(self, ops: list[Op]) -> None:
-        """Queue membership writes; concurrent callers share one pipeline and one connection."""
+    async def _submit(self, ops: list[Op], *, wait: float | None = None) -> None:
+        """Queue membership writes; concurrent callers share one pipeline and one connection.
+
+        With `wait` (a user-facing call), wait at most that long: a write of our own channels
+        still unwritten then lands in the background (or is retried, see `_settle_failed`), so a
+        hung Redis never holds a connecting socket for the whole socket timeout; a write naming
+        another process's channel raises LayerUnavailableError instead."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume)  # a caller that stopped waiting never reads it
         self._pending.append((ops, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_pending())
-        await future
+        if wait is None:
+            await future
+            return
+        own = all(process_of(channel) == self.process_id for _, _, channel, _ in ops)
+        stuck = self._writing_since is not None and time.monotonic() - self._writing_since > wait
+        if own and stuck:
+            return  # the write ahead of ours is already late: do not wait the deadline again
+        try:
+            async with asyncio.timeout(wait):
+                await asyncio.shield(future)
+        except TimeoutError:
+            self.stats.late_writes += 1
+            self._ready.clear()  # "registered" again once the write lands (_write_landed)
+            if not own:
+                raise LayerUnavailableError(f"Redis at {self.url} did not answer within {wait:g} s") from None
 
     async def _flush_pending(self) -> None:
         while self._pending:
@@ -81,36 +118,110 @@ class MembershipWrites(ChannelLayer):
                 batch.append((ops, future))
                 count += len(ops)
             error: BaseException | None = None
+            refused = False
+            written = [op for ops, _ in batch for op in ops]
             if self._up:
+                self._writing_since = time.monotonic()
                 try:
-                    await self._write_ops([op for ops, _ in batch for op in ops])
+                    await self._write_ops(written)
                 except DOWN_ERRORS as down:
                     self._mark_down(down)
                     error = down
-                except Exception as unexpected:
-                    log.exception("Redis membership write failed")
-                    error = unexpected
+                except Exception as unexpected:  # Redis is up but refused (OOM...), or a bug
+                    self._write_refused(unexpected)
+                    error, refused = unexpected, True
+                else:
+                    self._writing_since = None
+                    self._write_landed(written)
+                finally:
+                    self._writing_since = None
             else:
                 error = self._unavailable()
             for ops, future in batch:
                 if future.done():
                     continue
-                if error is None or self._settle_failed(ops):
+                if error is None or self._settle_failed(ops, retry=refused):
                     future.set_result(None)
+                elif refused:
+                    future.set_exception(
+                        LayerUnavailableError(f"Redis at {self.url} refuses writes ({self._write_error})")
+                    )
                 else:
                     future.set_exception(self._unavailable())
 
-    def _settle_failed(self, ops: Sequence[Op]) -> bool:
-        """Remember failed writes of our own channels for re-registration; False if any is remote."""
+    def _settle_failed(self, ops: Sequence[Op], *, retry: bool = False) -> bool:
+        """Remember failed writes of our own channels; False if any is remote (the caller is told).
+
+        After an outage the reconnect re-registers every membership (and `_unsynced` discards);
+        a write Redis refused while reachable is retried by `_retry_writes` instead."""
         own = True
-        for kind, group, channel, _ in ops:
+        for op in ops:
+            kind, group, channel, _ = op
             if kind == "sync":
                 self._syncing.discard(group)
             elif process_of(channel) != self.process_id:
                 own = False
+            elif retry:
+                self._retry[(group, channel)] = op
             elif kind == "discard":
                 self._unsynced.add((group, channel))
+        if self._retry:
+            self.stats.pending_writes = len(self._retry)
+            self._ready.clear()  # wait_connected() waits for them
+            if self._retrier is None or self._retrier.done():
+                self._retrier = asyncio.create_task(self._retry_writes())
         return own
+
+    def _write_refused(self, error: BaseException) -> None:
+        """Record a write Redis refused; logged once per episode (never a traceback per request)."""
+        self._write_error = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        self.stats.write_failures += 1
+        if self._refusal_logged or self._closed:
+            return
+        self._refusal_logged = True
+        if isinstance(error, RedisError):
+            log.warning("Redis at %s refuses writes (%s); retrying in the background", self.url, self._write_error)
+        else:
+            log.error("Redis membership write failed; retrying in the background", exc_info=error)
+
+    def _write_landed(self, ops: Sequence[Op] = ()) -> None:
+        """A write landed: the memberships it wrote are no longer pending."""
+        for _, group, channel, _ in ops:
+            self._retry.pop((group, channel), None)
+        self.stats.pending_writes = len(self._retry)
+        if not self._retry:
+            if self._refusal_logged:
+                log.warning("Redis at %s accepts writes again", self.url)
+            self._write_error = ""
+            self._refusal_logged = False
+            # Every membership is in Redis again (none refused, late or queued; not mid-reconnect).
+            if self._up and not self._outage_logged and not self._pending and self._writing_since is None:
+                self._ready.set()
+
+    def _forget_retry(self, group: str, channel: str) -> None:
+        """A newer write of this membership supersedes a pending retry."""
+        if self._retry.pop((group, channel), None) is not None:
+            self.stats.pending_writes = len(self._retry)
+
+    async def _retry_writes(self) -> None:
+        """Write refused memberships again, with backoff, until they land or their member left."""
+        delay = RETRY_MIN
+        while self._retry and not self._closed:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, RETRY_MAX)
+            if not self._up:
+                continue  # the reconnect re-registers every membership; retried after it
+            ops: list[Op] = []
+            for group, channel in list(self._retry):
+                joined = self._groups.joined(group, channel)
+                if joined is not None:
+                    ops.append(("add", group, channel, joined))  # what we hold now, not what failed
+                else:
+                    ops.append(("discard", group, channel, 0.0))
+            try:
+                await self._submit(ops)  # own channels only: a refusal puts them back in _retry
+            except LayerUnavailableError:
+                continue
 
     def _schedule_sync(self, group: str) -> None:
         """Queue a check of whether this process still belongs in `group`'s targets (not awaited)."""

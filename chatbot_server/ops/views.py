@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp_jinja2
@@ -9,6 +11,7 @@ from aiohttp import web
 
 from ..keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY
 from ..version import __version__
+from .access import forbidden, monitoring_allowed
 from .metrics import CONTENT_TYPE
 
 
@@ -43,13 +46,31 @@ async def chat_page(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     """Layer and store health as JSON; 503 (with the reason) when either cannot work."""
-    health = await request.config_dict[LAYER_KEY].health()
+    if not monitoring_allowed(request):  # monitoring.allow: the backends and version are not public
+        return forbidden()
+    layer = request.config_dict[LAYER_KEY]
     store = request.config_dict[STORE_KEY]
-    store_ok, store_detail = await store.health()
-    ok = health.ok and store_ok
+    deadline = 0.5  # a hung backend (a paused Redis) is reported, never waited for
+
+    async def probe(check: Awaitable[tuple[bool, str]], backend: str) -> tuple[bool, str]:
+        try:
+            async with asyncio.timeout(deadline):
+                return await check
+        except TimeoutError:
+            return False, f"{backend} did not answer within {deadline:g} s"
+
+    async def layer_health() -> tuple[bool, str]:
+        health = await layer.health()
+        return health.ok, health.detail
+
+    # Concurrently: the answer takes the slower probe's time, at most the deadline.
+    (layer_ok, layer_detail), (store_ok, store_detail) = await asyncio.gather(
+        probe(layer_health(), layer.backend), probe(store.health(), store.backend)
+    )
+    ok = layer_ok and store_ok
     body = {
         "status": "ok" if ok else "degraded",
-        "layer": {"backend": health.backend, "ok": health.ok, "detail": health.detail},
+        "layer": {"backend": layer.backend, "ok": layer_ok, "detail": layer_detail},
         "store": {"backend": store.backend, "ok": store_ok, "detail": store_detail},
         "bot": type(request.config_dict[BOT_KEY]).__name__,
         "connections": len(request.config_dict[CONNECTIONS_KEY]),
@@ -61,5 +82,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format: sockets, messages, errors by code, bot latency, layer counters."""
+    if not monitoring_allowed(request):
+        return forbidden()
     body = request.config_dict[CONNECTIONS_KEY].stats.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
