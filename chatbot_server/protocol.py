@@ -45,6 +45,8 @@ class Frame(TypedDict):
     queue_position: NotRequired[int]
     event: NotRequired[str]
     last_seq: NotRequired[int]
+    before: NotRequired[int]
+    after: NotRequired[int]
 
 
 @dataclass(slots=True)  # not frozen: made for every message (bench/README.md, "Hot path")
@@ -66,11 +68,19 @@ class Resume:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """A page of older frames: those with after < seq < before, at most limits.replay_frames (the newest)."""
+
+    before: int
+    after: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class HandoffRequest:
     """The user asks for a human agent (the 转人工 button)."""
 
 
-Inbound = UserMessage | Resume | HandoffRequest
+Inbound = UserMessage | Resume | HistoryRequest | HandoffRequest
 
 
 def now_ms() -> int:
@@ -91,6 +101,8 @@ def parse_inbound(raw: str, *, max_text_length: int) -> Inbound:
         return _parse_message(data, max_text_length=max_text_length)
     if kind == "resume":
         return _parse_resume(data)
+    if kind == "history":
+        return _parse_history(data)
     if kind == "handoff":
         return HandoffRequest()
     if not isinstance(kind, str):
@@ -124,6 +136,23 @@ def _parse_resume(data: dict[str, Any]) -> Resume:
     if isinstance(last_seq, bool) or not isinstance(last_seq, int) or not 0 <= last_seq < 2**53:
         raise ProtocolError("bad_frame", "消息格式错误:last_seq 应为非负整数。")
     return Resume(conversation=conversation, last_seq=last_seq)
+
+
+def _parse_history(data: dict[str, Any]) -> HistoryRequest:
+    before = _seq_field(data.get("before"))
+    after = _seq_field(data.get("after", 0))
+    if before is None or after is None:
+        raise ProtocolError("bad_frame", "消息格式错误:before 和 after 应为非负整数。")
+    if before <= after:
+        raise ProtocolError("bad_frame", "消息格式错误:before 应大于 after。")
+    return HistoryRequest(before=before, after=after)
+
+
+def _seq_field(value: object) -> int | None:
+    """A seq given by the client: an integer 0 <= value < 2**53 (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**53:
+        return None
+    return value
 
 
 # ------------------------------------------------------------------ the agent console (/agent/ws)

@@ -17,6 +17,7 @@
   var handoffButton = document.getElementById("handoff");
   var queueStatusEl = document.getElementById("queue-status");
   var logoEl = document.querySelector(".chat-logo");
+  var olderButton = document.getElementById("load-older");
   var SUGGESTIONS_LABEL = "猜您想问";
   var PENDING_TEXT = "发送中…";
 
@@ -29,6 +30,9 @@
   var pendingOrder = [];
   var waitingReplies = 0;
   var mode = "bot";             // who answers: "bot", "queued" (waiting for a human) or "agent"
+  var shown = {};               // seq -> true: every frame on screen, so a page never repeats one
+  var older = null;             // {before, after}: older frames the server still has for us
+  var placing = null;           // while an older frame is drawn: {before: node, seq} (see placeOld)
   var state = loadState();      // {conversation, lastSeq}: lastSeq is the newest frame on screen
   // A (re)loaded page shows nothing yet, so it asks for the whole conversation, not just what came
   // after the saved lastSeq; otherwise a reload would resume the conversation with an empty screen.
@@ -136,6 +140,15 @@
       body.appendChild(box);
     }
     li.appendChild(body);
+    if (placing) {
+      // An older frame (a history page): above the newer ones, keeping what the user reads in view.
+      var height = historyEl.scrollHeight;
+      li.setAttribute("data-seq", placing.seq);
+      messagesEl.insertBefore(li, placing.before);
+      historyEl.scrollTop += historyEl.scrollHeight - height;
+      return li;
+    }
+    if (typeof currentSeq === "number") li.setAttribute("data-seq", currentSeq);
     messagesEl.appendChild(li);
     if (stick || kind === "user") scrollDown();
     return li;
@@ -206,14 +219,22 @@
     reconnectTimer = setTimeout(connect, delay);
   }
 
+  var currentSeq = null;         // the seq of the frame being drawn (its element carries it)
+
   function handleFrame(f) {
     if (f.conversation && f.conversation !== state.conversation) {
       state.conversation = f.conversation;
       state.lastSeq = 0;
+      shown = {};
+      showOlder(null);
     }
+    currentSeq = null;
     if (typeof f.seq === "number") {
-      if (f.seq <= state.lastSeq) return;   // already shown (replayed after a reconnect)
+      if (shown[f.seq]) return;             // already shown (replayed after a reconnect)
+      shown[f.seq] = true;
+      if (f.seq < state.lastSeq) { placeOld(f); return; }  // from a history page: older
       state.lastSeq = f.seq;
+      currentSeq = f.seq;
     }
     saveState();
     switch (f.type) {
@@ -239,6 +260,8 @@
         break;
       case "system":
         if (f.event === "queue_position") { setMode("queued", f.queue_position); break; }
+        if (f.event === "history_more") { showOlder({ before: f.before, after: f.after }); break; }
+        if (f.event === "history_done") { showOlder(null); break; }
         if (f.msg) addMessage("system", f.msg, f.ts);
         if (f.event === "resumed") resendPending();
         if (f.event === "queued") setMode("queued", f.queue_position);
@@ -248,10 +271,44 @@
       case "error":
         setThinking(false);
         addMessage("error", f.msg, f.ts);
+        if (older && olderButton) olderButton.disabled = false;  // a refused page may be asked again
         break;
       default:
         if (f.msg) addMessage(f.talk ? "bot" : "system", String(f.msg), f.ts);
     }
+  }
+
+  // An older frame goes above the first shown frame with a higher seq. It is only drawn: the
+  // notices in it (queued, agent_joined...) are history, not news, so they change no state.
+  function placeOld(f) {
+    var next = null;
+    for (var el = messagesEl.firstElementChild; el; el = el.nextElementSibling) {
+      var seq = Number(el.getAttribute("data-seq"));
+      if (el.hasAttribute("data-seq") && seq > f.seq) { next = el; break; }
+    }
+    placing = { before: next, seq: f.seq };
+    try {
+      var kind = { greeting: "greeting", user: "user", reply: "bot", agent: "agent" }[f.type] || "system";
+      if (f.msg) addMessage(kind, String(f.msg), f.ts, { agent: f.type === "agent" ? f.agent || "人工客服" : null });
+    } finally {
+      placing = null;
+    }
+  }
+
+  // The 加载更早的消息 button: shown while the server has older frames for us.
+  function showOlder(range) {
+    older = range;
+    if (!olderButton) return;
+    olderButton.hidden = !range;
+    olderButton.disabled = false;
+  }
+
+  if (olderButton) {
+    olderButton.addEventListener("click", function () {
+      if (!older || !socket || socket.readyState !== WebSocket.OPEN) return;
+      olderButton.disabled = true;  // one page at a time; the answer ends with history_more or history_done
+      socket.send(JSON.stringify({ type: "history", before: older.before, after: older.after }));
+    });
   }
 
   // While waiting for or talking to a human the bot is silent: no "thinking" dots then.
@@ -270,6 +327,7 @@
   function confirmUser(f) {
     var entry = f.id && pending[f.id];
     if (entry) {
+      entry.el.setAttribute("data-seq", f.seq);
       entry.el.classList.remove("pending");
       setTime(entry.el.querySelector(".meta"), f.ts);
       delete pending[f.id];

@@ -160,8 +160,9 @@ async def test_redis_store_gathers_frames_into_one_write_per_conversation_and_in
         store.append(conv, {"type": "greeting", "msg": "hi"})
     await store.flush()  # new conversations are written at once (a quick resume elsewhere finds them)
 
-    async def rpush_calls() -> int:
-        return int((await client.info("commandstats")).get("cmdstat_rpush", {}).get("calls", 0))
+    async def rpush_calls() -> int:  # RPUSHX: frames of a conversation already in Redis
+        stats = await client.info("commandstats")
+        return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_rpush", "cmdstat_rpushx"))
 
     async def stored() -> list[int]:
         return [await client.llen(f"{prefix}:conv:{conv}:frames") for conv in conversations]

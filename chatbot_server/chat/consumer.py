@@ -24,6 +24,7 @@ from ..protocol import (
     CLOSE_IDLE,
     Frame,
     HandoffRequest,
+    HistoryRequest,
     Resume,
     UserMessage,
     error_frame,
@@ -35,23 +36,27 @@ from ..protocol import (
 from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..store import ConversationStore
 from ..store.handoff import Mode
+from .budgets import budgets_for, is_limited
 from .handoff import Handoff
 from .holding import Holding
-from .turns import TurnRunner, apology_frame, reply_frame
+from .replay import Replay, answer_orphans
+from .turns import TurnRunner, apology_frame, recent_history, reply_frame
 
 log = logging.getLogger("chatbot_server.chat")
 
 _NO_QUERY: dict[str, str] = {}
 _CARD_NUMBER_WARNING = "为保护您的账户安全,请不要在对话中发送完整的卡号或身份证号,我们已自动隐藏。"
 _EXPIRED_TEXT = "之前的会话已过期,已为您开始新的会话。"
-_ROLE_OF_FRAME = {"user": "user", "reply": "bot", "greeting": "bot", "agent": "agent", "system": "system"}
+_HISTORY_UNAVAILABLE_TEXT = "抱歉,暂时无法载入您之前的聊天记录,已为您开始新的会话。"
 _NO_AGENTS_TEXT = "暂不支持转人工服务。"
+_QUOTA_TEXT = "抱歉,您发送的消息过多,请稍后再试。"
+_FRAME_OVERHEAD = 80  # the bytes a stored user frame takes besides its text (keys, ts, seq)
 
 
 class ChatConsumer(WebsocketConsumer):
     """Greets, answers each {"text": ...} with the configured bot, keeps the conversation's history."""
 
-    __slots__ = ("_warned_about_numbers", "handoff", "hold", "store", "turns")
+    __slots__ = ("_warned_about_numbers", "handoff", "hold", "quota", "replay", "store", "turns")
 
     groups: ClassVar[tuple[str, ...]] = (USERS_GROUP,)
     channel_prefix: ClassVar[str] = "chat"
@@ -79,6 +84,13 @@ class ChatConsumer(WebsocketConsumer):
                 fallback_limit=self.settings.agents.fallback_handoff,
             )  # fmt: skip
         self._warned_about_numbers = False
+        # Per client address (limits.replay_per_ip, history.quota_per_ip); None: not limited.
+        budgets = budgets_for(request.app, self.settings) if is_limited(self.client_ip) else None
+        self.quota = None if budgets is None else budgets.quota
+        self.replay = Replay(
+            self, store=self.store, page_size=self.settings.limits.replay_frames,
+            budget=None if budgets is None else budgets.replay, address=self.client_ip,
+        )  # fmt: skip
 
     @property
     def conversation(self) -> str:
@@ -102,19 +114,21 @@ class ChatConsumer(WebsocketConsumer):
                 self.stats.error(exc.code)
                 await self.send_json(error_frame(exc.code, str(exc)))
                 last_seq = 0
-            resume = Resume(wanted[:128], last_seq)
-            if await self._try_resume(resume):
+            if await self._try_resume(Resume(wanted[:128], last_seq)):
                 return
         await self.start_conversation(expired=bool(wanted))
 
     async def _try_resume(self, resume: Resume) -> bool:
-        # While the store is unreachable an earlier conversation cannot be read: start afresh
-        # rather than fail the socket (the customer can still be answered).
+        # A store that does not answer in time: say so, carry on in a new conversation (True).
         try:
             return await self.resume(resume)
         except StoreUnavailableError as exc:
             log.warning("history.resume_unavailable conn=%s error=%s", self.connection_id, exc)
-            return False
+            self.stats.error("history_unavailable")
+            await self.send_json(error_frame("history_unavailable", _HISTORY_UNAVAILABLE_TEXT))
+            await self.hold.let_go()  # if the takeover had finished
+            await self.start_conversation()
+            return True
 
     async def start_conversation(self, *, expired: bool = False) -> None:
         """Open a new conversation and greet; say so first if the one asked for is gone."""
@@ -122,9 +136,8 @@ class ChatConsumer(WebsocketConsumer):
         await self.hold.hold_new(conversation)
         log.info("ws.connect conn=%s conversation=%s", self.connection_id, conversation[:8])
         if expired:
-            await self.emit(
-                frame("system", _EXPIRED_TEXT, talk=False, event="conversation_expired", conversation=conversation)
-            )
+            expired_frame = frame("system", _EXPIRED_TEXT, talk=False, event="conversation_expired")
+            await self.emit({**expired_frame, "conversation": conversation})
         await self.emit(frame("greeting", self.settings.ui.greeting, talk=False, conversation=conversation))
 
     async def on_disconnect(self, code: int | None) -> None:
@@ -152,6 +165,8 @@ class ChatConsumer(WebsocketConsumer):
                 await self.handle_message(inbound)
             case Resume():
                 await self.handle_resume(inbound)
+            case HistoryRequest():
+                await self.replay.page(self.hold.conversation, inbound)
             case HandoffRequest():
                 await self.request_handoff()
 
@@ -178,6 +193,11 @@ class ChatConsumer(WebsocketConsumer):
         """Record the user's message, ask the bot, and send (and record) its answer."""
         hold = self.hold
         client_id = message.client_id
+        quota = self.quota  # checked first: a refused message is neither stored nor answered
+        if quota is not None and not quota.take(self.client_ip, len(message.text.encode()) + _FRAME_OVERHEAD):
+            self.stats.error("quota_exceeded")
+            await self.send_json(error_frame("quota_exceeded", _QUOTA_TEXT))
+            return
         if client_id is not None and not await self.store.claim_client_id(hold.conversation, client_id):
             # Sent again after a reconnect. Answered (or being answered) already: ignore it. Stored
             # but never answered (the server died in between): answer it now.
@@ -278,14 +298,12 @@ class ChatConsumer(WebsocketConsumer):
         else:
             await hold.take_over(resume.conversation)
         conversation = hold.conversation
-        replay = await self.store.read_since(conversation, resume.last_seq)
-        for old in replay:
-            await self.send_json(old)
+        replayed = await self.replay.resume(conversation, resume.last_seq)  # one page, at most
         last_seq = await self.store.last_seq(conversation)
         await self.send_json(
             frame("system", "", talk=False, event="resumed", conversation=conversation, last_seq=last_seq)
         )
-        log.info("ws.resume conn=%s conversation=%s replayed=%d", self.connection_id, conversation[:8], len(replay))
+        log.info("ws.resume conn=%s conversation=%s replayed=%d", self.connection_id, conversation[:8], replayed)
         if self.handoff is not None:
             await self.handoff.restore(conversation)
         for out in hold.take_early():
@@ -296,18 +314,7 @@ class ChatConsumer(WebsocketConsumer):
 
     async def answer_orphans(self) -> None:
         """Answer the user's last messages if their answer was lost (the old server died mid-answer)."""
-        conversation = self.hold.conversation
-        orphans: list[dict[str, Any]] = []
-        for stored in reversed(await self.store.recent(conversation, 20)):
-            if stored.get("type") != "user":
-                break
-            orphans.append(stored)
-        for old in reversed(orphans):
-            client_id = old.get("id")
-            if client_id is None or self.hold.busy_with(client_id):
-                continue
-            if not await self.store.reply_stored(conversation, client_id):
-                await self.answer(old["msg"], client_id)
+        await answer_orphans(self.store, self.hold, self.answer)
 
     async def handle_resume(self, resume: Resume) -> None:
         """A resume frame on an open socket: switch to that conversation, or start a fresh one."""
@@ -318,16 +325,7 @@ class ChatConsumer(WebsocketConsumer):
 
     async def recent_history(self) -> list[HistoryEntry]:
         """The last `bot.history_turns` user/bot lines, oldest first, for the bot's context."""
-        wanted = self.settings.bot.history_turns
-        if wanted <= 0:
-            return []
-        entries = [
-            HistoryEntry(role=_ROLE_OF_FRAME[f["type"]], text=f["msg"])  # type: ignore[arg-type]
-            for f in await self.store.recent(self.hold.conversation, 2 * wanted + 1)
-            if f["type"] in _ROLE_OF_FRAME
-        ]
-        # The newest user line is the turn itself.
-        return entries[-wanted - 1 : -1] if entries else []
+        return await recent_history(self.store, self.hold.conversation, self.settings.bot.history_turns)
 
     # -------------------------------------------------------------- frames
     def emit_now(self, out: Frame) -> bool:
@@ -336,8 +334,15 @@ class ChatConsumer(WebsocketConsumer):
         hold = self.hold
         if not hold.holding or self.mode == "agent":
             return False
-        self.send_encoded_nowait(self.store.append(hold.conversation, out))  # type: ignore[arg-type]
+        self.send_encoded_nowait(self._store(out))
         return True
+
+    def _store(self, out: Frame) -> bytes:
+        """Append a frame to the held conversation; its bytes count against the client's quota."""
+        encoded = self.store.append(self.hold.conversation, out)  # type: ignore[arg-type]
+        if self.quota is not None:
+            self.quota.charge(self.client_ip, len(encoded))
+        return encoded
 
     async def emit(self, out: Frame) -> None:
         """Record a conversational frame (it gets its seq) and send it; via the holder if not us."""
@@ -347,7 +352,7 @@ class ChatConsumer(WebsocketConsumer):
         if not hold.holding:
             await hold.deliver(out)
             return
-        self.send_encoded_nowait(self.store.append(hold.conversation, out))  # type: ignore[arg-type]
+        self.send_encoded_nowait(self._store(out))
         await self.forward_to_agents(out)  # held here while an agent answers
 
     # --------------------------------------------------------- layer handlers

@@ -186,22 +186,35 @@ class Holding:
         self._early = []
         self._wanted = conversation
         await self.socket.group_add(conversation_group(conversation))
-        previous = await self.store.acquire(conversation)
-        if previous is not None:
-            self._ack = asyncio.get_running_loop().create_future()
-            request = messages.conv_takeover(conversation, self.socket.channel_name, self.store.process_id)
-            await self.layer.group_send(conversation_group(conversation), request)
-            try:
-                async with asyncio.timeout(self.takeover_timeout):
-                    self.inherited = set(self.inherited) | set(await self._ack)
-            except TimeoutError:
-                # The old owner died: what it wrote out is all there is.
-                log.warning("history.takeover_timeout conversation=%s owner=%s", conversation[:8], previous)
-            finally:
-                self._ack = None
-        await self.store.adopt(conversation)
+        try:
+            previous = await self.store.acquire(conversation)
+            if previous is not None:
+                await self._ask_to_release(conversation, previous)
+            await self.store.adopt(conversation)
+        except BaseException:
+            # The store did not answer in time (StoreUnavailableError: the caller degrades), the
+            # layer failed, or the socket went away. Nobody holds it here; an acquire Redis runs
+            # late is undone by the store. The group joined goes with the socket's channel
+            # (meanwhile its messages are ignored: the conversation is neither held nor wanted).
+            self._early = None
+            self._wanted = ""
+            self.store.abandon(conversation)
+            raise
         self._hold(conversation)
         self._wanted = ""
+
+    async def _ask_to_release(self, conversation: str, previous: str) -> None:
+        self._ack = asyncio.get_running_loop().create_future()
+        request = messages.conv_takeover(conversation, self.socket.channel_name, self.store.process_id)
+        await self.layer.group_send(conversation_group(conversation), request)
+        try:
+            async with asyncio.timeout(self.takeover_timeout):
+                self.inherited = set(self.inherited) | set(await self._ack)
+        except TimeoutError:
+            # The old owner died: what it wrote out is all there is.
+            log.warning("history.takeover_timeout conversation=%s owner=%s", conversation[:8], previous)
+        finally:
+            self._ack = None
 
     def take_early(self) -> list[Frame]:
         """The frames delivered while the takeover ran (sent after the replay, in order)."""

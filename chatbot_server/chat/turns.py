@@ -12,8 +12,9 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..bots import Bot, Reply, Turn, Typing, answer_style
+from ..bots import Bot, HistoryEntry, Reply, Turn, Typing, answer_style
 from ..protocol import Frame, frame, now_ms
+from ..store.base import FrameLog
 
 
 class TurnRunner:
@@ -73,3 +74,18 @@ def apology_frame(text: str, intent: str, reply_to: str | None = None) -> Frame:
     if reply_to is not None:
         out["reply_to"] = reply_to
     return out
+
+
+_ROLE_OF_FRAME = {"user": "user", "reply": "bot", "greeting": "bot", "agent": "agent", "system": "system"}
+
+
+async def recent_history(store: FrameLog, conversation: str, wanted: int) -> list[HistoryEntry]:
+    """The last `wanted` user/bot lines before the newest one (the turn itself), oldest first."""
+    if wanted <= 0:
+        return []
+    entries = [
+        HistoryEntry(role=_ROLE_OF_FRAME[f["type"]], text=f["msg"])  # type: ignore[arg-type]
+        for f in await store.recent(conversation, 2 * wanted + 1)
+        if f["type"] in _ROLE_OF_FRAME
+    ]
+    return entries[-wanted - 1 : -1] if entries else []

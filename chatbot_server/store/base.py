@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import secrets
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..removed import gone
@@ -22,11 +23,25 @@ def new_conversation_id() -> str:
     return secrets.token_urlsafe(24)
 
 
+@dataclass
+class StoreStats:
+    """What the store had to repair, for /metrics (ops/metrics.py)."""
+
+    #: Times the backend was found to have lost its data (Redis restarted without persistence, or
+    #: flushed): the conversations held here were then written again whole.
+    data_lost: int = 0
+    #: Conversations written again whole after such a loss.
+    rewritten: int = 0
+
+
 class FrameLog(abc.ABC):
     """Each conversation's frames in order, numbered 1, 2, 3 ... (their "seq"), kept for a TTL,
     so a reconnecting client can catch up."""
 
     backend: str = "abstract"
+
+    def __init__(self) -> None:
+        self.stats = StoreStats()
 
     async def start(self) -> None:
         """Open connections; called once before use."""
@@ -55,6 +70,12 @@ class FrameLog(abc.ABC):
     @abc.abstractmethod
     async def read_since(self, conversation: str, after_seq: int) -> list[StoredFrame]:
         """The frames with seq > after_seq, oldest first."""
+
+    async def read_page(self, conversation: str, *, after_seq: int, before_seq: int, limit: int) -> list[StoredFrame]:
+        """The newest `limit` frames with after_seq < seq < before_seq, oldest first (for paging
+        through older history: ask for one more than a page to learn whether more remain)."""
+        frames = [f for f in await self.read_since(conversation, after_seq) if f["seq"] < before_seq]
+        return frames[max(0, len(frames) - limit) :]
 
     async def recent(self, conversation: str, count: int) -> list[StoredFrame]:
         """The newest `count` frames, oldest first."""
@@ -98,6 +119,10 @@ class Ownership(abc.ABC):
 
     async def adopt(self, conversation: str) -> None:
         """Load an acquired conversation's state after its previous owner wrote it out."""
+
+    def abandon(self, conversation: str) -> None:
+        """A takeover that did not finish (the store did not answer in time): undo, in the
+        background, any ownership `acquire` may still record, unless this process holds it."""
 
     @abc.abstractmethod
     async def release(self, conversation: str) -> None:

@@ -100,6 +100,20 @@ class MemoryConversationStore(ConversationStore):
         wanted = min(len(frames), self.max_frames, max(0, conv.seq - after_seq))
         return [loads(raw) for raw in frames[len(frames) - wanted :]]
 
+    async def read_page(self, conversation: str, *, after_seq: int, before_seq: int, limit: int) -> list[StoredFrame]:
+        conv = self._get(conversation)
+        if conv is None or limit <= 0:
+            return []
+        frames = conv.frames
+        # Seqs are contiguous and end at conv.seq: the frame with seq s is at index s - first.
+        first = conv.seq - min(len(frames), self.max_frames) + 1  # the oldest seq a read may return
+        newest = min(conv.seq, before_seq - 1)
+        oldest = max(first, after_seq + 1, newest - limit + 1)
+        if newest < oldest:
+            return []
+        offset = len(frames) - conv.seq - 1
+        return [loads(raw) for raw in frames[oldest + offset : newest + offset + 1]]
+
     async def last_seq(self, conversation: str) -> int:
         conv = self._get(conversation)
         return 0 if conv is None else conv.seq

@@ -57,6 +57,10 @@ return old
 FRAMES_PER_BATCH = 2000
 CLOSE_TIMEOUT = 5.0
 RELEASE_WAIT = 2.0
+# Seconds a socket waits for any one Redis call (a resume, an agent's reply): a hung Redis (paused,
+# a black hole) is then reported as unavailable instead of holding the user for the socket timeout
+# (times the client's retries). The client's own socket_timeout still bounds the background writes.
+CALL_TIMEOUT = 2.0
 
 
 class RedisConversationStore(WriteBehind, ConversationStore):
@@ -100,6 +104,13 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         self._append = self._client.register_script(_APPEND)
         self._acquire = self._client.register_script(_ACQUIRE)
         self._owned: dict[str, _Owned] = {}
+        self._letting_go: dict[str, _Owned] = {}
+        self._rewrite: set[str] = set()
+        self._abandoned: dict[str, int] = {}
+        # One key per prefix, no TTL: its value changes (or it is gone) only if Redis lost its data.
+        self._epoch_key = f"{prefix}:store:epoch"
+        self._epoch: bytes | None = None
+        self._epoch_due = False
         # Frames not written yet, each already in Redis's wire format (redis_batch.bulk): packed as
         # they are appended, a batch of thousands is joined, not packed frame by frame.
         self._pending: dict[str, list[bytes]] = {}
@@ -139,6 +150,7 @@ class RedisConversationStore(WriteBehind, ConversationStore):
             self._write_task = None
         try:
             self._releasing.update(self._owned)
+            self._letting_go.update(self._owned)
             self._owned.clear()
             await self._write_pending()
         except RedisError as exc:
@@ -151,7 +163,8 @@ class RedisConversationStore(WriteBehind, ConversationStore):
             await self._client.ping()
         except (RedisError, OSError) as exc:
             return False, f"redis: {exc}"
-        return True, self._last_error
+        # PING works under OOM: frames the write-behind cannot store are not durable, so not ok.
+        return not self._last_error, self._last_error
 
     async def flush(self) -> None:
         await self._write_pending()
@@ -180,9 +193,10 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         if conversation in self._owned:
             return None
         try:
-            old = await self._acquire(keys=[self._keys(conversation)[1]], args=[self.process_id, self.ttl_ms])
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
+            async with asyncio.timeout(CALL_TIMEOUT):
+                old = await self._acquire(keys=[self._keys(conversation)[1]], args=[self.process_id, self.ttl_ms])
+        except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+            raise _unavailable(exc) from exc
         if old is None:
             return None
         previous = old.decode() if isinstance(old, bytes) else str(old)
@@ -191,20 +205,29 @@ class RedisConversationStore(WriteBehind, ConversationStore):
     async def adopt(self, conversation: str) -> None:
         if conversation in self._owned:
             return
-        try:
-            raw_frames = await self._client.lrange(self._keys(conversation)[0], 0, -1)
-        except (RedisError, OSError) as exc:
-            raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
+        raw_frames = await self._read_all(conversation)
         stored = _once_per_seq(raw_frames)
         state = _Owned(frames=deque((raw for _, raw in stored), maxlen=self.max_frames), stored=len(raw_frames))
+        state.written = bool(raw_frames)
         state.seq = max((frame["seq"] for frame, _ in stored), default=0)
         state.client_ids.update(frame["id"] for frame, _ in stored if "id" in frame and frame.get("type") == "user")
         state.replied.update(frame["reply_to"] for frame, _ in stored if frame.get("reply_to") is not None)
         self._owned[conversation] = state
 
-    async def release(self, conversation: str) -> None:
-        if self._owned.pop(conversation, None) is None:
+    def abandon(self, conversation: str) -> None:
+        if conversation in self._owned:
             return
+        # The acquire may still run when Redis resumes: its owner key is deleted (if it names us)
+        # by the write-behind, once Redis answers, and once more after that (redis_writer.py).
+        self._abandoned[conversation] = 2
+        self._wake.set()
+
+    async def release(self, conversation: str) -> None:
+        state = self._owned.pop(conversation, None)
+        if state is None:
+            return
+        # Kept until its last frames are written: if Redis lost the list meanwhile, it is rewritten.
+        self._letting_go[conversation] = state
         # The owner key goes in the same write-behind batch as the conversation's last frames, so
         # thousands of sockets closing at once cost a few writes, not two round trips each.
         # Wait for that batch (bounded: if Redis is down it is retried in the background).
@@ -237,9 +260,10 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         if conversation in self._owned:
             return True
         try:
-            return bool(await self._client.exists(self._keys(conversation)[0]))
+            async with asyncio.timeout(CALL_TIMEOUT):
+                return bool(await self._client.exists(self._keys(conversation)[0]))
         except (RedisError, OSError) as exc:
-            raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
+            raise _unavailable(exc) from exc
 
     def append(self, conversation: str, frame: StoredFrame) -> bytes:
         state = self._owned.get(conversation)
@@ -270,14 +294,15 @@ class RedisConversationStore(WriteBehind, ConversationStore):
     async def append_if_unowned(self, conversation: str, frame: StoredFrame) -> int | None:
         frame.pop("seq", None)
         try:
-            seq = int(
-                await self._append(
-                    keys=list(self._keys(conversation)),
-                    args=[orjson.dumps(frame), self.max_frames, self.ttl_ms],
+            async with asyncio.timeout(CALL_TIMEOUT):
+                seq = int(
+                    await self._append(
+                        keys=list(self._keys(conversation)),
+                        args=[orjson.dumps(frame), self.max_frames, self.ttl_ms],
+                    )
                 )
-            )
         except (RedisError, OSError) as exc:
-            raise StoreUnavailableError(f"conversation store unreachable: {exc}") from exc
+            raise _unavailable(exc) from exc
         if seq < 0:
             return None
         frame["seq"] = seq
@@ -289,15 +314,27 @@ class RedisConversationStore(WriteBehind, ConversationStore):
             frames = state.frames
             wanted = min(len(frames), max(0, state.seq - after_seq))
             return [orjson.loads(raw) for raw in list(frames)[len(frames) - wanted :]]
-        raw_frames = await self._client.lrange(self._keys(conversation)[0], 0, -1)
+        raw_frames = await self._read_all(conversation)
         return [frame for frame, _ in _once_per_seq(raw_frames) if frame["seq"] > after_seq]
 
     async def last_seq(self, conversation: str) -> int:
         state = self._owned.get(conversation)
         if state is not None:
             return state.seq
-        newest = await self._client.lindex(self._keys(conversation)[0], -1)
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                newest = await self._client.lindex(self._keys(conversation)[0], -1)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
         return 0 if newest is None else int(orjson.loads(newest)["seq"])
+
+    async def _read_all(self, conversation: str) -> list[bytes | str]:
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                raw_frames = await self._client.lrange(self._keys(conversation)[0], 0, -1)
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+        return raw_frames
 
     async def claim_client_id(self, conversation: str, client_id: str) -> bool:
         state = self._owned.get(conversation)
@@ -314,6 +351,12 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         if state is None:
             return await super().reply_stored(conversation, client_id)
         return client_id in state.replied
+
+
+def _unavailable(exc: BaseException) -> StoreUnavailableError:
+    if type(exc) is TimeoutError:  # asyncio's says nothing
+        return StoreUnavailableError(f"conversation store unreachable: no answer from Redis within {CALL_TIMEOUT:g} s")
+    return StoreUnavailableError(f"conversation store unreachable: {exc}")
 
 
 def _once_per_seq(raw_frames: Sequence[bytes | str]) -> list[tuple[StoredFrame, bytes]]:

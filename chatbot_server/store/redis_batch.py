@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -25,21 +26,24 @@ class CommandBatch:
         self._parts: list[bytes] = []
         self.commands = 0
 
-    def add(self, *args: Arg) -> None:
-        """Append one command, e.g. add("SET", key, value, "PX", 1000)."""
+    def add(self, *args: Arg) -> int:
+        """Append one command, e.g. add("SET", key, value, "PX", 1000); its index among the replies."""
         encoded = [arg if type(arg) is bytes else _encode(arg) for arg in args]
         self._parts.append(b"*%d\r\n" % len(encoded))
         self._parts.append(b"".join([b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in encoded]))
         self.commands += 1
+        return self.commands - 1
 
-    def add_with_bulks(self, *args: Arg, bulks: list[bytes]) -> None:
+    def add_with_bulks(self, *args: Arg, bulks: list[bytes]) -> int:
         """Append one command whose last arguments come already packed by bulk(), e.g.
-        add_with_bulks("RPUSH", key, bulks=[bulk(frame) for frame in frames]) (no per-argument work here)."""
+        add_with_bulks("RPUSH", key, bulks=[bulk(frame) for frame in frames]) (no per-argument work
+        here); its index among the replies."""
         encoded = [arg if type(arg) is bytes else _encode(arg) for arg in args]
         self._parts.append(b"*%d\r\n" % (len(encoded) + len(bulks)))
         self._parts.append(b"".join([b"$%d\r\n%b\r\n" % (len(arg), arg) for arg in encoded]))
         self._parts.append(b"".join(bulks))
         self.commands += 1
+        return self.commands - 1
 
     def payload(self) -> bytes:
         """Every command, ready to write."""
@@ -61,14 +65,16 @@ def _encode(value: Arg) -> bytes:
     raise TypeError(f"a Redis argument must be bytes, str or int, got {type(value).__name__}")
 
 
-async def send_batch(client: aioredis.Redis, batch: CommandBatch, timeout: float) -> None:
-    """Send a batch on one pooled connection and read every reply; raise on the first error reply.
+async def send_batch(client: aioredis.Redis, batch: CommandBatch, timeout: float) -> list[Any]:
+    """Send a batch on one pooled connection and return every reply, in order; raise on the first
+    error reply.
 
     On any failure (an error reply, a timeout, a dropped connection, a cancellation) the
     connection is closed, not reused: replies may be left unread on it.
     """
     if not batch.commands:
-        return
+        return []
+    replies: list[Any] = []
     pool = client.connection_pool
     connection = None
     try:
@@ -78,7 +84,7 @@ async def send_batch(client: aioredis.Redis, batch: CommandBatch, timeout: float
             await connection.send_packed_command(batch.payload(), check_health=False)
             for _ in range(batch.commands):
                 # math.inf: no timer per reply (the whole batch has one).
-                await connection.read_response(timeout=math.inf)
+                replies.append(await connection.read_response(timeout=math.inf))
     except BaseException as exc:
         if connection is not None:
             await connection.disconnect()
@@ -88,3 +94,4 @@ async def send_batch(client: aioredis.Redis, batch: CommandBatch, timeout: float
     finally:
         if connection is not None:
             await pool.release(connection)
+    return replies

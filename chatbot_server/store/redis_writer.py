@@ -4,12 +4,23 @@ Frames gather for `write_interval`, then go out packed (redis_batch.py) in write
 `FRAMES_PER_BATCH` frames, with the owner keys set, renewed and released in the same writes; a
 failed write keeps its frames for the retry. A part of RedisConversationStore (store/redis.py),
 which supplies the state declared here.
+
+Redis may lose its data while we hold conversations (a restart without persistence, a flush): the
+frames written before would be gone and a resume elsewhere would replay only what came after. So
+every write begins by reading the store's epoch key (written once per data set, never expiring;
+read every EPOCH_INTERVAL when nothing else is written); when it is gone or changed, every
+conversation held here is written again whole, with its owner key (`_REWRITE`). And frames of a
+conversation already in Redis go out with RPUSHX, which never creates a list: a lost list is not
+recreated with only its newest frames (a resume would take that for the whole conversation), it is
+rewritten whole. We hold enough for that: each held conversation keeps its newest `max_frames`
+frames in memory, which is all Redis keeps of it too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,6 +29,7 @@ from typing import TYPE_CHECKING
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from .base import StoreStats
 from .redis_batch import CommandBatch, send_batch
 
 log = logging.getLogger("chatbot_server.store.redis")  # the store's one logger, as before the split
@@ -27,8 +39,22 @@ _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+# KEYS: frames, owner. ARGV: process, ttl_ms, "1" to (re)set the owner key, frames... Writes a
+# conversation again whole, unless another process owns it now (0).
+_REWRITE = """
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+for i = 4, #ARGV, 1000 do redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if ARGV[3] == '1' then redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2]) end
+return 1
+"""
 RETRY_DELAY = 0.2
 WRITE_TIMEOUT = 5.0
+# Seconds between epoch checks while conversations are held but nothing is written: how long an
+# idle held conversation may stay missing after Redis lost its data.
+EPOCH_INTERVAL = 1.0
 
 
 @dataclass
@@ -43,6 +69,7 @@ class _Owned:
     # were last renewed (renewed every tenth of the TTL, not on every write).
     stored: int = 0
     renewed: float = -1e18
+    written: bool = False  # its frames list exists in Redis (so later frames go out with RPUSHX)
 
 
 class WriteBehind:
@@ -60,6 +87,13 @@ class WriteBehind:
     _releasing: set[str]
     _waiters: list[asyncio.Future[None]]
     _owned: dict[str, _Owned]
+    _letting_go: dict[str, _Owned]  # released here, until their last frames are written
+    _rewrite: set[str]  # to write again whole: Redis lost them
+    _abandoned: dict[str, int]  # owner keys a failed takeover may have set: deletes still to send
+    _epoch_key: str
+    _epoch: bytes | None  # the epoch key's value as last read (None: to claim or read again)
+    _epoch_due: bool  # nothing else to write, but the epoch is to be checked
+    stats: StoreStats
     _pending: dict[str, list[bytes]]
     _wake: asyncio.Event
     _hurry: asyncio.Future[None] | None
@@ -75,7 +109,7 @@ class WriteBehind:
 
     async def _write_behind(self) -> None:
         while not self._stopping:
-            await self._wake.wait()
+            await self._woken()
             # New conversations go out at once (until their first frames are written): another
             # process must find them on a quick resume.
             if self.write_interval and not (self._waiters or self._fresh or self._stopping):
@@ -93,6 +127,19 @@ class WriteBehind:
                 if not self._stopping:
                     await asyncio.sleep(RETRY_DELAY)  # Redis is down: retry the kept frames later
                 self._wake.set()
+
+    async def _woken(self) -> None:
+        """Wait for something to write, or for the epoch check due every EPOCH_INTERVAL while
+        conversations are held (nothing held: nothing to rewrite, the next write checks)."""
+        if not self._owned or self._wake.is_set():
+            await self._wake.wait()
+            return
+        try:
+            async with asyncio.timeout(EPOCH_INTERVAL):
+                await self._wake.wait()
+        except TimeoutError:
+            self._epoch_due = True  # written (and retried, and logged) like any pending write
+            self._wake.set()
 
     async def _gather(self) -> None:
         loop = asyncio.get_running_loop()
@@ -112,7 +159,15 @@ class WriteBehind:
         """Write every pending frame (batches of ~FRAMES_PER_BATCH); on failure they are kept for the next try."""
         async with self._write_lock:
             batch, self._pending = self._pending, {}
-            if not batch and not self._new and not self._releasing and not self._reclaim:
+            if not (
+                self._epoch_due
+                or batch
+                or self._new
+                or self._releasing
+                or self._reclaim
+                or self._rewrite
+                or self._abandoned
+            ):
                 for waiter in self._waiters:
                     if not waiter.done():
                         waiter.set_result(None)
@@ -121,7 +176,10 @@ class WriteBehind:
             new, self._new = self._new, set()
             reclaim, self._reclaim = self._reclaim, set()
             releasing, self._releasing = self._releasing, set()
+            rewrite, self._rewrite = self._rewrite, set()
             waiters, self._waiters = self._waiters, []
+            for conversation in rewrite:
+                batch.pop(conversation, None)  # the rewrite writes all its frames, these included
             now = time.monotonic()
             renew_every = self.ttl_ms / 10_000
             # Owner keys go in the first write, releases after every frame, in the last. Not a
@@ -129,7 +187,11 @@ class WriteBehind:
             chunks = _chunked(batch, self._frames_per_batch())
             for index, chunk in enumerate(chunks):
                 commands = CommandBatch()
+                pushed: dict[int, str] = {}  # RPUSHX reply index: conversation
+                rewritten: dict[int, str] = {}
+                epoch_at = -1
                 if index == 0:
+                    epoch_at = self._queue_epoch(commands)
                     for conversation in new:
                         if conversation in self._owned:
                             commands.add("SET", self._keys(conversation)[1], self.process_id, "PX", self.ttl_ms)
@@ -137,37 +199,140 @@ class WriteBehind:
                         if conversation in self._owned:
                             owner_key = self._keys(conversation)[1]
                             commands.add("SET", owner_key, self.process_id, "NX", "PX", self.ttl_ms)
+                    for conversation in rewrite:
+                        at = self._queue_rewrite(commands, conversation)
+                        if at >= 0:
+                            rewritten[at] = conversation
                 for conversation, frames in chunk:
-                    self._queue_frames(commands, conversation, frames, now, renew_every)
+                    at = self._queue_frames(commands, conversation, frames, now, renew_every)
+                    if at >= 0:
+                        pushed[at] = conversation
+                abandoned: list[str] = []
                 if index == len(chunks) - 1:
                     for conversation in releasing:
                         commands.add("EVAL", _RELEASE, 1, self._keys(conversation)[1], self.process_id)
+                    for conversation in [c for c in self._abandoned if c in self._owned]:
+                        del self._abandoned[conversation]  # held here again: its owner key is ours
+                    abandoned = list(self._abandoned)
+                    for conversation in abandoned:
+                        commands.add("EVAL", _RELEASE, 1, self._keys(conversation)[1], self.process_id)
                 try:
-                    await send_batch(self._client, commands, WRITE_TIMEOUT)
+                    replies = await send_batch(self._client, commands, WRITE_TIMEOUT)
                 except BaseException:
                     self._reclaim.update(self._owned)
                     if index == 0:
                         self._new |= new
+                        self._rewrite |= rewrite
                     self._releasing |= releasing
                     self._waiters[:0] = waiters
                     for state in self._owned.values():
                         state.renewed = -1e18  # renew again on the retry
                     self._keep_unwritten(dict(item for rest in chunks[index:] for item in rest))
                     raise
+                self._written(chunk, replies, pushed, rewritten, epoch_at)
+                self._abandon_sent(abandoned)
+            for conversation in releasing | rewrite:  # written out: forget, unless Redis lost them again
+                if conversation not in self._rewrite and conversation not in self._releasing:
+                    self._letting_go.pop(conversation, None)
             if self._fresh:
                 self._fresh.difference_update(batch)
                 self._fresh.difference_update(releasing)
+                self._fresh.difference_update(rewrite)
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
 
+    def _queue_epoch(self, commands: CommandBatch) -> int:
+        """Read the epoch (claim one first if we know none); the index of the reply read."""
+        if self._epoch is None:
+            commands.add("SET", self._epoch_key, secrets.token_hex(8), "NX")
+        return commands.add("GET", self._epoch_key)
+
+    def _queue_rewrite(self, commands: CommandBatch, conversation: str) -> int:
+        state = self._owned.get(conversation)
+        hold = state is not None
+        state = state or self._letting_go.get(conversation)
+        if state is None:
+            return -1
+        frames_key, owner_key = self._keys(conversation)
+        args = (self.process_id, self.ttl_ms, "1" if hold else "0", *state.frames)
+        return commands.add("EVAL", _REWRITE, 2, frames_key, owner_key, *args)
+
+    def _written(
+        self,
+        chunk: list[tuple[str, list[bytes]]],
+        replies: list[object],
+        pushed: dict[int, str],
+        rewritten: dict[int, str],
+        epoch_at: int,
+    ) -> None:
+        """Note what a write found: lists Redis no longer had, conversations rewritten, the epoch."""
+        for conversation, _ in chunk:
+            state = self._state(conversation)
+            if state is not None:
+                state.written = True
+        for at, conversation in pushed.items():
+            if replies[at] == 0:  # the list was gone: write it again whole
+                self._rewrite.add(conversation)
+        for at, conversation in rewritten.items():
+            state = self._state(conversation)
+            if replies[at] == 1 and state is not None:
+                state.written = True
+                state.stored = len(state.frames)
+                state.renewed = -1e18
+                self.stats.rewritten += 1
+            elif replies[at] == 0:
+                log.warning("history.rewrite_skipped conversation=%s (another process owns it)", conversation[:8])
+        if epoch_at >= 0:
+            self._epoch_due = False
+            self._check_epoch(replies[epoch_at])
+        if self._rewrite:
+            self._wake.set()
+
+    def _check_epoch(self, seen: object) -> None:
+        if self._epoch is None:  # just claimed (or read) it: this is the data set we write to
+            self._epoch = seen if isinstance(seen, bytes) else None
+            return
+        if seen == self._epoch:
+            return
+        # Gone (or another process claimed a new one after finding it gone): Redis lost its data.
+        self._epoch = None
+        held = set(self._owned) | set(self._letting_go)
+        self._rewrite |= held
+        self.stats.data_lost += 1
+        log.warning(
+            "history.redis_data_lost: Redis lost the store's data (a restart without persistence?);"
+            " writing the %d conversations held here again",
+            len(held),
+        )
+
+    def _abandon_sent(self, abandoned: list[str]) -> None:
+        # Deleted twice, the second time after Redis answered the first: a late acquire still
+        # queued in Redis when it resumed is then certainly undone.
+        for conversation in abandoned:
+            left = self._abandoned.get(conversation, 0) - 1
+            if left > 0:
+                self._abandoned[conversation] = left
+                self._wake.set()
+            else:
+                self._abandoned.pop(conversation, None)
+
+    def _state(self, conversation: str) -> _Owned | None:
+        return self._owned.get(conversation) or self._letting_go.get(conversation)
+
     def _queue_frames(
         self, commands: CommandBatch, conversation: str, frames: list[bytes], now: float, renew_every: float
-    ) -> None:
+    ) -> int:
+        """Queue a conversation's new frames; the index of the RPUSHX reply, or -1 (a plain RPUSH)."""
         frames_key, owner_key = self._keys(conversation)
         # One command per conversation and batch on the hot path (the seq is in the frames); trim
         # and TTL renewal only when due (a released conversation gets both).
-        commands.add_with_bulks("RPUSH", frames_key, bulks=frames)
+        kept = self._state(conversation)
+        at = -1
+        if kept is not None and kept.written:
+            at = commands.add_with_bulks("RPUSHX", frames_key, bulks=frames)
+        else:
+            commands.add_with_bulks("RPUSH", frames_key, bulks=frames)
         state = self._owned.get(conversation)
         if state is not None:
             state.stored += len(frames)
@@ -180,6 +345,7 @@ class WriteBehind:
             commands.add("PEXPIRE", owner_key, self.ttl_ms)
             if state is not None:
                 state.renewed = now
+        return at
 
     def _keep_unwritten(self, unwritten: dict[str, list[bytes]]) -> None:
         # A failed write: its frames go back in front of whatever was appended meanwhile.
