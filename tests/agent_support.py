@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from chatbot_server import Bot, Reply, Turn
+from chatbot_server import Bot, Reply, Turn, setup
 from chatbot_server.agents.passwords import hash_password
+
+from .helpers import make_settings
+from .redis_server import unique_prefix
 
 PASSWORDS = {"li": "li-password-1", "wang": "wang-password-2"}
 NAMES = {"li": "客服小李", "wang": "客服小王"}
@@ -103,3 +109,36 @@ class AgentSocket:
     async def close(self) -> None:
         await self.ws.close()
         await self.session.close()
+
+
+# Fixtures shared by the handoff tests: one process (memory) or two apps on a private Redis
+# (users on the first, the console on the last).
+Deployment = tuple[TestClient, TestClient, HandoffBot]
+
+
+@pytest.fixture(params=["memory", "redis"])
+def deploy(request: pytest.FixtureRequest, aiohttp_client: Any) -> Callable[..., Awaitable[Deployment]]:
+    async def make(**agents: Any) -> Deployment:
+        bot = HandoffBot()
+        sections: dict[str, Any] = {"agents": agent_section(**agents)}
+        count = 1
+        if request.param == "redis":
+            url = request.getfixturevalue("redis_server")
+            sections["layer"] = {"backend": "redis", "redis": {"url": url, "prefix": unique_prefix()}}
+            count = 2
+        clients = []
+        for _ in range(count):
+            app = web.Application()
+            setup(app, make_settings(**sections), bot=bot)
+            clients.append(await aiohttp_client(app))
+        return clients[0], clients[-1], bot
+
+    return make
+
+
+@pytest.fixture
+async def agents() -> AsyncIterator[list[AgentSocket]]:
+    opened: list[AgentSocket] = []
+    yield opened
+    for agent in opened:
+        await agent.close()

@@ -8,51 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from chatbot_server import setup
 from chatbot_server.store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 
-from .agent_support import AgentSocket, HandoffBot, agent_section
-from .helpers import make_settings, receive_json, receive_until
+from .agent_support import AgentSocket, Deployment, HandoffBot, agent_section, agents, deploy  # noqa: F401 (fixtures)
+from .helpers import receive_json, receive_until
 from .redis_server import unique_prefix
 
 pytestmark = pytest.mark.timeout(30)
-
-Deployment = tuple[TestClient, TestClient, HandoffBot]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def deploy(request: pytest.FixtureRequest, aiohttp_client: Any) -> Callable[..., Awaitable[Deployment]]:
-    async def make(**agents: Any) -> Deployment:
-        bot = HandoffBot()
-        sections: dict[str, Any] = {"agents": agent_section(**agents)}
-        count = 1
-        if request.param == "redis":
-            url = request.getfixturevalue("redis_server")
-            sections["layer"] = {"backend": "redis", "redis": {"url": url, "prefix": unique_prefix()}}
-            count = 2
-        clients = []
-        for _ in range(count):
-            app = web.Application()
-            setup(app, make_settings(**sections), bot=bot)
-            clients.append(await aiohttp_client(app))
-        return clients[0], clients[-1], bot
-
-    return make
-
-
-@pytest.fixture
-async def agents() -> AsyncIterator[list[AgentSocket]]:
-    opened: list[AgentSocket] = []
-    yield opened
-    for agent in opened:
-        await agent.close()
 
 
 async def user(client: TestClient) -> tuple[aiohttp.ClientWebSocketResponse, str]:

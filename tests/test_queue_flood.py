@@ -7,50 +7,17 @@ one, the console on the other).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from chatbot_server import setup
-
-from .agent_support import AgentSocket, HandoffBot, agent_section
-from .helpers import make_settings, receive_json, receive_until
-from .redis_server import unique_prefix
+from .agent_support import AgentSocket, Deployment, agents, deploy  # noqa: F401 (fixtures)
+from .helpers import receive_json, receive_until
 
 pytestmark = pytest.mark.timeout(60)
-
-Deployment = tuple[TestClient, TestClient]
-
-
-@pytest.fixture(params=["memory", "redis"])
-def deploy(request: pytest.FixtureRequest, aiohttp_client: Any) -> Callable[..., Awaitable[Deployment]]:
-    async def make(**agents: Any) -> Deployment:
-        sections: dict[str, Any] = {"agents": agent_section(**agents)}
-        count = 1
-        if request.param == "redis":
-            url = request.getfixturevalue("redis_server")
-            sections["layer"] = {"backend": "redis", "redis": {"url": url, "prefix": unique_prefix()}}
-            count = 2
-        clients = []
-        for _ in range(count):
-            app = web.Application()
-            setup(app, make_settings(**sections), bot=HandoffBot())
-            clients.append(await aiohttp_client(app))
-        return clients[0], clients[-1]
-
-    return make
-
-
-@pytest.fixture
-async def agents() -> AsyncIterator[list[AgentSocket]]:
-    opened: list[AgentSocket] = []
-    yield opened
-    for agent in opened:
-        await agent.close()
 
 
 async def queued_user(client: TestClient) -> tuple[aiohttp.ClientWebSocketResponse, str, dict[str, Any]]:
@@ -67,7 +34,7 @@ async def test_entries_of_gone_users_lapse_and_positions_count_only_live_ones(
 ) -> None:
     # A short grace: entries lapse about 2 s after their user went (the keeper renews live ones
     # every 0.5 s, so a live entry has 1.5 s of slack).
-    users, console = await deploy(queue_grace=2.0, max_queued_per_ip=1000)
+    users, console, _ = await deploy(queue_grace=2.0, max_queued_per_ip=1000)
     li = await AgentSocket.open(console, "li")
     agents.append(li)
     assert (await li.next("queue"))["items"] == []
@@ -98,7 +65,7 @@ async def test_entries_of_gone_users_lapse_and_positions_count_only_live_ones(
 async def test_a_third_handoff_from_one_address_is_refused(
     deploy: Callable[..., Awaitable[Deployment]], agents: list[AgentSocket]
 ) -> None:
-    users, console = await deploy()  # agents.max_queued_per_ip: 2
+    users, console, _ = await deploy()  # agents.max_queued_per_ip: 2
     first, first_id, answer = await queued_user(users)
     assert answer["queue_position"] == 1
     second, _, answer = await queued_user(users)
@@ -127,7 +94,7 @@ async def test_a_third_handoff_from_one_address_is_refused(
 async def test_consoles_get_a_delta_not_the_whole_queue(
     deploy: Callable[..., Awaitable[Deployment]], agents: list[AgentSocket]
 ) -> None:
-    users, console = await deploy(max_queued_per_ip=1000)
+    users, console, _ = await deploy(max_queued_per_ip=1000)
     sockets = []
     for n in range(30):
         ws, _, _ = await queued_user(users)
