@@ -107,9 +107,10 @@ def setup(
     # The chat page shows its 转人工 button only when there are agents to hand off to.
     target[TEMPLATES_KEY].globals["handoff_enabled"] = handoff
     if handoff:
-        from .agents.routes import make_queue, setup_agents
+        from .agents.routes import make_queue, make_revocations, setup_agents
 
-        setup_agents(target, settings, make_queue(settings, store.backend, client=redis))
+        queue = make_queue(settings, store.backend, client=redis)
+        setup_agents(target, settings, queue, make_revocations(settings, store.backend, client=redis))
 
     async def resources(_: web.Application) -> AsyncIterator[None]:
         if owned_layer:

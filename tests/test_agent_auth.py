@@ -324,3 +324,33 @@ async def test_sign_out_on_one_process_closes_the_socket_on_another(tmp_path: Pa
     finally:
         one.stop()
         two.stop()
+
+
+@pytest.mark.timeout(60)
+async def test_a_process_started_after_a_sign_out_refuses_the_cookie(tmp_path: Path, redis_server: str) -> None:
+    # The sign-out's layer message reaches only processes listening then; the set in Redis the rest.
+    prefix = unique_prefix()
+    one = AgentServer(tmp_path, "one", redis_server, prefix)
+    two = None
+    try:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+            await one.wait_ready(session)
+            login = await session.post(
+                f"{one.url}/agent/login",
+                data={"username": "li", "password": PASSWORDS["li"]},
+                headers={"Origin": one.url},
+                allow_redirects=False,
+            )
+            cookie = login.cookies["chatbot_agent"].value
+            await sign_out(one.url, cookie)
+            two = AgentServer(tmp_path, "two", redis_server, prefix)  # starts after the sign-out
+            await two.wait_ready(session)
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await session.ws_connect(
+                    f"{two.url}/agent/ws", headers={"Cookie": f"chatbot_agent={cookie}", "Origin": two.url}
+                )
+            assert refused.value.status == 401
+    finally:
+        one.stop()
+        if two is not None:
+            two.stop()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..config import AgentSettings
 from .passwords import PasswordChecker
+from .revocations import LocalRevocations, Revocations
 from .sessions import Closable, LiveSessions, LoginLimiter, Session, SessionSigner
 
 
@@ -26,6 +27,8 @@ class AgentDirectory:
         self.limiter = LoginLimiter(failures=settings.login_failures, window=settings.login_window)
         self.passwords = PasswordChecker(a.password_hash for a in self._accounts.values())
         self.sessions = LiveSessions()
+        # Sign-outs for processes that were not listening (set by setup_agents: Redis when shared).
+        self.revocations: Revocations = LocalRevocations()
 
     def __len__(self) -> int:
         return len(self._accounts)

@@ -17,6 +17,7 @@ from ..layers import ChannelLayer
 from ..store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 from .consumer import AgentConsumer
 from .directory import AgentDirectory
+from .revocations import RESYNC, LocalRevocations, RedisRevocations, Revocations
 from .sessions import SESSIONS_GROUP, LiveSessions
 from .views import console_page, login, login_page, logout
 
@@ -38,11 +39,21 @@ def make_queue(settings: Settings, backend: str, *, client: aioredis.Redis | Non
     return MemoryHandoffQueue(grace=grace, max_per_ip=cap)
 
 
-def setup_agents(app: web.Application, settings: Settings, queue: HandoffQueue) -> None:
+def make_revocations(settings: Settings, backend: str, *, client: aioredis.Redis | None) -> Revocations:
+    """Where sign-outs are kept for processes that were not listening: Redis when it is shared."""
+    if backend == "redis" and client is not None:
+        return RedisRevocations(client, settings.layer.redis.prefix)
+    return LocalRevocations()
+
+
+def setup_agents(
+    app: web.Application, settings: Settings, queue: HandoffQueue, revocations: Revocations | None = None
+) -> None:
     """Add /agent, /agent/login, /agent/logout and /agent/ws; `queue` is started and closed with the app."""
     app[QUEUE_KEY] = queue
     queue.publish_to(app[LAYER_KEY])  # where its keeper announces lapsed entries
     app[DIRECTORY_KEY] = directory = AgentDirectory(settings.agents)
+    directory.revocations = revocations or LocalRevocations()
     app.router.add_get("/agent", console_page, name="chatbot_agent_console")
     app.router.add_get("/agent/login", login_page, name="chatbot_agent_login")
     app.router.add_post("/agent/login", login, name="chatbot_agent_login_post")
@@ -58,7 +69,7 @@ def setup_agents(app: web.Application, settings: Settings, queue: HandoffQueue) 
             await queue.close()
 
     app.cleanup_ctx.append(lifecycle)
-    listener = SignOutListener(directory.sessions)
+    listener = SignOutListener(directory.sessions, directory.revocations)
 
     async def listen(app: web.Application) -> None:
         await listener.start(app[LAYER_KEY])
@@ -75,8 +86,9 @@ def setup_agents(app: web.Application, settings: Settings, queue: HandoffQueue) 
 class SignOutListener:
     """This process's member of SESSIONS_GROUP: sign-outs made on any process reach LiveSessions."""
 
-    def __init__(self, sessions: LiveSessions) -> None:
+    def __init__(self, sessions: LiveSessions, revocations: Revocations) -> None:
         self.sessions = sessions
+        self.revocations = revocations
         self._layer: ChannelLayer | None = None
         self._channel = ""
         self._refresh: asyncio.Task[None] | None = None
@@ -86,14 +98,28 @@ class SignOutListener:
         self._channel = await layer.new_channel("agents.sessions")
         layer.subscribe(self._channel, self.sessions.deliver)
         await layer.group_add(SESSIONS_GROUP, self._channel)
+        await self.resync()  # sign-outs made before this process started
         self._refresh = asyncio.get_running_loop().create_task(self._keep_joined(layer))
 
+    async def resync(self) -> None:
+        """Refuse every session signed out anywhere (also those whose message we missed)."""
+        for session_id, expires in (await self.revocations.current()).items():
+            if not self.sessions.revoked(session_id):
+                self.sessions.revoke(session_id, expires)
+
     async def _keep_joined(self, layer: ChannelLayer) -> None:
-        # Group memberships expire after layer.group_expiry; this one must last as long as the process.
+        # Group memberships expire after layer.group_expiry; this one must last as long as the
+        # process. Revocations are read every RESYNC: a process cut off from Redis when a sign-out
+        # was announced refuses that session at most RESYNC after Redis is back.
+        joined = asyncio.get_running_loop().time()
         while True:
-            await asyncio.sleep(layer.group_expiry / 2)
+            await asyncio.sleep(min(RESYNC, layer.group_expiry / 2))
+            await self.resync()
+            if asyncio.get_running_loop().time() - joined < layer.group_expiry / 2:
+                continue
             try:
                 await layer.group_add(SESSIONS_GROUP, self._channel)
+                joined = asyncio.get_running_loop().time()
             except ChatbotServerError as exc:  # Redis down: the layer re-registers it on reconnect
                 log.warning("agents.sessions rejoin failed: %s", exc)
 

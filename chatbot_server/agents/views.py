@@ -127,6 +127,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if session is not None:
         # Here at once, even if the layer cannot reach the other processes right now ...
         directory.sessions.revoke(session.id, session.expires)
+        # ... for processes that start later or miss the message (bounded wait, never raises) ...
+        await directory.revocations.add(session.id, session.expires)
         # ... and on every process (this one included) through the group they all joined.
         await request.config_dict[LAYER_KEY].group_send(SESSIONS_GROUP, session_ended(session))
     response = web.HTTPSeeOther(_url(request, "chatbot_agent_login"))
