@@ -260,6 +260,13 @@
         break;
       case "system":
         if (f.event === "queue_position") { setMode("queued", f.queue_position); break; }
+        if (f.event === "mode") {
+          // After a resume: who answers now. A request that lapsed while the page was away
+          // (agents.queue_grace) leaves the replayed "queued" notice behind: say so, enable 转人工.
+          if (mode === "queued" && f.mode === "bot") addMessage("system", "您之前的转人工请求已失效,如需人工服务,请再次点击「转人工」。");
+          setMode(f.mode);
+          break;
+        }
         if (f.event === "history_more") { showOlder({ before: f.before, after: f.after }); break; }
         if (f.event === "history_done") { showOlder(null); break; }
         if (f.msg) addMessage("system", f.msg, f.ts);

@@ -58,6 +58,15 @@ async def test_entries_of_gone_users_lapse_and_positions_count_only_live_ones(
     items = (await snapshot.next("queue"))["items"]
     assert [i["position"] for i in items] == [1, 2]
     assert items[0]["conversation"] == live_id
+    # A gone user who comes back finds their request lapsed: told the bot answers (转人工 again).
+    back = await users.ws_connect("/ws")
+    await receive_json(back)  # the greeting of a new conversation, before it resumes
+    await back.send_json({"type": "resume", "conversation": sorted(gone)[0], "last_seq": 0})
+    async with asyncio.timeout(5):
+        while (told := await receive_until(back, "system")).get("event") != "mode":
+            pass
+    assert told["mode"] == "bot"
+    await back.close()
     await live.close()
     await fresh.close()
 

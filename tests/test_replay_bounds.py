@@ -201,10 +201,13 @@ async def test_the_chat_page_loads_older_messages_on_request() -> None:
                 errors: list[str] = []
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
                 await page.goto(server.url)
+                bubbles = page.locator("#messages .bubble")
+                # The page stores its own new conversation when that greeting arrives: wait for it,
+                # or it may overwrite the state set below (a race seen once in five runs).
+                await playwright_api.expect(bubbles).to_have_count(1)
                 state = {"conversation": conversation, "lastSeq": 25}
                 await page.evaluate(f"sessionStorage.setItem('chatbot_server.conversation', '{json.dumps(state)}')")
                 await page.reload()
-                bubbles = page.locator("#messages .bubble")
                 button = page.get_by_role("button", name="加载更早的消息")
                 await playwright_api.expect(bubbles).to_have_count(10)
                 assert await bubbles.all_text_contents() == expected[15:]

@@ -171,6 +171,10 @@ class Handoff:
             self.socket.stats.error("handoff_unavailable")
             self.mode = "bot"
             return
+        if self.mode == "bot":
+            # The replayed frames may end with a "queued" notice whose entry has lapsed since
+            # (agents.queue_grace): say who answers now, so the page enables 转人工 again.
+            await self.socket.send_json(frame("system", "", talk=False, event="mode", mode="bot"))
         if self.mode == "queued":
             self._waiting_for = conversation
             self._position = position
