@@ -10,6 +10,7 @@ the route has no authentication.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from aiohttp import web
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, installed or not
 
 import chatbot_server
+from chatbot_server.cli import serve
 from chatbot_server.ops.logs import configure_logging
 
 
@@ -33,13 +35,19 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8082)
+    # As python -m chatbot_server serves (cli.serve: the transport guard in front of aiohttp), or
+    # with --plain through web.run_app, to measure what the guard costs.
+    parser.add_argument("--plain", action="store_true", help="web.run_app, without the transport guard")
     args = parser.parse_args()
     settings = chatbot_server.load_settings(args.config, overrides={"server.host": args.host, "server.port": args.port})
     configure_logging(settings.logging.level, settings.logging.format)
     app = web.Application(client_max_size=64 * 1024)
     chatbot_server.setup(app, settings)
     app.router.add_post("/bench/broadcast", broadcast)
-    web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+    if args.plain:
+        web.run_app(app, host=args.host, port=args.port, access_log=None, print=None)
+    else:
+        asyncio.run(serve(app, settings))
 
 
 if __name__ == "__main__":

@@ -194,7 +194,9 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def server_argv(target: str, port: int, redis_url: str, workdir: Path, *, fanout: bool) -> list[str]:
+def server_argv(
+    target: str, port: int, redis_url: str, workdir: Path, *, fanout: bool, plain: bool = False
+) -> list[str]:
     python = os.path.realpath(sys.executable)  # valgrind must start the interpreter itself, not a shim
     if target == "raw":
         return [python, str(BENCH / "raw_server.py"), "--port", str(port)]
@@ -208,8 +210,9 @@ def server_argv(target: str, port: int, redis_url: str, workdir: Path, *, fanout
     }
     path = workdir / f"{target}.yaml"
     path.write_text(json.dumps(config))  # JSON is YAML
-    if fanout:  # needs the bench-only broadcast route
-        return [python, str(BENCH / "chatbot_bench_server.py"), "--config", str(path), "--port", str(port)]
+    if fanout or plain:  # the bench-only broadcast route; or web.run_app without the transport guard
+        extra = ["--plain"] if plain else []
+        return [python, str(BENCH / "chatbot_bench_server.py"), "--config", str(path), "--port", str(port), *extra]
     return [python, "-m", "chatbot_server", "--config", str(path)]
 
 
@@ -218,6 +221,7 @@ async def main() -> int:
     parser.add_argument("targets", nargs="*", help="raw, memory, redis (default: all three)")
     parser.add_argument("--messages", type=int, help="per client (100 clients; default 60), or broadcasts (default 20)")
     parser.add_argument("--fanout", action="store_true", help="broadcasts to 1,000 members instead of rtt")
+    parser.add_argument("--plain", action="store_true", help="serve with web.run_app: without the transport guard")
     parser.add_argument(
         "--cache-sim", action="store_true", help="also callgrind's simulated cache misses (about 3x slower)"
     )
@@ -240,7 +244,9 @@ async def main() -> int:
             results = {}
             for target in targets:
                 port = free_port()
-                argv = server_argv(target, port, f"redis://127.0.0.1:{redis_port}/0", workdir, fanout=args.fanout)
+                argv = server_argv(
+                    target, port, f"redis://127.0.0.1:{redis_port}/0", workdir, fanout=args.fanout, plain=args.plain
+                )
                 events = await count(argv, port, workload, messages, workdir, cache_sim=args.cache_sim)
                 results[target] = events["Ir"] / per
                 ratio = f"  raw/this {results['raw'] / results[target]:.3f}" if "raw" in results else ""
