@@ -306,13 +306,7 @@ async def test_sign_out_on_one_process_closes_the_socket_on_another(tmp_path: Pa
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             await one.wait_ready(session)
             await two.wait_ready(session)
-            login = await session.post(
-                f"{one.url}/agent/login",
-                data={"username": "li", "password": PASSWORDS["li"]},
-                headers={"Origin": one.url},
-                allow_redirects=False,
-            )
-            cookie = login.cookies["chatbot_agent"].value
+            cookie = (await one.sign_in(session)).cookies["chatbot_agent"].value
             ws = await open_console(two.url, cookie, session)
             await sign_out(one.url, cookie)
             assert await closed_with(ws) == CLOSE_SESSION_ENDED
@@ -335,13 +329,7 @@ async def test_a_process_started_after_a_sign_out_refuses_the_cookie(tmp_path: P
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
             await one.wait_ready(session)
-            login = await session.post(
-                f"{one.url}/agent/login",
-                data={"username": "li", "password": PASSWORDS["li"]},
-                headers={"Origin": one.url},
-                allow_redirects=False,
-            )
-            cookie = login.cookies["chatbot_agent"].value
+            cookie = (await one.sign_in(session)).cookies["chatbot_agent"].value
             await sign_out(one.url, cookie)
             two = AgentServer(tmp_path, "two", redis_server, prefix)  # starts after the sign-out
             await two.wait_ready(session)

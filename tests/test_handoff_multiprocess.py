@@ -40,6 +40,15 @@ class AgentServer(Server):
                 [sys.executable, "-m", "chatbot_server", "--config", str(path)], stdout=out, stderr=subprocess.STDOUT
             )
 
+    async def sign_in(self, session: aiohttp.ClientSession, username: str = "li") -> aiohttp.ClientResponse:
+        """POST the sign-in form here (the answer: 303 with the session cookie)."""
+        return await session.post(
+            f"{self.url}/agent/login",
+            data={"username": username, "password": PASSWORDS[username]},
+            headers={"Origin": self.url},
+            allow_redirects=False,
+        )
+
 
 @pytest.fixture
 def servers(tmp_path: Path, redis_server: str) -> Iterator[tuple[AgentServer, AgentServer]]:
@@ -66,12 +75,7 @@ async def test_user_on_one_process_agent_on_another(servers: tuple[AgentServer, 
         await one.wait_ready(session)
         await two.wait_ready(session)
         # Signed in on process one; the cookie works on process two (shared secret).
-        login = await session.post(
-            f"{one.url}/agent/login",
-            data={"username": "li", "password": PASSWORDS["li"]},
-            headers={"Origin": one.url},
-            allow_redirects=False,
-        )
+        login = await one.sign_in(session)
         assert login.status == 303
         cookie = login.cookies["chatbot_agent"].value
         user = await session.ws_connect(f"{one.url}/ws")
