@@ -201,7 +201,11 @@ def server_argv(
     if target == "raw":
         return [python, str(BENCH / "raw_server.py"), "--port", str(port)]
     config = {
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {
+            "host": "127.0.0.1",
+            "port": port,
+            "trusted_proxies": ["127.0.0.1"],
+        },  # one load generator: no per-address budgets
         "bot": {"name": "echo"},
         "limits": bench_limits(),
         "layer": {"backend": target}

@@ -228,7 +228,11 @@ def chatbot_yaml(env: Env, port: int, backend: str, prefix: str) -> Path:
     if backend == "redis":
         layer["redis"] = {"url": env.redis_url, "prefix": prefix}
     config = {
-        "server": {"host": "127.0.0.1", "port": port},
+        "server": {
+            "host": "127.0.0.1",
+            "port": port,
+            "trusted_proxies": ["127.0.0.1"],
+        },  # one load generator: no per-address budgets
         "bot": {"name": "echo"},
         "limits": bench_limits(),
         "layer": layer,

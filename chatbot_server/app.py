@@ -16,11 +16,22 @@ from aiohttp import web
 
 from .bots import Bot, BotContext, build_bot
 from .chat import ChatConsumer
+from .chat.budgets import ClientBudgets
 from .chat.holding import Holders
 from .chat.turns import TurnRunner
 from .config import LayerSettings, Settings
 from .errors import NotSetUpError
-from .keys import BOT_KEY, CONNECTIONS_KEY, HOLDERS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY, TURNS_KEY
+from .keys import (
+    BOT_KEY,
+    BUDGETS_KEY,
+    CONNECTIONS_KEY,
+    HOLDERS_KEY,
+    LAYER_KEY,
+    SETTINGS_KEY,
+    STORE_KEY,
+    TEMPLATES_KEY,
+    TURNS_KEY,
+)
 from .layers import ChannelLayer, make_layer
 from .ops.views import chat_page, healthz, metrics
 from .resources import static_dir, templates_dir
@@ -93,6 +104,9 @@ def setup(
     target[STORE_KEY] = store
     target[TURNS_KEY] = TurnRunner(bot, timeout=settings.bot.timeout)
     target[HOLDERS_KEY] = Holders()
+    target[BUDGETS_KEY] = ClientBudgets(
+        replay_per_ip=settings.limits.replay_per_ip, quota_per_ip=settings.history.quota_per_ip
+    )
     registry = ConnectionRegistry(max_per_ip=settings.limits.max_connections_per_ip)
     registry.stats.bind(lambda: len(registry), layer, store)
     target[CONNECTIONS_KEY] = registry

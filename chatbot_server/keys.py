@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
     from .agents.directory import AgentDirectory
     from .bots import Bot
+    from .chat.budgets import ClientBudgets
     from .chat.holding import Holders
     from .chat.turns import TurnRunner
     from .config import Settings
@@ -29,6 +30,8 @@ QUEUE_KEY: web.AppKey[HandoffQueue] = web.AppKey("chatbot_server.agents.queue")
 # The bot's turn runner (how it answers, decided once) and the conversations this process holds.
 TURNS_KEY: web.AppKey[TurnRunner] = web.AppKey("chatbot_server.turns")
 HOLDERS_KEY: web.AppKey[Holders] = web.AppKey("chatbot_server.holders")
+# What each client address may still replay and store (limits.replay_per_ip, history.quota_per_ip).
+BUDGETS_KEY: web.AppKey[ClientBudgets] = web.AppKey("chatbot_server.budgets")
 # The agents' accounts and sessions, set by app.setup() when agents are configured.
 DIRECTORY_KEY: web.AppKey[AgentDirectory] = web.AppKey("chatbot_server.agents.directory")
 # Our own Jinja environment, never the host application's default one.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import aiohttp
@@ -150,13 +151,28 @@ async def test_a_message_beyond_the_quota_is_refused_and_not_stored(aiohttp_clie
     assert 1 <= n <= 3  # 1 KiB holds the greeting and a message of 300 bytes with its answer, not much more
 
 
-async def test_loopback_is_not_limited(aiohttp_client: Any) -> None:
-    # Like the per-IP connection cap: behind an unlisted local proxy every user is 127.0.0.1.
-    client = await make_client(aiohttp_client, limits={**FAST, "replay_per_ip": 1}, history={"quota_per_ip": 1024})
+async def test_loopback_is_limited_like_any_address(aiohttp_client: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # An attack script on the same host is an anonymous client too (it was exempt before).
+    client = await make_client(aiohttp_client, limits={**FAST, "replay_per_ip": 5})
     conversation = await conversation_of(client, 10, ip="")
     async with client.ws_connect(f"/ws?conversation={conversation}&last_seq=0") as ws:
-        replayed, _ = await until_system(ws, "resumed")
+        replayed, _ = await until_system(ws, "resumed")  # more than the budget: granted from a full one
         assert [f["seq"] for f in replayed] == list(range(1, 22))
+    with caplog.at_level(logging.WARNING, logger="chatbot_server.chat"):
+        async with client.ws_connect(f"/ws?conversation={conversation}&last_seq=0") as ws:
+            frames, _ = await until_system(ws, "resumed")
+    assert [f.get("code") for f in frames if f["type"] == "error"] == ["rate_limited"]
+    assert "server.trusted_proxies" in caplog.text  # the likely cause, said once
+
+
+async def test_a_trusted_proxys_own_address_is_not_limited(aiohttp_client: Any) -> None:
+    # Behind a listed proxy X-Forwarded-For names each user; a request without it is the proxy's.
+    client = await make_client(aiohttp_client, server=BEHIND_PROXY, limits={**FAST, "replay_per_ip": 5})
+    conversation = await conversation_of(client, 10, ip="")
+    for _ in range(2):
+        async with client.ws_connect(f"/ws?conversation={conversation}&last_seq=0") as ws:
+            replayed, _ = await until_system(ws, "resumed")
+            assert [f["seq"] for f in replayed] == list(range(1, 22))
 
 
 def test_history_frames_are_validated() -> None:

@@ -1,21 +1,22 @@
 """What one client address may take from this process: replayed frames, and bytes stored.
 
 Two token buckets per address, shared by all of that address's sockets in this process (not
-across processes: with N processes an address may take N times as much). Loopback peers are not
-limited, like the per-IP connection cap (sockets/ratelimit.py): a proxy on the same host that is
-not listed in server.trusted_proxies makes every user look like 127.0.0.1.
+across processes: with N processes an address may take N times as much). Every address is limited,
+loopback too (an attack script on the same host is still an anonymous client); only a trusted
+proxy's own address is not (then X-Forwarded-For names the client, see sockets/ratelimit.py). A
+proxy on the same host that is not listed in server.trusted_proxies makes every user look like
+127.0.0.1 and share one budget: the first refusal of a loopback address says so in the log.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
-import weakref
+from collections.abc import Collection
 from typing import Final
 
-from aiohttp import web
-
-from ..config import Settings
+log = logging.getLogger("chatbot_server.chat")
 
 REPLAY_WINDOW: Final = 60.0  # limits.replay_per_ip is per minute
 QUOTA_WINDOW: Final = 3600.0  # history.quota_per_ip is per hour
@@ -24,9 +25,11 @@ QUOTA_WINDOW: Final = 3600.0  # history.quota_per_ip is per hour
 class AddressBuckets:
     """A token bucket per address: `capacity` units, refilled evenly over `window` seconds."""
 
-    __slots__ = ("_buckets", "_swept", "capacity", "rate")
+    __slots__ = ("_buckets", "_swept", "_told", "capacity", "name", "rate")
 
-    def __init__(self, capacity: int, window: float) -> None:
+    def __init__(self, capacity: int, window: float, *, name: str = "budget") -> None:
+        self.name = name
+        self._told = False
         self.capacity = float(capacity)
         self.rate = capacity / window
         self._buckets: dict[str, tuple[float, float]] = {}  # address -> (tokens, stamp)
@@ -47,6 +50,7 @@ class AddressBuckets:
         now = time.monotonic() if now is None else now
         tokens = self.tokens(address, now)
         if tokens < min(amount, self.capacity):
+            self._refused(address)
             return False
         self._set(address, tokens - amount, now)
         return True
@@ -55,6 +59,16 @@ class AddressBuckets:
         """Take `amount` units whatever is left: what was stored already counts (may go below zero)."""
         now = time.monotonic() if now is None else now
         self._set(address, self.tokens(address, now) - amount, now)
+
+    def _refused(self, address: str) -> None:
+        if not self._told and _is_loopback(address):
+            self._told = True  # once per process: the likely cause, not a line per refusal
+            log.warning(
+                "budget.refused what=%s address=%s: if a proxy on this host is in front, list it in "
+                "server.trusted_proxies, or every user shares this address's budget",
+                self.name,
+                address,
+            )
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -71,33 +85,26 @@ class AddressBuckets:
 
 
 class ClientBudgets:
-    """The application's per-address budgets (one per application, see `budgets_for`)."""
+    """The application's per-address budgets (one per application: app.setup() makes it)."""
 
-    __slots__ = ("__weakref__", "quota", "replay")
+    __slots__ = ("quota", "replay")
 
     def __init__(self, *, replay_per_ip: int, quota_per_ip: int) -> None:
-        self.replay = AddressBuckets(replay_per_ip, REPLAY_WINDOW)
-        self.quota = AddressBuckets(quota_per_ip, QUOTA_WINDOW)
+        self.replay = AddressBuckets(replay_per_ip, REPLAY_WINDOW, name="replay")
+        self.quota = AddressBuckets(quota_per_ip, QUOTA_WINDOW, name="quota")
+
+    def of(self, address: str, trusted_proxies: Collection[str] = ()) -> ClientBudgets | None:
+        """These budgets if `address` is limited, else None (see is_limited)."""
+        return self if is_limited(address, trusted_proxies) else None
 
 
-_BY_APP: weakref.WeakKeyDictionary[web.Application, ClientBudgets] = weakref.WeakKeyDictionary()
+def is_limited(address: str, trusted_proxies: Collection[str] = ()) -> bool:
+    """Whether an address is limited: every one but a trusted proxy's own (and an empty peer)."""
+    return bool(address) and address not in trusted_proxies
 
 
-def budgets_for(app: web.Application, settings: Settings) -> ClientBudgets:
-    """The budgets of the application `app` (made on first use: they are shared by its sockets).
-
-    Kept beside the application rather than in it: a running application is frozen."""
-    budgets = _BY_APP.get(app)
-    if budgets is None:
-        budgets = _BY_APP[app] = ClientBudgets(
-            replay_per_ip=settings.limits.replay_per_ip, quota_per_ip=settings.history.quota_per_ip
-        )
-    return budgets
-
-
-def is_limited(address: str) -> bool:
-    """Whether an address is limited: every one but loopback (and an unparsable empty peer)."""
+def _is_loopback(address: str) -> bool:
     try:
-        return not ipaddress.ip_address(address).is_loopback
+        return ipaddress.ip_address(address).is_loopback
     except ValueError:
-        return bool(address)
+        return False

@@ -16,7 +16,7 @@ from .. import messages
 from ..bots import HistoryEntry, Reply, Turn
 from ..errors import ProtocolError, StoreUnavailableError
 from ..jsonutil import dumpb
-from ..keys import HOLDERS_KEY, QUEUE_KEY, STORE_KEY, TURNS_KEY
+from ..keys import BUDGETS_KEY, HOLDERS_KEY, QUEUE_KEY, STORE_KEY, TURNS_KEY
 from ..layers import Message
 from ..masking import mask_sensitive
 from ..messages import USERS_GROUP
@@ -36,7 +36,6 @@ from ..protocol import (
 from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..store import ConversationStore
 from ..store.handoff import Mode
-from .budgets import budgets_for, is_limited
 from .handoff import Handoff
 from .holding import Holding
 from .replay import Replay, answer_orphans
@@ -85,7 +84,7 @@ class ChatConsumer(WebsocketConsumer):
             )  # fmt: skip
         self._warned_about_numbers = False
         # Per client address (limits.replay_per_ip, history.quota_per_ip); None: not limited.
-        budgets = budgets_for(request.app, self.settings) if is_limited(self.client_ip) else None
+        budgets = request.config_dict[BUDGETS_KEY].of(self.client_ip, self.settings.server.trusted_proxies)
         self.quota = None if budgets is None else budgets.quota
         self.replay = Replay(
             self, store=self.store, page_size=self.settings.limits.replay_frames,
