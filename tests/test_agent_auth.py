@@ -298,6 +298,13 @@ async def test_agent_socket_closes_when_the_session_expires(aiohttp_client: Any)
         assert await closed_with(ws, timeout=15) == CLOSE_SESSION_ENDED
 
 
+async def console_refused(session: aiohttp.ClientSession, url: str, cookie: str) -> None:
+    """The console socket at `url` refuses the cookie (401), as for a signed-out session."""
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await session.ws_connect(f"{url}/agent/ws", headers={"Cookie": f"chatbot_agent={cookie}", "Origin": url})
+    assert refused.value.status == 401
+
+
 @pytest.mark.timeout(60)
 async def test_sign_out_on_one_process_closes_the_socket_on_another(tmp_path: Path, redis_server: str) -> None:
     prefix = unique_prefix()
@@ -310,11 +317,7 @@ async def test_sign_out_on_one_process_closes_the_socket_on_another(tmp_path: Pa
             ws = await open_console(two.url, cookie, session)
             await sign_out(one.url, cookie)
             assert await closed_with(ws) == CLOSE_SESSION_ENDED
-            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await session.ws_connect(
-                    f"{two.url}/agent/ws", headers={"Cookie": f"chatbot_agent={cookie}", "Origin": two.url}
-                )
-            assert refused.value.status == 401
+            await console_refused(session, two.url, cookie)
     finally:
         one.stop()
         two.stop()
@@ -333,11 +336,7 @@ async def test_a_process_started_after_a_sign_out_refuses_the_cookie(tmp_path: P
             await sign_out(one.url, cookie)
             two = AgentServer(tmp_path, "two", redis_server, prefix)  # starts after the sign-out
             await two.wait_ready(session)
-            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-                await session.ws_connect(
-                    f"{two.url}/agent/ws", headers={"Cookie": f"chatbot_agent={cookie}", "Origin": two.url}
-                )
-            assert refused.value.status == 401
+            await console_refused(session, two.url, cookie)
     finally:
         one.stop()
         if two is not None:

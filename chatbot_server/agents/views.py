@@ -9,7 +9,7 @@ from aiohttp import web
 
 from ..keys import DIRECTORY_KEY, LAYER_KEY, SETTINGS_KEY, TEMPLATES_KEY
 from ..sockets.origin import origin_allowed
-from ..sockets.ratelimit import client_ip
+from ..sockets.ratelimit import client_ip, forwarded_proto
 from ..version import __version__
 from .directory import Agent, AgentDirectory
 from .sessions import COOKIE_NAME, SESSIONS_GROUP, session_ended
@@ -49,15 +49,8 @@ def current_agent(request: web.Request) -> Agent | None:
 
 
 def came_over_https(request: web.Request) -> bool:
-    """TLS to us, or to a trusted proxy that says so (X-Forwarded-Proto, believed as client_ip() believes
-    X-Forwarded-For: only when the peer is one of server.trusted_proxies)."""
-    if request.secure:
-        return True
-    if request.remote not in set(request.config_dict[SETTINGS_KEY].server.trusted_proxies):
-        return False
-    # The proxy nearest to us speaks last; nginx's `proxy_set_header` sends exactly one value.
-    proto = request.headers.get("X-Forwarded-Proto", "").rpartition(",")[2]
-    return proto.strip().lower() == "https"
+    """TLS to us, or to a trusted proxy that says so (X-Forwarded-Proto from server.trusted_proxies)."""
+    return forwarded_proto(request, request.config_dict[SETTINGS_KEY].server.trusted_proxies) == "https"
 
 
 def _same_origin_post(request: web.Request) -> bool:

@@ -10,11 +10,12 @@ proxy on the same host that is not listed in server.trusted_proxies makes every 
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import Collection
 from typing import Final
+
+from ..sockets.ratelimit import is_loopback
 
 log = logging.getLogger("chatbot_server.chat")
 
@@ -61,7 +62,7 @@ class AddressBuckets:
         self._set(address, self.tokens(address, now) - amount, now)
 
     def _refused(self, address: str) -> None:
-        if not self._told and _is_loopback(address):
+        if not self._told and is_loopback(address):
             self._told = True  # once per process: the likely cause, not a line per refusal
             log.warning(
                 "budget.refused what=%s address=%s: if a proxy on this host is in front, list it in "
@@ -101,10 +102,3 @@ class ClientBudgets:
 def is_limited(address: str, trusted_proxies: Collection[str] = ()) -> bool:
     """Whether an address is limited: every one but a trusted proxy's own (and an empty peer)."""
     return bool(address) and address not in trusted_proxies
-
-
-def _is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False

@@ -49,7 +49,19 @@ def client_ip(request: web.Request, trusted_proxies: Iterable[str]) -> str:
     return peer
 
 
-def _is_loopback(ip: str) -> bool:
+def forwarded_proto(request: web.Request, trusted_proxies: Iterable[str]) -> str:
+    """The scheme the client used: X-Forwarded-Proto, believed as X-Forwarded-For is (above)."""
+    if request.secure:
+        return "https"
+    if (request.remote or "") not in set(trusted_proxies):
+        return request.scheme
+    # The proxy nearest to us speaks last; nginx's `proxy_set_header` sends exactly one value.
+    proto = request.headers.get("X-Forwarded-Proto", "").rpartition(",")[2].strip().lower()
+    return proto or request.scheme
+
+
+def is_loopback(ip: str) -> bool:
+    """Whether `ip` is a loopback address (False for what is not an address)."""
     try:
         return ipaddress.ip_address(ip).is_loopback
     except ValueError:
@@ -69,7 +81,7 @@ class ConnectionsPerIp:
 
     def acquire(self, ip: str) -> bool:
         """Count one more socket for `ip`, unless it already has `limit`."""
-        if _is_loopback(ip):
+        if is_loopback(ip):
             return True
         count = self._open.get(ip, 0)
         if count >= self.limit:
@@ -79,7 +91,7 @@ class ConnectionsPerIp:
 
     def release(self, ip: str) -> None:
         """Forget one socket of `ip`."""
-        if _is_loopback(ip):
+        if is_loopback(ip):
             return
         count = self._open.get(ip, 0) - 1
         if count > 0:
