@@ -40,7 +40,7 @@ from .sockets.registry import ConnectionRegistry
 from .store import ConversationStore, MemoryConversationStore
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from .ops.redis import RedisClient
 
 log = logging.getLogger("chatbot_server.app")
 
@@ -159,7 +159,7 @@ def setup(
     return layer
 
 
-def build_layer(settings: LayerSettings, *, redis_client: aioredis.Redis | None = None) -> ChannelLayer:
+def build_layer(settings: LayerSettings, *, redis_client: RedisClient | None = None) -> ChannelLayer:
     """Build (not start) the channel layer `settings` name; the redis layer uses `redis_client` if given."""
     r = settings.redis
     return make_layer(
@@ -186,7 +186,7 @@ def history_backend(settings: Settings) -> str:
     return backend
 
 
-def _closes(client: aioredis.Redis) -> Callable[[web.Application], AsyncIterator[None]]:
+def _closes(client: RedisClient) -> Callable[[web.Application], AsyncIterator[None]]:
     async def close_redis(_: web.Application) -> AsyncIterator[None]:
         try:
             yield
@@ -197,7 +197,7 @@ def _closes(client: aioredis.Redis) -> Callable[[web.Application], AsyncIterator
 
 
 def make_store(
-    settings: Settings, layer: ChannelLayer, *, redis_client: aioredis.Redis | None = None
+    settings: Settings, layer: ChannelLayer, *, redis_client: RedisClient | None = None
 ) -> ConversationStore:
     """Build (not start) the conversation store named by `history.backend` ("auto": as the layer).
 

@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -39,7 +39,7 @@ def ping(port: int, timeout: float = 0.5) -> bool:
 class RedisProcess:
     """A private redis-server on a fixed port that tests can kill and start again."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, extra_args: Sequence[str] = ()) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail(INSTALL_HINT, pytrace=False)
@@ -48,6 +48,7 @@ class RedisProcess:
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.TemporaryDirectory(prefix="chatbot-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
+        self.extra_args = list(extra_args)
 
     @property
     def running(self) -> bool:
@@ -73,6 +74,7 @@ class RedisProcess:
                 self._dir.name,
                 "--loglevel",
                 "warning",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -103,6 +105,11 @@ class RedisProcess:
                 self._proc.kill()
             self._proc.wait()
             self._proc = None
+
+    @property
+    def dir(self) -> str:
+        """The server's working directory (its cluster config file, if any, lives here)."""
+        return self._dir.name
 
     def cleanup(self) -> None:
         """Kill the server and remove its directory."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from redis.exceptions import RedisError
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from ..ops.redis import RedisClient
 
 log = logging.getLogger("chatbot_server.agents")
 
@@ -49,7 +49,7 @@ class LocalRevocations:
 class RedisRevocations:
     """The sorted set `<prefix>:agents:revoked`; expired members are trimmed on every write."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str) -> None:
         self._client = client
         self.key = f"{prefix}:agents:revoked"
 

@@ -24,10 +24,10 @@ from .views import console_page, login, login_page, logout
 log = logging.getLogger("chatbot_server.agents")
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from ..ops.redis import RedisClient
 
 
-def make_queue(settings: Settings, backend: str, *, client: aioredis.Redis | None = None) -> HandoffQueue:
+def make_queue(settings: Settings, backend: str, *, client: RedisClient | None = None) -> HandoffQueue:
     """The handoff queue on the same backend as the conversation store.
 
     On Redis it uses `client` (the application's one client, closed by the application) if given.
@@ -39,7 +39,7 @@ def make_queue(settings: Settings, backend: str, *, client: aioredis.Redis | Non
     return MemoryHandoffQueue(grace=grace, max_per_ip=cap)
 
 
-def make_revocations(settings: Settings, backend: str, *, client: aioredis.Redis | None) -> Revocations:
+def make_revocations(settings: Settings, backend: str, *, client: RedisClient | None) -> Revocations:
     """Where sign-outs are kept for processes that were not listening: Redis when it is shared."""
     if backend == "redis" and client is not None:
         return RedisRevocations(client, settings.layer.redis.prefix)

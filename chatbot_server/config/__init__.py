@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import ConfigError
+from ..redis_url import parse_redis_url
 from .model import (
     AgentAccount,
     AgentSettings,
@@ -66,6 +67,14 @@ ENV_OVERRIDES: dict[str, str] = {
     "CHATBOT_SESSION_SECRET": "agents.session_secret",
 }
 
+def _is_redis_url(value: str) -> bool:
+    try:
+        parse_redis_url(value)
+    except ValueError:
+        return False
+    return True
+
+
 # Value checks beyond types: dotted key -> (predicate, what a good value is).
 _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "server.port": (lambda v: 0 <= v <= 65535, "a port number 0..65535"),
@@ -80,8 +89,9 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "layer.expiry": (lambda v: v > 0, "a number of seconds > 0"),
     "layer.group_expiry": (lambda v: v > 0, "a number of seconds > 0"),
     "layer.redis.url": (
-        lambda v: v.startswith(("redis://", "rediss://", "unix://")),
-        "a redis://, rediss:// or unix:// URL",
+        _is_redis_url,
+        "a redis://, rediss://, unix://, redis+sentinel://host:port[,host:port...]/service_name[/db] "
+        "or redis+cluster://host:port[,host:port...] URL (docs/redis.md)",
     ),
     "layer.redis.prefix": (
         lambda v: bool(v) and len(v) < 64 and all(c.isascii() and (c.isalnum() or c in "-_.") for c in v),

@@ -10,7 +10,7 @@ from .base import ChannelLayer, LayerHealth, Message
 from .memory import MemoryChannelLayer
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
+    from ..ops.redis import RedisClient
 
 __all__ = ["ChannelLayer", "LayerHealth", "MemoryChannelLayer", "Message", "make_layer"]
 
@@ -21,7 +21,7 @@ def make_layer(
     capacity: int = 100,
     expiry: float = 60,
     group_expiry: float = 86400,
-    redis_client: aioredis.Redis | None = None,
+    redis_client: RedisClient | None = None,
     redis_url: str = "redis://127.0.0.1:6379/0",
     redis_prefix: str = "chatbot",
     pool_size: int = 50,

@@ -16,7 +16,6 @@ from collections import deque
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..errors import (
@@ -25,7 +24,7 @@ from ..errors import (
     InvalidNameError,
     LayerUnavailableError,
 )
-from ..ops.redis import BLOCK_SECONDS, blocking_client, redact, redis_client
+from ..ops.redis import BLOCK_SECONDS, RedisClient, blocking_client, disconnect, redact, redis_client
 from . import redis_scripts as scripts
 from .base import (
     LayerHealth,
@@ -63,7 +62,7 @@ class RedisChannelLayer(RedisConnection):
         socket_timeout: float = 5.0,
         required: bool = False,
         heartbeat_interval: float = 5.0,
-        client: aioredis.Redis | None = None,
+        client: RedisClient | None = None,
         inbox_capacity: int = 10_000,
     ) -> None:
         super().__init__(capacity=capacity, expiry=expiry, group_expiry=group_expiry)
@@ -87,7 +86,7 @@ class RedisChannelLayer(RedisConnection):
             client = redis_client(
                 url, pool_size=pool_size, connect_timeout=connect_timeout, socket_timeout=socket_timeout
             )
-        self._client: aioredis.Redis = client
+        self._client: RedisClient = client
         # Blocking pops park a connection for BLOCK_SECONDS: a small pool of their own (always ours).
         self._blocking = blocking_client(client, block_seconds=BLOCK_SECONDS, max_connections=pool_size + 1)
         self._send_script = client.register_script(scripts.SEND)
@@ -151,7 +150,7 @@ class RedisChannelLayer(RedisConnection):
             task.cancel()
         # redis-py can swallow a cancellation that lands while a connection is being set up and then
         # block in a read; closing the blocking sockets ends any such read.
-        await self._blocking.connection_pool.disconnect()
+        await disconnect(self._blocking)
         await asyncio.gather(*tasks, return_exceptions=True)
         closed = LayerUnavailableError("the channel layer is closed")
         while self._pending:

@@ -12,9 +12,8 @@ import time
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 
-from ..ops.redis import BLOCK_SECONDS
+from ..ops.redis import BLOCK_SECONDS, RedisClient
 from . import redis_scripts as scripts
 from .redis_members import MembershipWrites
 
@@ -29,7 +28,7 @@ class InboxReader(MembershipWrites):
 
     # Set by RedisChannelLayer.__init__.
     _inbox_key: str
-    _blocking: aioredis.Redis
+    _blocking: RedisClient
     _blmpop: bool | None
 
     async def _read_inbox(self) -> None:

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import LayerUnavailableError
+from ..ops.redis import RedisClient
 from . import redis_scripts as scripts
 from .base import ChannelLayer, process_of
 from .redis_groups import LocalGroups
@@ -54,7 +54,7 @@ class MembershipWrites(ChannelLayer):
     """The membership-writing part of RedisChannelLayer (not used on its own)."""
 
     # Set by RedisChannelLayer.__init__.
-    _client: aioredis.Redis
+    _client: RedisClient
     _groups: LocalGroups
     _unsynced: set[tuple[str, str]]
     _syncing: set[str]

@@ -14,10 +14,9 @@ import asyncio
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from ..ops.redis import redis_client
+from ..ops.redis import RedisClient, redis_client
 from .handoff_base import DEADLINE, SWEEP_LIMIT, Enqueued, HandoffQueue, QueueEntry, QueueUnavailableError, now_ms
 
 T = TypeVar("T")
@@ -158,7 +157,7 @@ class RedisHandoffQueue(HandoffQueue):
         *,
         url: str = "redis://127.0.0.1:6379/0",
         prefix: str = "chatbot",
-        client: aioredis.Redis | None = None,
+        client: RedisClient | None = None,
         grace: float = 120.0,
         max_per_ip: int = 2,
         deadline: float = DEADLINE,
@@ -167,7 +166,7 @@ class RedisHandoffQueue(HandoffQueue):
         # A client given in (the application's one client) is closed by whoever made it. Replies
         # are bytes (the shared client does not decode): what is read is decoded here.
         self._own_client = client is None
-        self._client: aioredis.Redis = client if client is not None else redis_client(url)
+        self._client: RedisClient = client if client is not None else redis_client(url)
         self.deadline = deadline
         base = f"{prefix}:handoff"
         self._keys = [f"{base}:{k}" for k in ("queue", "preview", "deadline", "ip", "ipcount", "claims", "claimid")]

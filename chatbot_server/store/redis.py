@@ -20,12 +20,11 @@ from collections import deque
 from collections.abc import Sequence
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from ..errors import NotOwnedError, StoreUnavailableError
 from ..jsonutil import dumpb
-from ..ops.redis import redis_client
+from ..ops.redis import RedisClient, close_client, redis_client
 from .base import ConversationStore, StoredFrame, new_conversation_id
 from .redis_writer import WriteBehind, _Owned
 
@@ -78,7 +77,7 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         max_frames: int = 500,
         pool_size: int = 50,
         write_interval: float = 0.05,
-        client: aioredis.Redis | None = None,
+        client: RedisClient | None = None,
     ) -> None:
         super().__init__()
         if ttl <= 0 or max_frames < 1 or write_interval < 0:
@@ -93,7 +92,7 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         # A client given in (the application's one client) is closed by whoever made it; without
         # one, a client of our own with the process's pool, retry and health policy (ops/redis.py).
         self._own_client = client is None
-        self._client: aioredis.Redis = client if client is not None else redis_client(url, pool_size=pool_size)
+        self._client: RedisClient = client if client is not None else redis_client(url, pool_size=pool_size)
         self._new: set[str] = set()  # created here, owner key not written yet
         # Owned here when a write failed: Redis may have lost their owner keys (a restart without
         # persistence), so the next write sets them again, unless another process holds one now.
@@ -156,7 +155,7 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         except RedisError as exc:
             log.warning("history.close_failed error=%s", exc)
         if self._own_client:
-            await self._client.aclose(close_connection_pool=True)
+            await close_client(self._client)
 
     async def health(self) -> tuple[bool, str]:
         try:

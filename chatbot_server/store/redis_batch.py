@@ -12,7 +12,9 @@ import asyncio
 import math
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+
+from ..ops.redis import RedisClient
 
 Arg = bytes | str | int
 
@@ -65,7 +67,7 @@ def _encode(value: Arg) -> bytes:
     raise TypeError(f"a Redis argument must be bytes, str or int, got {type(value).__name__}")
 
 
-async def send_batch(client: aioredis.Redis, batch: CommandBatch, timeout: float) -> list[Any]:
+async def send_batch(client: RedisClient, batch: CommandBatch, timeout: float) -> list[Any]:
     """Send a batch on one pooled connection and return every reply, in order; raise on the first
     error reply.
 
@@ -75,6 +77,8 @@ async def send_batch(client: aioredis.Redis, batch: CommandBatch, timeout: float
     if not batch.commands:
         return []
     replies: list[Any] = []
+    if isinstance(client, RedisCluster):
+        raise NotImplementedError("the Redis store's batches do not run on a Redis Cluster yet")
     pool = client.connection_pool
     connection = None
     try:

@@ -26,9 +26,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from ..ops.redis import RedisClient
 from .base import StoreStats
 from .redis_batch import CommandBatch, send_batch
 
@@ -80,7 +80,7 @@ class WriteBehind:
     process_id: str
     ttl_ms: int
     max_frames: int
-    _client: aioredis.Redis
+    _client: RedisClient
     _new: set[str]
     _reclaim: set[str]
     _fresh: set[str]
