@@ -1,4 +1,4 @@
-"""Command line: python -m chatbot_server [--config F] [--host H] [--port P] [--check-config]."""
+"""Command line: python -m chatbot_server [--config F] [--host H] [--port P] [--workers N] [--check-config]."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .app import build_layer, create_app
 from .bots import BotContext, build_bot
-from .config import ENV_OVERRIDES, Settings, load_settings
+from .config import ENV_OVERRIDES, Settings, check_workers, load_settings
 from .errors import ConfigError, LayerUnavailableError
 from .keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY
 from .ops.guard import AcceptErrorLog, ConnectionGuard, fd_budget, raise_fd_limit
@@ -23,6 +23,7 @@ from .ops.logs import configure_logging
 from .ops.metrics import GuardStats
 from .ops.views import healthz, metrics
 from .version import __version__
+from .workers import Worker, supervise
 
 log = logging.getLogger("chatbot_server")
 
@@ -57,6 +58,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", help="interface to listen on (overrides server.host)")
     parser.add_argument("--port", type=int, help="TCP port to listen on (overrides server.port)")
     parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes serving the port together, supervised (overrides server.workers; docs/deployment.md)",
+    )
+    parser.add_argument(
+        "--worker-index",
+        type=int,
+        metavar="I",
+        help="serve as worker I of a group sharing the port (SO_REUSEPORT, monitoring.port + I); "
+        "set by the supervisor, or by a systemd template unit",
+    )
+    parser.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)  # the supervisor's link
+    parser.add_argument(
         "--check-config",
         action="store_true",
         help="validate the config (and the bot's knowledge base), print a summary and exit 0, or 2 on errors",
@@ -75,13 +90,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["server.host"] = args.host
     if args.port is not None:
         overrides["server.port"] = args.port
+    if args.workers is not None:
+        overrides["server.workers"] = args.workers
     if args.log_level is not None:
         overrides["logging.level"] = args.log_level
     if args.log_format is not None:
         overrides["logging.format"] = args.log_format
     config_path = args.config or os.environ.get("CHATBOT_CONFIG") or None
+    worker = None if args.worker_index is None else Worker(args.worker_index, args.supervisor_fd)
+    if args.supervisor_fd is not None:
+        # A SIGHUP to the whole process group (a terminal's hangup, `kill -HUP -PGID`) is the
+        # supervisor's to act on; it must not kill a worker before its app handles SIGHUP.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        settings = load_settings(config_path, overrides=overrides)
+        settings = _load(config_path, overrides)
+        if worker is not None and args.supervisor_fd is None:
+            # Run by hand as one of a group (a systemd template unit): the same rules as --workers.
+            check_workers(settings, max(2, worker.index + 1), source="command line --worker-index")
         if args.check_config:
             summary = asyncio.run(check(settings))
             print(f"config OK: {config_path or '(built-in defaults)'}")
@@ -89,39 +114,63 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         # Before the app is built: its start-up warnings come out in the chosen format too.
         configure_logging(settings.logging.level, settings.logging.format)
+        if worker is None and settings.server.workers > 1:
+            return supervise(sys.argv[1:] if argv is None else argv, settings, lambda: _load(config_path, overrides))
+        if worker is not None:
+            worker.tag_logs()
         app = create_app(settings, handle_signals=True, monitoring_routes=not settings.monitoring.port)
     except ConfigError as exc:
-        if not exc.source and config_path:
-            exc = ConfigError(str(exc).removeprefix(f"{exc.key}: "), key=exc.key, source=config_path)
-        print(f"chatbot_server: configuration error: {exc}", file=sys.stderr)
+        print(f"chatbot_server: configuration error: {_named(exc, config_path)}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
     _use_uvloop_if_installed()
     soft, hard = raise_fd_limit()
     log.info(
-        "start host=%s port=%d layer=%s bot=%s fd_limit=%d/%d",
+        "start host=%s port=%d layer=%s bot=%s fd_limit=%d/%d pid=%d process=%s",
         settings.server.host,
         settings.server.port,
         settings.layer.backend,
         settings.bot.name,
         soft,
         hard,
+        os.getpid(),
+        app[LAYER_KEY].process_id,  # in the layer's channel names and Redis keys
     )
     try:
-        asyncio.run(serve(app, settings))
+        asyncio.run(serve(app, settings, worker=worker))
     except LayerUnavailableError as exc:
         print(f"chatbot_server: cannot start: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except OSError as exc:  # e.g. the port is taken
         print(f"chatbot_server: cannot listen on {settings.server.host}:{settings.server.port}: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE
+    finally:
+        if worker is not None:
+            worker.close()
     return 0
 
 
-async def serve(app: web.Application, settings: Settings) -> None:
+def _load(config_path: str | None, overrides: dict[str, Any]) -> Settings:
+    """The settings (also re-read by the supervisor on SIGHUP); a ConfigError names the file."""
+    try:
+        return load_settings(config_path, overrides=overrides)
+    except ConfigError as exc:
+        raise _named(exc, config_path) from None
+
+
+def _named(exc: ConfigError, config_path: str | None) -> ConfigError:
+    """`exc` naming the config file when it names no source (errors of the bot or the layer)."""
+    if not exc.source and config_path:
+        return ConfigError(str(exc).removeprefix(f"{exc.key}: "), key=exc.key, source=config_path)
+    return exc
+
+
+async def serve(app: web.Application, settings: Settings, *, worker: Worker | None = None) -> None:
     """Serve until SIGTERM/SIGINT, every connection behind the transport guard (ops/guard.py).
 
     Not web.run_app: it offers no way to wrap the protocol factory, and the guard must see each
-    connection before aiohttp does (aiohttp has no deadline for a first request head).
+    connection before aiohttp does (aiohttp has no deadline for a first request head). As one of
+    several workers (`worker`), the listening socket is made with SO_REUSEPORT: the kernel spreads
+    new connections over the workers; the worker also stops when its supervisor is gone.
     """
     loop = asyncio.get_running_loop()
     stats = GuardStats()
@@ -141,6 +190,8 @@ async def serve(app: web.Application, settings: Settings) -> None:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if worker is not None:
+        worker.watch(stop)
     server: asyncio.Server | None = None
     try:
         assert runner.server is not None  # set by setup(); web.Server is aiohttp's protocol factory
@@ -154,10 +205,14 @@ async def serve(app: web.Application, settings: Settings) -> None:
             stats=stats,
         )
         app[CONNECTIONS_KEY].stats.registry.register(stats.collector(lambda: guard.open))
-        server = await loop.create_server(guard, server_settings.host, server_settings.port, reuse_address=True)
+        server = await loop.create_server(
+            guard, server_settings.host, server_settings.port, reuse_address=True, reuse_port=worker is not None
+        )
         if settings.monitoring.port:
-            monitor = await _serve_monitoring(app, settings)
+            monitor = await _serve_monitoring(app, settings, worker)
         log.info("listening url=http://%s:%d/", server_settings.host, server_settings.port)
+        if worker is not None:
+            worker.ready()
         await stop.wait()
         log.info("stop shed=%s accept_errors=%d", dict(stats.shed), stats.accept_errors)
     finally:
@@ -173,8 +228,12 @@ async def serve(app: web.Application, settings: Settings) -> None:
             await asyncio.wait_for(server.wait_closed(), timeout=max(1.0, server_settings.shutdown_timeout))
 
 
-async def _serve_monitoring(app: web.Application, settings: Settings) -> web.AppRunner:
-    """/healthz and /metrics on a listener of their own (monitoring.host:port), off the public port."""
+async def _serve_monitoring(app: web.Application, settings: Settings, worker: Worker | None) -> web.AppRunner:
+    """/healthz and /metrics on a listener of their own (monitoring.host:port), off the public port.
+
+    Worker i listens on monitoring.port + i (its own metrics); with SO_REUSEPORT, so that the
+    worker replacing it on SIGHUP can listen before the old one has gone.
+    """
     monitor = web.Application()
     # The handlers read the chat app's state.
     monitor[SETTINGS_KEY] = app[SETTINGS_KEY]
@@ -186,8 +245,9 @@ async def _serve_monitoring(app: web.Application, settings: Settings) -> web.App
     monitor.router.add_get("/metrics", metrics)
     runner = web.AppRunner(monitor, handle_signals=False, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, settings.monitoring.host, settings.monitoring.port).start()
-    log.info("monitoring url=http://%s:%d/healthz", settings.monitoring.host, settings.monitoring.port)
+    port = settings.monitoring.port if worker is None else worker.monitoring_port(settings.monitoring.port)
+    await web.TCPSite(runner, settings.monitoring.host, port, reuse_port=worker is not None).start()
+    log.info("monitoring url=http://%s:%d/healthz", settings.monitoring.host, port)
     return runner
 
 
@@ -196,8 +256,9 @@ async def check(settings: Settings) -> str:
     build_layer(settings.layer)
     bot = build_bot(settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir))
     await bot.check()
+    workers = f" ({settings.server.workers} workers)" if settings.server.workers > 1 else ""
     return (
-        f"  server  {settings.server.host}:{settings.server.port}\n"
+        f"  server  {settings.server.host}:{settings.server.port}{workers}\n"
         f"  layer   {settings.layer.backend}\n"
         f"  bot     {settings.bot.name} ({type(bot).__name__})"
     )

@@ -26,7 +26,7 @@ PKG = "chatbot_server"
 SRC = Path(__file__).resolve().parents[1] / PKG
 MAX_LINES = 400
 #: The composition root, "app" in RULES: the package's __init__ imports app, so it counts too.
-COMPOSITION_ROOT = {PKG, f"{PKG}.app", f"{PKG}.cli", f"{PKG}.__main__"}
+COMPOSITION_ROOT = {PKG, f"{PKG}.app", f"{PKG}.cli", f"{PKG}.workers", f"{PKG}.gunicorn_app", f"{PKG}.__main__"}
 LEAVES = ("errors", "jsonutil", "masking", "protocol", "messages", "redis_url")
 
 #: part: (what it may not import, exceptions to that); "*" is all of chatbot_server outside the part.

@@ -28,7 +28,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def test_help_explains_every_option() -> None:
     result = run_cli("--help")
     assert result.returncode == 0
-    for word in ("--config", "--host", "--port", "--check-config", "--log-format", "CHATBOT_REDIS_URL"):
+    for word in ("--config", "--host", "--port", "--workers", "--check-config", "--log-format", "CHATBOT_WORKERS"):
         assert word in result.stdout
 
 

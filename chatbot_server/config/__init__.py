@@ -49,6 +49,7 @@ __all__ = [
     "ServerSettings",
     "Settings",
     "UISettings",
+    "check_workers",
     "load_settings",
     "settings_from_dict",
 ]
@@ -58,6 +59,7 @@ __all__ = [
 ENV_OVERRIDES: dict[str, str] = {
     "CHATBOT_HOST": "server.host",
     "CHATBOT_PORT": "server.port",
+    "CHATBOT_WORKERS": "server.workers",
     "CHATBOT_LAYER_BACKEND": "layer.backend",
     "CHATBOT_REDIS_URL": "layer.redis.url",
     "CHATBOT_REDIS_PREFIX": "layer.redis.prefix",
@@ -66,6 +68,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "CHATBOT_LOG_FORMAT": "logging.format",
     "CHATBOT_SESSION_SECRET": "agents.session_secret",
 }
+
 
 def _is_redis_url(value: str) -> bool:
     try:
@@ -83,6 +86,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "server.keepalive_timeout": (lambda v: v > 0, "a number of seconds > 0"),
     "server.max_unfinished_per_ip": (lambda v: v >= 1, "an integer >= 1"),
     "server.fd_reserve": (lambda v: v >= 16, "an integer >= 16"),
+    "server.workers": (lambda v: 1 <= v <= 256, "an integer 1..256"),
     "monitoring.port": (lambda v: 0 <= v <= 65535, "a port number 0..65535 (0: the main port)"),
     "monitoring.allow": (lambda v: all(_is_network(n) for n in v), "a list of networks like 10.0.0.0/8"),
     "layer.capacity": (lambda v: v >= 1, "an integer >= 1"),
@@ -98,6 +102,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
         "a name of ASCII letters, digits, '-', '_' or '.'",
     ),
     "layer.redis.pool_size": (lambda v: v >= 2, "an integer >= 2"),
+    "layer.redis.probe_interval": (lambda v: v >= 0.05, "a number of seconds >= 0.05"),
     "bot.timeout": (lambda v: v > 0, "a number of seconds > 0"),
     "bot.history_turns": (lambda v: 0 <= v <= 100, "an integer 0..100"),
     "limits.max_text_length": (lambda v: 1 <= v <= 100_000, "an integer 1..100000"),
@@ -174,6 +179,7 @@ def load_settings(
             raise ConfigError(message, key=exc.key, source=origins[exc.key]) from None
         raise
     _check_together(settings, source=origins.get("agents.session_secret", source))
+    check_workers(settings, settings.server.workers, source=origins.get("server.workers", source))
     return dataclasses.replace(settings, base_dir=base_dir)
 
 
@@ -181,7 +187,54 @@ def settings_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Se
     """Build settings from a mapping shaped like config.yaml (for embedding and tests)."""
     settings: Settings = _build(Settings, dict(data), prefix="", source=source)
     _check_together(settings, source=source)
+    check_workers(settings, settings.server.workers, source=source)
     return settings
+
+
+def check_workers(settings: Settings, processes: int, *, source: str = "") -> None:
+    """Refuse what cannot work with `processes` processes sharing server.port (docs/deployment.md#workers).
+
+    The kernel hands each new connection to any of them, so everything a socket relies on must be
+    shared: groups (the layer) and conversations (the store, and the handoff queue that follows
+    it). A custom layer backend ("pkg.mod:Class") is trusted to be shared. Raises ConfigError.
+    """
+    if processes <= 1:
+        return
+    docs = "see docs/deployment.md#workers"
+    if settings.layer.backend == "memory":
+        raise ConfigError(
+            f"{processes} workers need a shared channel layer, but layer.backend is memory: a group_send "
+            f"on one worker would not reach sockets on the others; set layer.backend: redis, or run one worker "
+            f"({docs})",
+            key="server.workers",
+            source=source,
+        )
+    history = settings.history.backend
+    if history == "memory" or (history == "auto" and settings.layer.backend != "redis"):
+        raise ConfigError(
+            f"{processes} workers need conversations kept in Redis, but history.backend is {history}"
+            f"{' (memory, as the layer)' if history == 'auto' else ''}: a page that reconnects to another "
+            f"worker could not resume, nor would agents see the handoff queue of the others; set "
+            f"history.backend: redis or auto ({docs})",
+            key="server.workers",
+            source=source,
+        )
+    if settings.server.port == 0:
+        raise ConfigError(
+            f"{processes} workers share one port: server.port 0 would give each its own; set a port ({docs})",
+            key="server.workers",
+            source=source,
+        )
+    monitoring = settings.monitoring.port
+    if monitoring and not (
+        monitoring + processes - 1 <= 65535 and not monitoring <= settings.server.port < monitoring + processes
+    ):
+        raise ConfigError(
+            f"worker i serves /healthz and /metrics on monitoring.port + i: "
+            f"{monitoring}..{monitoring + processes - 1} must be ports, and not server.port ({docs})",
+            key="server.workers",
+            source=source,
+        )
 
 
 def _check_together(settings: Settings, *, source: str) -> None:
@@ -223,7 +276,7 @@ def _read_yaml(file: Path) -> dict[str, Any]:
 
 # Environment variables whose value is a number, not text (the rest are taken as plain strings, so
 # CHATBOT_REDIS_PREFIX=2024 stays the string "2024").
-_NUMERIC_ENV = frozenset({"CHATBOT_PORT"})
+_NUMERIC_ENV = frozenset({"CHATBOT_PORT", "CHATBOT_WORKERS"})
 
 
 def _parse_env_value(var: str, raw: str) -> Any:

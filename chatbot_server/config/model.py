@@ -28,6 +28,8 @@ class ServerSettings:
     max_unfinished_per_ip: int = 20
     # File descriptors kept free: with fewer left, new connections get 503 and are closed at once.
     fd_reserve: int = 256
+    # Processes serving server.port together (SO_REUSEPORT) under one supervisor; 1: a single process.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,8 @@ class RedisSettings:
     socket_timeout: float = 5.0
     required: bool = False
     heartbeat_interval: float = 5.0
+    # Seconds between delivery probes: a message to this process's own inbox through Redis.
+    probe_interval: float = 1.0
 
 
 @dataclass(frozen=True)
