@@ -80,12 +80,12 @@ async def one_burst(base: str, redis_url: str, prefix: str, sockets: int, pid: i
         connect_s = time.monotonic() - started
         peak = rss_kib(pid)
         client = aioredis.Redis.from_url(redis_url)
-        members_open = await client.zcard(f"{prefix}:group:users")
+        members_open = await client.zcard(f"{prefix}:group:{{users}}")
         started = time.monotonic()
         await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
         left = -1
         for _ in range(300):  # up to 30 s for the server to finish its clean-up
-            left = await client.zcard(f"{prefix}:group:users")
+            left = await client.zcard(f"{prefix}:group:{{users}}")
             if left == 0:
                 break
             await asyncio.sleep(0.1)

@@ -175,6 +175,7 @@ def build_layer(settings: LayerSettings, *, redis_client: RedisClient | None = N
         socket_timeout=r.socket_timeout,
         required=r.required,
         heartbeat_interval=r.heartbeat_interval,
+        probe_interval=r.probe_interval,
     )
 
 

@@ -10,13 +10,15 @@ import pytest
 from chatbot_server.layers import ChannelLayer, MemoryChannelLayer
 from chatbot_server.layers.redis import RedisChannelLayer
 
+from .redis_cluster import redis_cluster, redis_cluster_url
 from .redis_server import redis_prefix, redis_process, redis_server, unique_prefix
 
-__all__ = ["redis_prefix", "redis_process", "redis_server"]
+__all__ = ["redis_cluster", "redis_cluster_url", "redis_prefix", "redis_process", "redis_server"]
 
 LayerFactory = Callable[..., Awaitable[ChannelLayer]]
 
-LAYER_BACKENDS = ["memory", "redis"]
+# "cluster": the Redis layer on a private 3-primary Redis Cluster (tests/redis_cluster.py).
+LAYER_BACKENDS = ["memory", "redis", "cluster"]
 
 
 @pytest.fixture(params=LAYER_BACKENDS)
@@ -24,14 +26,18 @@ async def layer_factory(request: pytest.FixtureRequest) -> AsyncIterator[LayerFa
     """Build started layers of one backend with the given settings; closes them afterwards."""
     made: list[ChannelLayer] = []
     # Every layer of one test shares a private redis-server and a key prefix no other test uses.
-    redis_url = request.getfixturevalue("redis_server") if request.param == "redis" else ""
+    redis_url = ""
+    if request.param == "redis":
+        redis_url = request.getfixturevalue("redis_server")
+    elif request.param == "cluster":
+        redis_url = request.getfixturevalue("redis_cluster_url")
     prefix = unique_prefix()
 
     async def make(**settings: Any) -> ChannelLayer:
         layer: ChannelLayer
         if request.param == "memory":
             layer = MemoryChannelLayer(**settings)
-        elif request.param == "redis":
+        elif request.param in ("redis", "cluster"):
             layer = RedisChannelLayer(url=redis_url, prefix=prefix, **settings)
         else:  # pragma: no cover - new backends are added above
             raise AssertionError(request.param)

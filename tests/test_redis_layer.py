@@ -1,4 +1,7 @@
-"""The Redis channel layer across processes: each layer instance here stands for one server process."""
+"""The Redis channel layer across processes: each layer instance here stands for one server process.
+
+Tests taking `make_layer` run on a standalone redis-server and on a 3-primary Redis Cluster; `redis`
+is a client of the same deployment for inspecting keys (cluster-wide where it matters)."""
 
 from __future__ import annotations
 
@@ -8,10 +11,12 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from chatbot_server.errors import ChannelFull, LayerUnavailableError
 from chatbot_server.layers.base import Message
 from chatbot_server.layers.redis import RedisChannelLayer
+from chatbot_server.ops.redis import RedisClient, close_client, redis_client
 
 from .redis_server import RedisProcess, free_port, unique_prefix
 
@@ -25,22 +30,38 @@ async def recv(layer: RedisChannelLayer, channel: str, timeout: float = 5) -> Me
         return await layer.receive(channel)
 
 
+@pytest.fixture(params=["redis", "cluster"])
+def deployment(request: pytest.FixtureRequest) -> str:
+    """URL of the session's redis-server or of its 3-primary Redis Cluster."""
+    fixture = "redis_server" if request.param == "redis" else "redis_cluster_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
 @pytest.fixture
-async def redis(redis_server: str) -> AsyncIterator[aioredis.Redis]:
+async def redis(deployment: str) -> AsyncIterator[RedisClient]:
     """A plain client for inspecting keys."""
-    client = aioredis.Redis.from_url(redis_server)
+    client = redis_client(deployment, name="inspect")
     yield client
-    await client.aclose()
+    await close_client(client)
+
+
+async def stat(redis: RedisClient, section: str) -> list[dict[str, Any]]:
+    """An INFO section of every primary (one server: a list of one)."""
+    if isinstance(redis, RedisCluster):
+        replies: dict[str, dict[str, Any]] = await redis.info(section, target_nodes=RedisCluster.PRIMARIES)
+        return list(replies.values())
+    return [await redis.info(section)]
 
 
 @pytest.fixture
-async def make_layer(redis_server: str) -> AsyncIterator[MakeLayer]:
-    """Start layers ("processes") sharing one prefix on the session's redis-server."""
+async def make_layer(deployment: str) -> AsyncIterator[MakeLayer]:
+    """Start layers ("processes") sharing one prefix on the session's redis-server or cluster."""
     prefix = unique_prefix()
     made: list[RedisChannelLayer] = []
 
     async def make(**settings: Any) -> RedisChannelLayer:
-        settings.setdefault("url", redis_server)
+        settings.setdefault("url", deployment)
         settings.setdefault("prefix", prefix)
         layer = RedisChannelLayer(**settings)
         made.append(layer)
@@ -52,9 +73,8 @@ async def make_layer(redis_server: str) -> AsyncIterator[MakeLayer]:
         await layer.close()
 
 
-async def rpush_calls(redis: aioredis.Redis) -> int:
-    stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_rpush", {}).get("calls", 0))
+async def rpush_calls(redis: RedisClient) -> int:
+    return sum(int(stats.get("cmdstat_rpush", {}).get("calls", 0)) for stats in await stat(redis, "commandstats"))
 
 
 async def test_group_send_reaches_members_in_both_processes(make_layer: MakeLayer) -> None:
@@ -96,7 +116,7 @@ async def test_cancelled_shared_receive_ends_promptly(make_layer: MakeLayer) -> 
     assert (await recv(layer, "worker.idle"))["type"] == "after"
 
 
-async def test_group_send_writes_one_inbox_entry_per_process(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
+async def test_group_send_writes_one_inbox_entry_per_process(make_layer: MakeLayer, redis: RedisClient) -> None:
     sender, two, three = await make_layer(), await make_layer(), await make_layer()
     members: dict[RedisChannelLayer, list[str]] = {sender: [], two: [], three: []}
     for layer, channels in members.items():
@@ -129,7 +149,7 @@ async def test_remote_group_add_is_known_to_the_owner(make_layer: MakeLayer) -> 
     assert await one.group_members("g") == []
 
 
-async def test_dead_process_members_are_swept(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
+async def test_dead_process_members_are_swept(make_layer: MakeLayer, redis: RedisClient) -> None:
     alive = await make_layer()
     dead = await make_layer(heartbeat_interval=3600)  # it will not renew what we delete
     mine = await alive.new_channel()
@@ -138,7 +158,7 @@ async def test_dead_process_members_are_swept(make_layer: MakeLayer, redis: aior
     for channel in theirs:
         await dead.group_add("users", channel)
     assert len(await alive.group_members("users")) == 4
-    await redis.delete(f"{dead.prefix}:process:{dead.process_id}")  # its heartbeat lapsed
+    await redis.delete(f"{dead.prefix}:process:{{{dead.process_id}}}")  # its heartbeat lapsed
     before = await rpush_calls(redis)
     await alive.group_send("users", {"type": "after-death"})
     assert await rpush_calls(redis) - before == 0
@@ -146,7 +166,7 @@ async def test_dead_process_members_are_swept(make_layer: MakeLayer, redis: aior
     assert (await recv(alive, mine))["type"] == "after-death"
     # Direct sends to a dead process are dropped instead of piling up in its inbox.
     await alive.send(theirs[0], {"type": "to-the-dead"})
-    assert await redis.exists(f"{dead.prefix}:inbox:{dead.process_id}") == 0
+    assert await redis.exists(f"{dead.prefix}:inbox:{{{dead.process_id}}}") == 0
 
 
 async def test_release_removes_memberships_from_redis(make_layer: MakeLayer) -> None:
@@ -160,33 +180,34 @@ async def test_release_removes_memberships_from_redis(make_layer: MakeLayer) -> 
     assert await layer.group_members("b") == [staying]
 
 
-async def test_process_without_members_gets_no_group_entries(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
+async def test_process_without_members_gets_no_group_entries(make_layer: MakeLayer, redis: RedisClient) -> None:
     one, two = await make_layer(), await make_layer()
     mine, theirs = await one.new_channel(), await two.new_channel()
     await one.group_add("users", mine)
     await two.group_add("users", theirs)
     await two.release_channel(theirs)  # its last member left: it is no longer a target
-    assert await redis.zrange(f"{one.prefix}:targets:users", 0, -1) == [f"p:{one.process_id}".encode()]
+    assert await redis.zrange(f"{one.prefix}:targets:{{users}}", 0, -1) == [f"p:{one.process_id}".encode()]
     before = await rpush_calls(redis)
     await one.group_send("users", {"type": "only-mine"})
     assert await rpush_calls(redis) - before == 0
     assert (await recv(one, mine))["type"] == "only-mine"
 
 
-async def test_burst_of_joins_and_releases_leaves_no_members(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
+async def test_burst_of_joins_and_releases_leaves_no_members(make_layer: MakeLayer, redis: RedisClient) -> None:
     layer = await make_layer()
     channels = [await layer.new_channel() for _ in range(2000)]
-    clients_before = (await redis.info("clients"))["connected_clients"]
+    clients_before = [node["connected_clients"] for node in await stat(redis, "clients")]
     await asyncio.gather(*(layer.group_add("burst", channel) for channel in channels))
     assert len(await layer.group_members("burst")) == 2000
     await asyncio.gather(*(layer.release_channel(channel) for channel in channels))
     assert await layer.group_members("burst") == []
-    assert await redis.exists(f"{layer.prefix}:group:burst", f"{layer.prefix}:targets:burst") == 0
-    # Coalesced into pipelines: the burst needed no more than a couple of extra connections.
-    assert (await redis.info("clients"))["connected_clients"] - clients_before <= 2
+    assert await redis.exists(f"{layer.prefix}:group:{{burst}}", f"{layer.prefix}:targets:{{burst}}") == 0
+    # Coalesced into pipelines: the burst needed no more than a couple of extra connections (per node).
+    clients_after = [node["connected_clients"] for node in await stat(redis, "clients")]
+    assert all(after - before <= 2 for before, after in zip(clients_before, clients_after, strict=True))
 
 
-async def test_slow_consumer_is_bounded(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
+async def test_slow_consumer_is_bounded(make_layer: MakeLayer, redis: RedisClient) -> None:
     sender = await make_layer(inbox_capacity=10)
     reader = await make_layer(capacity=5)
     slow = await reader.new_channel()
@@ -200,13 +221,13 @@ async def test_slow_consumer_is_bounded(make_layer: MakeLayer, redis: aioredis.R
     assert [(await recv(reader, slow))["n"] for _ in range(5)] == list(range(5))
 
 
-async def test_inbox_of_a_stalled_process_is_capped_and_expires(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
+async def test_inbox_of_a_stalled_process_is_capped_and_expires(make_layer: MakeLayer, redis: RedisClient) -> None:
     sender = await make_layer(inbox_capacity=10, expiry=30)
     # A process that is "alive" (heartbeat present) but whose reader is stuck.
-    await redis.set(f"{sender.prefix}:process:stuck", b"1", px=60_000)
+    await redis.set(f"{sender.prefix}:process:{{stuck}}", b"1", px=60_000)
     stuck = "chat.stuck!abc"
     await sender.group_add("news", stuck)
-    inbox = f"{sender.prefix}:inbox:stuck"
+    inbox = f"{sender.prefix}:inbox:{{stuck}}"
     for n in range(50):
         await sender.group_send("news", {"type": "news", "n": n})
     assert await redis.llen(inbox) == 10
@@ -215,15 +236,16 @@ async def test_inbox_of_a_stalled_process_is_capped_and_expires(make_layer: Make
         await sender.send(stuck, {"type": "direct"})
 
 
-async def test_flush_removes_only_this_prefix(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
+async def test_flush_removes_only_this_prefix(make_layer: MakeLayer, redis: RedisClient) -> None:
     layer = await make_layer()
     other = await make_layer(prefix=unique_prefix())
     for target in (layer, other):
         await target.group_add("g", await target.new_channel())
         await target.send("jobs", {"type": "job"})
     await layer.flush()
-    assert await redis.keys(f"{layer.prefix}:*") == [f"{layer.prefix}:process:{layer.process_id}".encode()]
-    assert await redis.exists(f"{other.prefix}:group:g", f"{other.prefix}:channel:jobs") == 2
+    left = [key async for key in redis.scan_iter(match=f"{layer.prefix}:*")]  # every primary of a cluster
+    assert left == [f"{layer.prefix}:process:{{{layer.process_id}}}".encode()]
+    assert await redis.exists(f"{other.prefix}:group:{{g}}", f"{other.prefix}:channel:{{jobs}}") == 2
 
 
 async def test_required_and_unreachable_raises() -> None:
@@ -308,10 +330,10 @@ async def test_passed_in_client_is_not_closed(redis_server: str) -> None:
     await client.aclose()
 
 
-async def test_close_leaves_no_traces(make_layer: MakeLayer, redis: aioredis.Redis) -> None:
+async def test_close_leaves_no_traces(make_layer: MakeLayer, redis: RedisClient) -> None:
     one, two = await make_layer(), await make_layer()
     await one.group_add("g", await one.new_channel())
     await two.group_add("g", await two.new_channel())
     await one.close()
     assert len(await two.group_members("g")) == 1
-    assert await redis.exists(f"{one.prefix}:process:{one.process_id}") == 0
+    assert await redis.exists(f"{one.prefix}:process:{{{one.process_id}}}") == 0

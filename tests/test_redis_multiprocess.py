@@ -168,16 +168,16 @@ async def test_sigkilled_process_leaves_no_members(
         await expired.subscribe("__keyevent@0__:expired")
         two.proc.send_signal(signal.SIGKILL)
         two.proc.wait()
-        heartbeat = f"{prefix}:process:{process_of(channel_b)}".encode()
+        heartbeat = f"{prefix}:process:{{{process_of(channel_b)}}}".encode()
         async with asyncio.timeout(10):
             async for event in expired.listen():
                 if event["type"] == "message" and event["data"] == heartbeat:
                     break
         await trigger.group_send("users", {"type": "chat.broadcast", "text": "after the crash"})
         assert await trigger.group_members("users") == [channel_a]
-        targets = await inspect.zrange(f"{prefix}:targets:users", 0, -1)
+        targets = await inspect.zrange(f"{prefix}:targets:{{users}}", 0, -1)
         assert f"p:{process_of(channel_b)}".encode() not in targets
-        assert await inspect.exists(f"{prefix}:inbox:{process_of(channel_b)}") == 0
+        assert await inspect.exists(f"{prefix}:inbox:{{{process_of(channel_b)}}}") == 0
     finally:
         await expired.aclose()
         await inspect.aclose()

@@ -29,13 +29,15 @@ def make_layer(
     socket_timeout: float = 5.0,
     required: bool = False,
     heartbeat_interval: float = 5.0,
+    probe_interval: float = 1.0,
 ) -> ChannelLayer:
     """Build (not start) the layer named by `backend`: memory, redis or "pkg.mod:Class".
 
     The redis layer uses `redis_client` if given (the application's one client, which the layer
     does not close); otherwise it makes a client of its own from `redis_url`, `pool_size` and the
-    timeouts. The `redis_*`, timeout, `required` and `heartbeat_interval` arguments concern only
-    the redis layer; an import path gets `capacity`, `expiry` and `group_expiry`.
+    timeouts. The `redis_*`, timeout, `required`, `heartbeat_interval` and `probe_interval`
+    arguments concern only the redis layer; an import path gets `capacity`, `expiry` and
+    `group_expiry`.
     """
     common: dict[str, Any] = {"capacity": capacity, "expiry": expiry, "group_expiry": group_expiry}
     if backend == "memory":
@@ -51,6 +53,7 @@ def make_layer(
             socket_timeout=socket_timeout,
             required=required,
             heartbeat_interval=heartbeat_interval,
+            probe_interval=probe_interval,
             client=redis_client,
             **common,
         )

@@ -5,7 +5,8 @@ process, not per member. See docs/redis.md for the data layout and the failure m
 
 This module has the layer's API (send, receive, groups, flush, health) and its lifecycle; its
 background parts are mixed in from redis_connection.py (connecting, reconnecting, heartbeat),
-redis_inbox.py (the inbox reader) and redis_members.py (the batched membership writes).
+redis_inbox.py (the inbox reader), redis_members.py (the batched membership writes) and
+redis_probe.py (the delivery probe).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..errors import (
     InvalidNameError,
     LayerUnavailableError,
 )
-from ..ops.redis import BLOCK_SECONDS, RedisClient, blocking_client, disconnect, redact, redis_client
+from ..ops.redis import BLOCK_SECONDS, RedisClient, blocking_client, close_client, disconnect, redact, redis_client
 from . import redis_scripts as scripts
 from .base import (
     LayerHealth,
@@ -35,6 +36,7 @@ from .base import (
     validate_message,
 )
 from .redis_connection import CONNECT_ERRORS, RedisConnection
+from .redis_fanout import GroupFanOut
 from .redis_groups import LocalGroups
 from .redis_members import DOWN_ERRORS, MEMBER_WAIT, Op
 
@@ -42,6 +44,7 @@ HEALTH_TIMEOUT = 0.5  # /healthz must answer fast even when Redis hangs (SIGSTOP
 # A send waits this long for Redis, then fails (a group send counts it): no user-facing call
 # hangs for the whole socket timeout on a paused Redis.
 CALL_TIMEOUT = 1.0
+CLOSE_GRACE = 0.05  # close() closes the blocking sockets again if a task has not ended by then
 
 
 class RedisChannelLayer(RedisConnection):
@@ -64,6 +67,7 @@ class RedisChannelLayer(RedisConnection):
         heartbeat_interval: float = 5.0,
         client: RedisClient | None = None,
         inbox_capacity: int = 10_000,
+        probe_interval: float = 1.0,
     ) -> None:
         super().__init__(capacity=capacity, expiry=expiry, group_expiry=group_expiry)
         try:
@@ -90,7 +94,7 @@ class RedisChannelLayer(RedisConnection):
         # Blocking pops park a connection for BLOCK_SECONDS: a small pool of their own (always ours).
         self._blocking = blocking_client(client, block_seconds=BLOCK_SECONDS, max_connections=pool_size + 1)
         self._send_script = client.register_script(scripts.SEND)
-        self._group_send_script = client.register_script(scripts.GROUP_SEND)
+        self._fanout = GroupFanOut(client, self._key, prefix)
 
         self._inbox_key = self._key("inbox", self.process_id)
         self._process_key = self._key("process", self.process_id)
@@ -112,11 +116,15 @@ class RedisChannelLayer(RedisConnection):
         self._outage_logged = False
         self._last_error = "not connected yet"
         self._blmpop: bool | None = None
+        self._register_again = False  # redis_connection.py: register once more after a comeback
+        self._init_probe(probe_interval)  # redis_probe.py: this process messages itself every interval
 
     # -- keys and clients -------------------------------------------------------------------
 
     def _key(self, kind: str, name: str) -> str:
-        return f"{self.prefix}:{kind}:{name}"
+        # The name is the hash tag: a process's inbox and heartbeat share `{<process>}`, a group's
+        # member set and targets share `{<group>}`, so each script's keys are in one cluster slot.
+        return f"{self.prefix}:{kind}:{{{name}}}"
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -149,8 +157,13 @@ class RedisChannelLayer(RedisConnection):
         for task in tasks:
             task.cancel()
         # redis-py can swallow a cancellation that lands while a connection is being set up and then
-        # block in a read; closing the blocking sockets ends any such read.
-        await disconnect(self._blocking)
+        # block in a read; closing the blocking sockets ends any such read. A connection that was
+        # still being set up during the first close survives it (seen on a cluster: close() then
+        # waited a whole BLOCK_SECONDS), so close again while a task has not ended.
+        pending = set(tasks)
+        while pending:
+            await disconnect(self._blocking)
+            _, pending = await asyncio.wait(pending, timeout=CLOSE_GRACE)
         await asyncio.gather(*tasks, return_exceptions=True)
         closed = LayerUnavailableError("the channel layer is closed")
         while self._pending:
@@ -167,9 +180,9 @@ class RedisChannelLayer(RedisConnection):
         await self._close_clients()
 
     async def _close_clients(self) -> None:
-        await self._blocking.aclose()
+        await close_client(self._blocking)
         if self._own_client:
-            await self._client.aclose()
+            await close_client(self._client)
 
     # -- messages ---------------------------------------------------------------------------
 
@@ -194,7 +207,7 @@ class RedisChannelLayer(RedisConnection):
         now = time.time()
         head = scripts.header(now + self.expiry)
         if owner is None:
-            keys = [self._key("channel", channel), ""]
+            keys = [self._key("channel", channel)]  # no owner to check (SEND takes one key)
             entry, limit = head + payload, self.capacity
         else:
             keys = [self._key("inbox", owner), self._key("process", owner)]
@@ -300,23 +313,20 @@ class RedisChannelLayer(RedisConnection):
         self.local.deliver_many(self._groups.members(group, now - self.group_expiry), message, known_only=True)
         if not self._up:
             return  # local members got it; remote ones cannot be reached now
-        args: list[Any] = [
-            self.prefix,
-            self.process_id,
-            now - self.group_expiry,
-            scripts.header(now + self.expiry),
-            payload,
-            group,
-            self.inbox_capacity,
-            self._expiry_ms(),
-            self.capacity,
-            self._expiry_ms(),
-        ]
-        keys = [self._key("group", group), self._key("targets", group)]
         # Local members have it; other processes' miss it when Redis is late or refuses (counted).
         try:
             async with asyncio.timeout(CALL_TIMEOUT):
-                await self._group_send_script(keys=keys, args=args)
+                await self._fanout.send(
+                    group,
+                    own=self.process_id,
+                    oldest=now - self.group_expiry,
+                    header=scripts.header(now + self.expiry),
+                    payload=payload,
+                    inbox_cap=self.inbox_capacity,
+                    capacity=self.capacity,
+                    expiry_ms=self._expiry_ms(),
+                    now_ms=int(now * 1000),
+                )
         except TimeoutError:
             self.stats.late_writes += 1
         except DOWN_ERRORS as error:
@@ -356,7 +366,8 @@ class RedisChannelLayer(RedisConnection):
 
     async def health(self) -> LayerHealth:
         """Not ok while Redis is unreachable, does not answer within HEALTH_TIMEOUT, refuses
-        writes, or any membership write is still waiting to be retried (each named in the detail)."""
+        writes, any membership write is still waiting to be retried, or the last delivery probe
+        failed or is overdue (each named in the detail)."""
         if self._closed:
             return LayerHealth(ok=False, backend=self.backend, detail="closed")
         if not self._up:
@@ -364,6 +375,8 @@ class RedisChannelLayer(RedisConnection):
                 ok=False, backend=self.backend, detail=f"Redis at {self.url} unreachable: {self._last_error}"
             )
         problems = [problem] if (problem := await self._probe_write(HEALTH_TIMEOUT)) else []
+        if delivery := self._probe_problem():  # the last delivery probe failed or is overdue
+            problems.append(delivery)
         if self._retry:
             problems.append(f"{len(self._retry)} group memberships not yet registered in Redis, retrying")
             if not problem and self._write_error:

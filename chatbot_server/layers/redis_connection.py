@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import LayerUnavailableError
 from .redis_inbox import InboxReader
@@ -22,9 +22,17 @@ from .redis_members import DOWN_ERRORS, Op
 
 log = logging.getLogger("chatbot_server.layers.redis")  # the layer's one logger, as before the split
 
-CONNECT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, LayerUnavailableError)
+CONNECT_ERRORS = (*DOWN_ERRORS, LayerUnavailableError)
 BACKOFF_MIN = 0.05
 BACKOFF_MAX = 2.0
+
+
+def _major_version(info: Any) -> int:
+    """Redis's major version from INFO server: one reply, or (a cluster asked on every node) a
+    reply per node name, of which the oldest node counts."""
+    if isinstance(info, dict) and "redis_version" not in info and info:
+        return min(_major_version(reply) for reply in info.values())
+    return int(str(info.get("redis_version", "0")).split(".")[0]) if isinstance(info, dict) else 0
 
 
 class RedisConnection(InboxReader):
@@ -39,6 +47,7 @@ class RedisConnection(InboxReader):
     _down: asyncio.Event
     _outage_logged: bool
     _last_error: str
+    _register_again: bool  # write every membership again at the next heartbeat (_register_all)
 
     async def _remove_traces(self) -> None:
         # A clean shutdown leaves no members, heartbeat or inbox behind (a SIGKILL relies on the sweep).
@@ -53,7 +62,7 @@ class RedisConnection(InboxReader):
         try:
             async with asyncio.timeout(self.socket_timeout):
                 await pipe.execute()
-        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as error:
+        except (*DOWN_ERRORS, TimeoutError) as error:
             log.warning("could not remove this process's keys from Redis at %s: %s", self.url, error)
 
     def _mark_down(self, error: BaseException) -> None:
@@ -95,8 +104,7 @@ class RedisConnection(InboxReader):
     async def _connect(self) -> None:
         await self._client.ping()
         if self._blmpop is None:
-            info = await self._client.info("server")
-            self._blmpop = int(str(info.get("redis_version", "0")).split(".")[0]) >= 7
+            self._blmpop = _major_version(await self._client.info("server")) >= 7
         try:
             await self._beat()
         except DOWN_ERRORS:
@@ -119,6 +127,7 @@ class RedisConnection(InboxReader):
         if not self._retry:  # else set once the refused writes land
             self._ready.set()
         if recovered:
+            self._register_again = isinstance(self._client, RedisCluster)  # see _register_all
             self.stats.reconnects += 1
             log.warning("Redis at %s is reachable again; re-registered %d memberships", self.url, len(ops))
 
@@ -143,6 +152,7 @@ class RedisConnection(InboxReader):
         tasks = [
             asyncio.create_task(self._read_inbox()),
             asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._probe_delivery()),  # redis_probe.py: a stuck reader is noticed
             asyncio.create_task(self._down.wait()),
         ]
         try:
@@ -173,6 +183,8 @@ class RedisConnection(InboxReader):
             try:
                 if await self._client.set(self._process_key, b"1", xx=True, px=self._heartbeat_ttl_ms()):
                     self._write_landed()
+                    if self._register_again:
+                        await self._register_all()
                     continue
             except DOWN_ERRORS:
                 raise
@@ -195,3 +207,12 @@ class RedisConnection(InboxReader):
                 "heartbeat of process %s had lapsed; re-registering %d memberships", self.process_id, len(entries)
             )
             await self._submit([("add", group, channel, joined) for group, channel, joined in entries])
+            self._register_again = isinstance(self._client, RedisCluster)
+
+    async def _register_all(self) -> None:
+        """Write every live membership again, one heartbeat after this process came back (a
+        reconnect, a lapsed heartbeat) on a cluster: there a group send that found us dead just
+        before we came back sweeps in a second step (redis_fanout.py), which may remove what the
+        comeback had just registered. A heartbeat later no such sweep can still be in flight."""
+        self._register_again = False
+        await self._submit([("add", group, channel, joined) for group, channel, joined in self._groups.entries()])

@@ -1,7 +1,8 @@
 """The Redis layer's inbox reader: takes what other processes sent this one and delivers it locally.
 
 One blocking reader per process pops entries in batches; an entry is a message for local
-channels, a group message for our members, or a join/leave notice from another process.
+channels, a group message for our members, a join/leave notice from another process, or this
+process's own delivery probe.
 A part of RedisChannelLayer (layers/redis.py), which supplies the state declared here.
 """
 
@@ -12,10 +13,11 @@ import time
 from typing import Any
 
 import orjson
+from redis.asyncio.cluster import RedisCluster
 
 from ..ops.redis import BLOCK_SECONDS, RedisClient
 from . import redis_scripts as scripts
-from .redis_members import MembershipWrites
+from .redis_probe import DeliveryProbe
 
 log = logging.getLogger("chatbot_server.layers.redis")  # the layer's one logger, as before the split
 
@@ -23,7 +25,18 @@ log = logging.getLogger("chatbot_server.layers.redis")  # the layer's one logger
 READ_BATCH = 256  # inbox entries taken per round trip
 
 
-class InboxReader(MembershipWrites):
+async def _route(client: RedisClient, key: str) -> dict[str, Any]:
+    """On a cluster, name the node serving `key`'s slot: BLMPOP's key position moves (numkeys), so
+    redis-py would otherwise ask a node with COMMAND GETKEYS before every pop (a round trip, and a
+    command on some unrelated node). A MOVED after a resharding is still followed by redis-py,
+    which updates its slot table: the next pop goes to the new node."""
+    if not isinstance(client, RedisCluster):
+        return {}
+    await client.initialize()  # a no-op once the slot table is known
+    return {"target_nodes": client.get_node_from_key(key)}
+
+
+class InboxReader(DeliveryProbe):
     """The inbox-reading part of RedisChannelLayer (not used on its own)."""
 
     # Set by RedisChannelLayer.__init__.
@@ -39,7 +52,7 @@ class InboxReader(MembershipWrites):
             if self._blmpop:
                 # Raw command: the keyword for COUNT differs between redis-py releases.
                 reply: Any = await client.execute_command(  # type: ignore[no-untyped-call]
-                    "BLMPOP", BLOCK_SECONDS, 1, key, "LEFT", "COUNT", READ_BATCH
+                    "BLMPOP", BLOCK_SECONDS, 1, key, "LEFT", "COUNT", READ_BATCH, **await _route(client, key)
                 )
                 entries = list(reply[1]) if reply else []
             else:  # Redis < 7: one blocking pop, then take what else is queued
@@ -76,5 +89,7 @@ class InboxReader(MembershipWrites):
                 self._groups.discard(doc["l"], doc["c"])
                 if not self._groups.has(doc["l"]):
                     self._schedule_sync(doc["l"])
+            elif "p" in doc:  # this process's own delivery probe (redis_probe.py)
+                self._probe_returned(doc["p"])
         except (ValueError, KeyError, TypeError) as error:
             log.warning("dropped a malformed inbox entry in %s: %s", self._inbox_key, error)

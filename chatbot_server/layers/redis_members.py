@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import orjson
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import LayerUnavailableError
@@ -31,8 +31,10 @@ from .redis_groups import LocalGroups
 
 log = logging.getLogger("chatbot_server.layers.redis")  # the layer's one logger, as before the split
 
-# Errors that mean "Redis is not reachable right now" (BusyLoadingError is a ConnectionError).
-DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+# Errors that mean "Redis is not reachable right now" (BusyLoadingError is a ConnectionError). A
+# cluster client also raises RedisClusterException when no node answers ("Redis Cluster cannot be
+# connected") or a slot has no primary (SlotNotCoveredError), and ClusterDownError (CLUSTERDOWN).
+DOWN_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, RedisClusterException, ClusterDownError)
 OP_BATCH = 2000  # group_add/discard operations per pipeline
 RETRY_MIN = 0.05  # first wait before writing a refused membership again (doubles up to RETRY_MAX)
 RETRY_MAX = 2.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -26,6 +26,18 @@ class StoreCounters(Protocol):
 class _CountingStore(Protocol):
     @property
     def stats(self) -> StoreCounters: ...
+
+
+class ProbeCounters(Protocol):
+    """What a layer that probes its own delivery counts (layers/redis_probe.py ProbeStats)."""
+
+    failures: int
+    round_trip: float
+
+
+@runtime_checkable
+class _ProbingLayer(Protocol):
+    probe_stats: ProbeCounters
 
 
 class ServerStats:
@@ -119,6 +131,14 @@ class _StatsCollector(Collector):
             "Group memberships the backend refused, being retried",
             value=ls.pending_writes,
         )
+        if isinstance(self.layer, _ProbingLayer):  # the Redis layer: its delivery probe
+            probe = self.layer.probe_stats
+            yield CounterMetricFamily(
+                "chatbot_layer_probe_failures", "Delivery probes not back within the interval", value=probe.failures
+            )
+            yield GaugeMetricFamily(
+                "chatbot_layer_probe_seconds", "Round trip of the last delivery probe back", value=probe.round_trip
+            )
         yield s.bot_latency.family("chatbot_bot_answer_seconds", "Time the bot took to answer one message")
         if self.store is not None:
             counts = self.store.stats

@@ -268,7 +268,11 @@ async def disconnect(client: RedisClient) -> None:
     """Close every connection `client` holds (it reconnects on its next command): ends a read
     parked on a dead connection, and makes a Sentinel-managed pool ask for the primary again."""
     if isinstance(client, RedisCluster):
-        await asyncio.gather(*(node.disconnect() for node in client.get_nodes()))
+        # The startup nodes (given at construction) are separate objects from the slot table's
+        # nodes and keep the connection that fetched CLUSTER SLOTS; RedisCluster.aclose() skips
+        # them while the client is marked for re-initialisation (after any connection error).
+        nodes = {id(node): node for node in (*client.get_nodes(), *client.startup_nodes)}
+        await asyncio.gather(*(node.disconnect() for node in nodes.values()))
     else:
         await client.connection_pool.disconnect()
 
@@ -277,5 +281,6 @@ async def close_client(client: RedisClient) -> None:
     """Close a client this process made, with its pool (and, for Sentinel, its sentinel clients)."""
     if isinstance(client, RedisCluster):
         await client.aclose()
+        await disconnect(client)  # what aclose() may leave open (see disconnect)
     else:
         await client.aclose(close_connection_pool=True)
