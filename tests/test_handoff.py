@@ -181,13 +181,13 @@ async def test_agent_reply_reaches_a_user_who_reconnected_elsewhere(
     await ws.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def queues(request: pytest.FixtureRequest) -> AsyncIterator[list[HandoffQueue]]:
     if request.param == "memory":
         shared = MemoryHandoffQueue()
         yield [shared, shared]
         return
-    url = request.getfixturevalue("redis_server")
+    url = request.getfixturevalue("redis_server" if request.param == "redis" else "redis_cluster_url")
     prefix = unique_prefix()
     made: list[HandoffQueue] = [RedisHandoffQueue(url=url, prefix=prefix) for _ in range(2)]
     for q in made:

@@ -17,15 +17,16 @@ from .redis_server import unique_prefix
 StoreFactory = Callable[..., Awaitable[ConversationStore]]
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def store_factory(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
     made: list[ConversationStore] = []
-    redis_url = request.getfixturevalue("redis_server") if request.param == "redis" else ""
+    fixture = {"redis": "redis_server", "cluster": "redis_cluster_url"}.get(request.param)
+    redis_url = request.getfixturevalue(fixture) if fixture else ""  # a 3-primary cluster: redis_cluster.py
     prefix = unique_prefix()
 
     async def make(**options: Any) -> ConversationStore:
         store: ConversationStore
-        if request.param == "redis":
+        if redis_url:
             store = RedisConversationStore(url=redis_url, prefix=prefix, process_id=f"p{len(made)}", **options)
         else:
             store = MemoryConversationStore(**options)
@@ -165,7 +166,7 @@ async def test_redis_store_gathers_frames_into_one_write_per_conversation_and_in
         return sum(int(stats.get(name, {}).get("calls", 0)) for name in ("cmdstat_rpush", "cmdstat_rpushx"))
 
     async def stored() -> list[int]:
-        return [await client.llen(f"{prefix}:conv:{conv}:frames") for conv in conversations]
+        return [await client.llen(f"{prefix}:conv:{{{conv}}}:frames") for conv in conversations]
 
     before = await rpush_calls()
     for n in range(10):
@@ -236,7 +237,8 @@ async def test_redis_store_readers_skip_frames_a_retried_batch_wrote_twice(redis
     client = aioredis.from_url(redis_server)
     # A write that failed after its RPUSH reached Redis is retried: frames 3 and 4 twice.
     await client.rpush(
-        f"{prefix}:conv:{conv}:frames", *[orjson.dumps({"type": "user", "msg": str(n), "seq": n + 1}) for n in (2, 3)]
+        f"{prefix}:conv:{{{conv}}}:frames",
+        *[orjson.dumps({"type": "user", "msg": str(n), "seq": n + 1}) for n in (2, 3)],
     )
     await client.aclose()
     two = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p2")

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.exceptions import RedisError, ResponseError
 
-from chatbot_server.store.redis import RedisConversationStore
+from chatbot_server.store.redis import RedisConversationStore, conversation_keys
 from chatbot_server.store.redis_batch import CommandBatch, bulk, send_batch
 
 from .redis_server import RedisProcess, unique_prefix
@@ -73,7 +73,7 @@ async def test_store_keeps_no_seq_key_and_an_unowned_append_continues_the_seqs(r
     await one.release(conv)
     # Per conversation only its frames; per prefix one epoch key (how a restart that lost the data is noticed).
     assert sorted(await client.keys(f"{prefix}:*")) == [
-        f"{prefix}:conv:{conv}:frames".encode(),
+        f"{prefix}:conv:{{{conv}}}:frames".encode(),
         f"{prefix}:store:epoch".encode(),
     ]
     # An agent's reply while no process owns the conversation: the script takes the next seq.
@@ -115,26 +115,26 @@ async def test_taking_a_connection_to_a_hung_redis_counts_against_the_timeout(re
 
 async def test_write_soon_writes_gathered_frames_without_waiting_for_the_interval(redis_server: str) -> None:
     prefix = unique_prefix()
-    key = f"{prefix}:conv:{{}}:frames"
     client = aioredis.from_url(redis_server)
     store = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1", write_interval=30)
     await store.start()
     conv = await store.create()
+    key = conversation_keys(prefix, conv)[0]
     store.append(conv, {"type": "greeting", "msg": "hi"})
     await store.flush()
     await store.flush()  # queued behind the writer's own pass: it is idle now
     store.append(conv, {"type": "user", "msg": "人工"})
     for _ in range(3):
         await asyncio.sleep(0)  # the writer wakes and starts gathering for 30 s
-    assert await client.llen(key.format(conv)) == 1  # gathering: the user's line is not written yet
+    assert await client.llen(key) == 1  # gathering: the user's line is not written yet
     store.append(conv, {"type": "agent", "msg": "人工客服的回答"})
     store.write_soon()  # an agent's answer: at once
 
     for _ in range(400):  # Redis offers no event for "a list grew": look every 5 ms, 2 s at most
-        if await client.llen(key.format(conv)) == 3:
+        if await client.llen(key) == 3:
             break
         await asyncio.sleep(0.005)
-    assert await client.llen(key.format(conv)) == 3
+    assert await client.llen(key) == 3
     await store.close()
     await client.aclose()
 
@@ -163,7 +163,7 @@ async def test_frames_kept_by_a_failed_flush_are_written_by_the_writer(redis_pro
     store, conv = await _owner_whose_write_failed(redis_process, prefix)
     store.append(conv, {"type": "reply", "msg": "回答"})  # joins the kept list: no wake of its own
     client = aioredis.from_url(redis_process.url)
-    key = f"{prefix}:conv:{conv}:frames"
+    key = f"{prefix}:conv:{{{conv}}}:frames"
     for _ in range(400):  # Redis offers no event for "a list grew": look every 5 ms, 2 s at most
         if await client.llen(key) == 3:
             break

@@ -84,9 +84,9 @@ async def test_restart_without_persistence_rewrites_held_conversations(
 
         client = aioredis.Redis.from_url(redis_process.url)
         try:
-            frames_key = f"{prefix}:conv:{conversation}:frames"
+            frames_key = f"{prefix}:conv:{{{conversation}}}:frames"
             await until(lambda: _has_length(client, frames_key, total), "the holder to rewrite the conversation")
-            assert await client.get(f"{prefix}:conv:{conversation}:owner") == one.app[LAYER_KEY].process_id.encode()
+            assert await client.get(f"{prefix}:conv:{{{conversation}}}:owner") == one.app[LAYER_KEY].process_id.encode()
         finally:
             await client.aclose()
 
@@ -142,7 +142,7 @@ async def test_paused_redis_greets_at_once_and_degrades_a_resume(
         await one.app[LAYER_KEY].wait_connected()  # type: ignore[attr-defined]
     client = aioredis.Redis.from_url(redis_process.url)
     try:
-        assert await client.get(f"{prefix}:conv:{conversation}:owner") is None
+        assert await client.get(f"{prefix}:conv:{{{conversation}}}:owner") is None
     finally:
         await client.aclose()
     async with one.ws_connect(f"/ws?conversation={conversation}&last_seq=0") as again:
@@ -167,7 +167,7 @@ async def test_a_takeover_cut_short_by_a_paused_redis_leaves_no_owner(redis_proc
         conversation = await writer.create()
         writer.append(conversation, {"type": "greeting", "msg": "您好"})
         await writer.release(conversation)  # stored, held by nobody
-        owner_key = f"{prefix}:conv:{conversation}:owner"
+        owner_key = f"{prefix}:conv:{{{conversation}}}:owner"
         assert await client.get(owner_key) is None
         # A connection open and the acquire script cached in Redis: the EVALSHA below is sent and
         # runs as soon as Redis resumes.

@@ -46,22 +46,30 @@ class LocalRevocations:
         return {}
 
 
+# KEYS: the set. ARGV: session id, its expiry, now. One key: one slot on a Redis Cluster too.
+# The set lives as long as its latest expiry: a sign-out of a session that expires sooner (signed
+# in earlier) must not cut short the set and with it a later one still to be refused.
+_ADD = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+local latest = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if latest[2] then redis.call('EXPIREAT', KEYS[1], math.floor(tonumber(latest[2])) + 1) end
+return 1
+"""
+
+
 class RedisRevocations:
     """The sorted set `<prefix>:agents:revoked`; expired members are trimmed on every write."""
 
     def __init__(self, client: RedisClient, prefix: str) -> None:
         self._client = client
         self.key = f"{prefix}:agents:revoked"
+        self._add = client.register_script(_ADD)
 
     async def add(self, session_id: str, expires: float) -> None:
-        now = time.time()
         try:
             async with asyncio.timeout(DEADLINE):
-                async with self._client.pipeline(transaction=True) as pipe:
-                    pipe.zadd(self.key, {session_id: expires})
-                    pipe.zremrangebyscore(self.key, "-inf", now)
-                    pipe.expireat(self.key, int(expires) + 1)  # the set lives as long as its newest
-                    await pipe.execute()
+                await self._add(keys=[self.key], args=[session_id, repr(float(expires)), repr(time.time())])
         except (RedisError, TimeoutError, OSError) as exc:  # down, paused, out of memory
             # The sign-out still holds here and (through the layer) on every connected process;
             # only a process that starts before Redis is back would not know. Said, not raised.

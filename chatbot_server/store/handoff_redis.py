@@ -1,11 +1,13 @@
 """The handoff queue on Redis, shared by every process on the same Redis and key prefix.
 
-Each change is one Lua script. Keys under `<prefix>:handoff:`: `queue` (sorted set, score =
-enqueue time), `preview` (hash), `deadline` (sorted set, score = when the entry lapses), `ip` (hash
-conversation → client address), `ipcount` (hash address → entries waiting), `claims` (hash
-conversation → agent), `claimid` (hash conversation → the claim's request id), `agent:<username>`
-(set of the agent's conversations). Every call has a deadline (DEADLINE) and fails with
-QueueUnavailableError, logged once per kind of failure.
+Each change is one Lua script. Keys under `<prefix>:{<prefix>:handoff}:`: `queue` (sorted set,
+score = enqueue time), `preview` (hash), `deadline` (sorted set, score = when the entry lapses),
+`ip` (hash conversation → client address), `ipcount` (hash address → entries waiting), `claims`
+(hash conversation → agent), `claimid` (hash conversation → the claim's request id),
+`agent:<username>` (set of the agent's conversations). They all share one hash tag, so on a Redis
+Cluster the queue lives in one slot and every script stays atomic: it is one small queue (entries
+wait minutes, a claim is a click), so one shard serving it is no bottleneck. Every call has a
+deadline (DEADLINE) and fails with QueueUnavailableError, logged once per kind of failure.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 
-from ..ops.redis import RedisClient, redis_client
+from ..ops.redis import RedisClient, close_client, redis_client
 from .handoff_base import DEADLINE, SWEEP_LIMIT, Enqueued, HandoffQueue, QueueEntry, QueueUnavailableError, now_ms
 
 T = TypeVar("T")
@@ -168,7 +170,7 @@ class RedisHandoffQueue(HandoffQueue):
         self._own_client = client is None
         self._client: RedisClient = client if client is not None else redis_client(url)
         self.deadline = deadline
-        base = f"{prefix}:handoff"
+        base = f"{prefix}:{{{prefix}:handoff}}"  # one hash tag: one slot on a cluster
         self._keys = [f"{base}:{k}" for k in ("queue", "preview", "deadline", "ip", "ipcount", "claims", "claimid")]
         self._agent_prefix = f"{base}:agent:"
         register = self._client.register_script
@@ -180,7 +182,7 @@ class RedisHandoffQueue(HandoffQueue):
     async def close(self) -> None:
         await super().close()
         if self._own_client:
-            await self._client.aclose()
+            await close_client(self._client)
 
     async def _call(self, call: Awaitable[T]) -> T:
         """One Redis call within the deadline; a failure becomes QueueUnavailableError (logged once)."""

@@ -1,11 +1,11 @@
 """Conversation store in Redis, shared by every server process using the same key prefix.
 
 The process whose socket holds a conversation owns it and is its single writer: it assigns seqs
-in memory and writes frames behind, in batches packed by the store itself (redis_batch.py) from
-one background task, so the reply path never waits on Redis. A resume on another process first
-takes ownership over (the chat consumer asks the old owner to write out and stop, through the
-channel layer), then `adopt`s the stored state. Frames made while no process owns a conversation
-are appended by an atomic script.
+in memory and writes frames behind, in batches packed by the store itself (redis_batch.py; on a
+Redis Cluster, redis-py's ClusterPipeline) from one background task, so the reply path never
+waits on Redis. A resume on another process first takes ownership over (the chat consumer asks
+the old owner to write out and stop, through the channel layer), then `adopt`s the stored state.
+Frames made while no process owns a conversation are appended by an atomic script.
 
 This module has ownership and the frames API; the write-behind task is mixed in from
 redis_writer.py, which also holds `_Owned`, the in-memory state of an owned conversation.
@@ -26,6 +26,7 @@ from ..errors import NotOwnedError, StoreUnavailableError
 from ..jsonutil import dumpb
 from ..ops.redis import RedisClient, close_client, redis_client
 from .base import ConversationStore, StoredFrame, new_conversation_id
+from .redis_epoch import Epochs
 from .redis_writer import WriteBehind, _Owned
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,16 @@ RELEASE_WAIT = 2.0
 CALL_TIMEOUT = 2.0
 
 
+def conversation_keys(prefix: str, conversation: str) -> tuple[str, str]:
+    """A conversation's frames and owner keys. They share the hash tag `{<id>}`, so on a Redis
+    Cluster both live in one slot (the scripts that touch both run there) and conversations spread
+    over every slot."""
+    base = f"{prefix}:conv:{{{conversation}}}"
+    return f"{base}:frames", f"{base}:owner"
+
+
 class RedisConversationStore(WriteBehind, ConversationStore):
-    """Conversations under `<prefix>:conv:<id>:*`, expiring `ttl` seconds after their last write."""
+    """Conversations under `<prefix>:conv:{<id>}:*`, expiring `ttl` seconds after their last write."""
 
     backend = "redis"
 
@@ -106,9 +115,9 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         self._letting_go: dict[str, _Owned] = {}
         self._rewrite: set[str] = set()
         self._abandoned: dict[str, int] = {}
-        # One key per prefix, no TTL: its value changes (or it is gone) only if Redis lost its data.
-        self._epoch_key = f"{prefix}:store:epoch"
-        self._epoch: bytes | None = None
+        # Keys with no TTL whose value changes (or that are gone) only if Redis lost its data: one
+        # per prefix, on a cluster one per primary (redis_epoch.py).
+        self._epochs = Epochs(self._client, prefix)
         self._epoch_due = False
         # Frames not written yet, each already in Redis's wire format (redis_batch.bulk): packed as
         # they are appended, a batch of thousands is joined, not packed frame by frame.
@@ -123,8 +132,7 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         self._late_logged = -1e18
 
     def _keys(self, conversation: str) -> tuple[str, str]:
-        base = f"{self.prefix}:conv:{conversation}"
-        return f"{base}:frames", f"{base}:owner"
+        return conversation_keys(self.prefix, conversation)
 
     def _frames_per_batch(self) -> int:
         # Read at each write, from this module: FRAMES_PER_BATCH is a setting of it (tests lower it).

@@ -8,8 +8,9 @@ which supplies the state declared here.
 Redis may lose its data while we hold conversations (a restart without persistence, a flush): the
 frames written before would be gone and a resume elsewhere would replay only what came after. So
 every write begins by reading the store's epoch key (written once per data set, never expiring;
-read every EPOCH_INTERVAL when nothing else is written); when it is gone or changed, every
-conversation held here is written again whole, with its owner key (`_REWRITE`). And frames of a
+read every EPOCH_INTERVAL when nothing else is written; one per primary on a cluster,
+redis_epoch.py); when it is gone or changed, every conversation held here whose keys lived there
+is written again whole, with its owner key (`_REWRITE`). And frames of a
 conversation already in Redis go out with RPUSHX, which never creates a list: a lost list is not
 recreated with only its newest frames (a resume would take that for the whole conversation), it is
 rewritten whole. We hold enough for that: each held conversation keeps its newest `max_frames`
@@ -20,17 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from ..ops.redis import RedisClient
 from .base import StoreStats
-from .redis_batch import CommandBatch, send_batch
+from .redis_batch import Batch, new_batch, send_batch
+from .redis_epoch import Epochs
 
 log = logging.getLogger("chatbot_server.store.redis")  # the store's one logger, as before the split
 
@@ -90,8 +92,7 @@ class WriteBehind:
     _letting_go: dict[str, _Owned]  # released here, until their last frames are written
     _rewrite: set[str]  # to write again whole: Redis lost them
     _abandoned: dict[str, int]  # owner keys a failed takeover may have set: deletes still to send
-    _epoch_key: str
-    _epoch: bytes | None  # the epoch key's value as last read (None: to claim or read again)
+    _epochs: Epochs  # the data-loss markers (redis_epoch.py)
     _epoch_due: bool  # nothing else to write, but the epoch is to be checked
     stats: StoreStats
     _pending: dict[str, list[bytes]]
@@ -173,6 +174,12 @@ class WriteBehind:
                         waiter.set_result(None)
                 self._waiters.clear()
                 return
+            try:
+                async with asyncio.timeout(WRITE_TIMEOUT):
+                    await self._epochs.refresh()  # a cluster's slot layout, when due
+            except BaseException:
+                self._keep_unwritten(batch)
+                raise
             new, self._new = self._new, set()
             reclaim, self._reclaim = self._reclaim, set()
             releasing, self._releasing = self._releasing, set()
@@ -186,12 +193,12 @@ class WriteBehind:
             # transaction: a write cut off midway is retried whole (readers skip repeated seqs).
             chunks = _chunked(batch, self._frames_per_batch())
             for index, chunk in enumerate(chunks):
-                commands = CommandBatch()
+                commands = new_batch(self._client)
                 pushed: dict[int, str] = {}  # RPUSHX reply index: conversation
                 rewritten: dict[int, str] = {}
-                epoch_at = -1
+                epoch_reads: list[tuple[int, str]] = []
                 if index == 0:
-                    epoch_at = self._queue_epoch(commands)
+                    epoch_reads = self._epochs.queue(commands)
                     for conversation in new:
                         if conversation in self._owned:
                             commands.add("SET", self._keys(conversation)[1], self.process_id, "PX", self.ttl_ms)
@@ -218,8 +225,13 @@ class WriteBehind:
                         commands.add("EVAL", _RELEASE, 1, self._keys(conversation)[1], self.process_id)
                 try:
                     replies = await send_batch(self._client, commands, WRITE_TIMEOUT)
-                except BaseException:
+                except BaseException as exc:
                     self._reclaim.update(self._owned)
+                    if isinstance(exc, (RedisConnectionError, ConnectionError)):
+                        # The connection dropped: the next write may reach another server (a
+                        # Sentinel failover) whose replica never got our last acknowledged writes,
+                        # and the epoch survives that. Everything held is written again whole.
+                        self._rewrite |= self._owned.keys() | self._letting_go.keys()
                     if index == 0:
                         self._new |= new
                         self._rewrite |= rewrite
@@ -229,7 +241,7 @@ class WriteBehind:
                         state.renewed = -1e18  # renew again on the retry
                     self._keep_unwritten(dict(item for rest in chunks[index:] for item in rest))
                     raise
-                self._written(chunk, replies, pushed, rewritten, epoch_at)
+                self._written(chunk, replies, pushed, rewritten, epoch_reads)
                 self._abandon_sent(abandoned)
             for conversation in releasing | rewrite:  # written out: forget, unless Redis lost them again
                 if conversation not in self._rewrite and conversation not in self._releasing:
@@ -242,13 +254,7 @@ class WriteBehind:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    def _queue_epoch(self, commands: CommandBatch) -> int:
-        """Read the epoch (claim one first if we know none); the index of the reply read."""
-        if self._epoch is None:
-            commands.add("SET", self._epoch_key, secrets.token_hex(8), "NX")
-        return commands.add("GET", self._epoch_key)
-
-    def _queue_rewrite(self, commands: CommandBatch, conversation: str) -> int:
+    def _queue_rewrite(self, commands: Batch, conversation: str) -> int:
         state = self._owned.get(conversation)
         hold = state is not None
         state = state or self._letting_go.get(conversation)
@@ -264,7 +270,7 @@ class WriteBehind:
         replies: list[object],
         pushed: dict[int, str],
         rewritten: dict[int, str],
-        epoch_at: int,
+        epoch_reads: list[tuple[int, str]],
     ) -> None:
         """Note what a write found: lists Redis no longer had, conversations rewritten, the epoch."""
         for conversation, _ in chunk:
@@ -283,21 +289,19 @@ class WriteBehind:
                 self.stats.rewritten += 1
             elif replies[at] == 0:
                 log.warning("history.rewrite_skipped conversation=%s (another process owns it)", conversation[:8])
-        if epoch_at >= 0:
+        if epoch_reads:
             self._epoch_due = False
-            self._check_epoch(replies[epoch_at])
+            self._check_epochs(replies, epoch_reads)
         if self._rewrite:
             self._wake.set()
 
-    def _check_epoch(self, seen: object) -> None:
-        if self._epoch is None:  # just claimed (or read) it: this is the data set we write to
-            self._epoch = seen if isinstance(seen, bytes) else None
+    def _check_epochs(self, replies: list[object], reads: list[tuple[int, str]]) -> None:
+        # A marker gone (or claimed anew by another process that found it gone): Redis lost its
+        # data, on a cluster one shard's: the conversations held here whose keys lived there.
+        lost = self._epochs.check(replies, reads)
+        if lost is None:
             return
-        if seen == self._epoch:
-            return
-        # Gone (or another process claimed a new one after finding it gone): Redis lost its data.
-        self._epoch = None
-        held = set(self._owned) | set(self._letting_go)
+        held = {c for c in (*self._owned, *self._letting_go) if lost(self._keys(c)[0])}
         self._rewrite |= held
         self.stats.data_lost += 1
         log.warning(
@@ -321,7 +325,7 @@ class WriteBehind:
         return self._owned.get(conversation) or self._letting_go.get(conversation)
 
     def _queue_frames(
-        self, commands: CommandBatch, conversation: str, frames: list[bytes], now: float, renew_every: float
+        self, commands: Batch, conversation: str, frames: list[bytes], now: float, renew_every: float
     ) -> int:
         """Queue a conversation's new frames; the index of the RPUSHX reply, or -1 (a plain RPUSH)."""
         frames_key, owner_key = self._keys(conversation)
