@@ -129,6 +129,10 @@ def setup(
     async def resources(_: web.Application) -> AsyncIterator[None]:
         if owned_layer:
             await layer.start()
+        if owned_store and store_backend == "redis":
+            # Built with the layer's id, which a layer on a cluster chooses when it starts (its
+            # inbox on the least loaded primary): the final one, before any socket or store call.
+            store.process_id = layer.process_id
         try:
             if owned_bot:
                 await bot.start()

@@ -2,35 +2,43 @@
 
 The layer contract suite and tests/test_redis_layer.py run on the cluster too; these are the
 cluster's own questions: does every script stay in one slot, does a group send reach only the
-nodes holding a target inbox, does a resharding under load lose anything silently, and is a
-SIGKILLed peer swept.
+nodes holding a target inbox, does a resharding under load lose anything silently, is a
+SIGKILLed peer swept, and do the processes' inboxes spread evenly over the primaries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from chatbot_server import setup
 from chatbot_server.errors import LayerUnavailableError
+from chatbot_server.keys import LAYER_KEY, STORE_KEY
 from chatbot_server.layers.base import LayerStats, Message
 from chatbot_server.layers.redis import RedisChannelLayer
+from chatbot_server.store.redis import conversation_keys
 
+from .helpers import make_settings, receive_json
 from .redis_cluster import RedisClusterProcs
 from .redis_server import free_port, unique_prefix
 
 pytestmark = pytest.mark.timeout(60)
 
 MakeLayer = Callable[..., Awaitable[RedisChannelLayer]]
-QUIET = {"heartbeat_interval": 3600.0, "probe_interval": 3600.0}  # no background commands while counting
+# No background commands while counting.
+QUIET: dict[str, Any] = {"heartbeat_interval": 3600.0, "probe_interval": 3600.0}
 
 
 async def recv(layer: RedisChannelLayer, channel: str) -> Message:
@@ -395,3 +403,69 @@ async def test_required_and_no_node_reachable_raises() -> None:
     layer = RedisChannelLayer(url=f"redis+cluster://127.0.0.1:{free_port()}", required=True, connect_timeout=1)
     with pytest.raises(LayerUnavailableError, match="unreachable"):
         await layer.start()
+
+
+async def test_inboxes_spread_evenly_over_primaries(
+    make_layer: MakeLayer, inspect: RedisCluster, nodes: dict[int, aioredis.Redis]
+) -> None:
+    """Started one after another, each process puts its inbox on a primary with the fewest (with
+    random ids, 6 processes would land 2 / 2 / 2 one time in eight)."""
+    layers = [await make_layer(**QUIET) for _ in range(6)]
+    assert Counter(port_of(inspect, layer._inbox_key) for layer in layers) == dict.fromkeys(nodes, 2)
+    for layer in layers:
+        assert layer._inbox_key == f"{layer.prefix}:inbox:{{{layer.process_id}}}"
+        assert layer._process_key == f"{layer.prefix}:process:{{{layer.process_id}}}"
+        assert await inspect.exists(layer._process_key) == 1  # the heartbeat under the chosen id
+    # A process that leaves frees its place: the next one to start takes it.
+    freed = port_of(inspect, layers[4]._inbox_key)
+    await layers[4].close()
+    newcomer = await make_layer(**QUIET)
+    assert port_of(inspect, newcomer._inbox_key) == freed
+    channel = await newcomer.new_channel()  # named after the chosen id, read from the chosen inbox
+    await layers[0].send(channel, {"type": "placed"})
+    assert (await recv(newcomer, channel))["type"] == "placed"
+    assert all(problems(layer.stats) == 0 for layer in (*layers, newcomer))
+
+
+async def test_the_id_is_kept_once_a_channel_is_named_and_on_one_server(
+    redis_cluster_url: str, redis_server: str
+) -> None:
+    early = RedisChannelLayer(url=redis_cluster_url, prefix=unique_prefix(), **QUIET)
+    single = RedisChannelLayer(url=redis_server, prefix=unique_prefix(), **QUIET)
+    channel, built = await early.new_channel(), single.process_id
+    try:
+        await early.start()
+        await single.start()
+        assert early.process_id in channel  # a channel made before start() keeps its id
+        assert single.process_id == built  # one server: any id will do, it is not redrawn
+    finally:
+        await early.close()
+        await single.close()
+
+
+async def test_an_apps_store_gets_the_layers_final_id(
+    aiohttp_client: Any, redis_cluster_url: str, inspect: RedisCluster
+) -> None:
+    prefix = unique_prefix()
+    app = web.Application()
+    setup(
+        app, make_settings(layer={"backend": "redis", "redis": {"url": redis_cluster_url, "prefix": prefix, **QUIET}})
+    )
+    layer, store = app[LAYER_KEY], app[STORE_KEY]
+    assert isinstance(layer, RedisChannelLayer)
+    built = port_of(inspect, layer._inbox_key)
+    # A live inbox on every primary but one that is not the built id's: the layer must move there.
+    ports = {int(node.port) for node in inspect.get_primaries()}
+    free = min(ports - {built})
+    for port in ports - {free}:
+        name = next(
+            f"other-{n}" for n in itertools.count() if port_of(inspect, f"{prefix}:process:{{other-{n}}}") == port
+        )
+        await inspect.set(f"{prefix}:process:{{{name}}}", b"1", px=60_000)
+    client = await aiohttp_client(app)
+    assert port_of(inspect, layer._inbox_key) == free
+    assert store.process_id == layer.process_id
+    async with client.ws_connect("/ws") as ws:
+        conversation = (await receive_json(ws))["conversation"]
+        await store.flush()
+        assert await inspect.get(conversation_keys(prefix, conversation)[1]) == layer.process_id.encode()

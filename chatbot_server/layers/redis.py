@@ -39,6 +39,7 @@ from .redis_connection import CONNECT_ERRORS, RedisConnection
 from .redis_fanout import GroupFanOut
 from .redis_groups import LocalGroups
 from .redis_members import DOWN_ERRORS, MEMBER_WAIT, Op
+from .redis_placement import choose_process_id
 
 HEALTH_TIMEOUT = 0.5  # /healthz must answer fast even when Redis hangs (SIGSTOP, a black hole)
 # A send waits this long for Redis, then fails (a group send counts it): no user-facing call
@@ -96,8 +97,7 @@ class RedisChannelLayer(RedisConnection):
         self._send_script = client.register_script(scripts.SEND)
         self._fanout = GroupFanOut(client, self._key, prefix)
 
-        self._inbox_key = self._key("inbox", self.process_id)
-        self._process_key = self._key("process", self.process_id)
+        self._use_process_id(self.process_id)  # on a cluster start() may choose another
         self._groups = LocalGroups()
         self._unsynced: set[tuple[str, str]] = set()  # discards Redis missed while away
         self._syncing: set[str] = set()  # groups with a queued "do we still belong" check
@@ -126,12 +126,21 @@ class RedisChannelLayer(RedisConnection):
         # member set and targets share `{<group>}`, so each script's keys are in one cluster slot.
         return f"{self.prefix}:{kind}:{{{name}}}"
 
+    def _use_process_id(self, process_id: str) -> None:
+        self.process_id = process_id  # channel names are made of it: only before the first one
+        self._inbox_key = self._key("inbox", process_id)
+        self._process_key = self._key("process", process_id)
+
     # -- lifecycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect to Redis and start the inbox reader, heartbeat and reconnection loop."""
+        """Connect to Redis and start the inbox reader, heartbeat and reconnection loop. On a
+        cluster, first choose the process id so that the inbox lands on the primary with the
+        fewest live inboxes of this prefix (layers/redis_placement.py)."""
         if self._supervisor is not None:
             return
+        if not self.local:  # no channel named after the id yet; None: not a cluster, or no choice
+            self._use_process_id(await choose_process_id(self._client, self._key, self.prefix) or self.process_id)
         try:
             await self._connect()
         except CONNECT_ERRORS as error:
