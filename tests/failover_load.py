@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import aiohttp
 
 from chatbot_server.layers.redis import RedisChannelLayer
 
+from .helpers import stop_process, wait_healthy
 from .redis_sentinel import SentinelDeployment
 from .redis_server import free_port
 
@@ -68,18 +68,14 @@ class ServerProcess:
             )
 
     async def wait_ready(self, session: aiohttp.ClientSession) -> None:
-        """Poll /healthz until 200 (a child process has no readiness event)."""
-        async with asyncio.timeout(READY_DEADLINE):
-            while True:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"{self.name} exited:\n{self.log.read_text(errors='replace')}")
-                try:
-                    async with session.get(f"{self.url}/healthz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
+        """Wait until /healthz says 200."""
+
+        def exited() -> str | None:
+            if self.proc.poll() is None:
+                return None
+            return f"{self.name} exited:\n{self.log.read_text(errors='replace')}"
+
+        await wait_healthy(session, f"{self.url}/healthz", exited=exited, deadline=READY_DEADLINE)
 
     async def healthy(self, session: aiohttp.ClientSession) -> bool:
         """Whether /healthz says 200 now."""
@@ -91,13 +87,7 @@ class ServerProcess:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 10 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @dataclass

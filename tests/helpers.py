@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
+import signal
 import socket
-from collections.abc import Mapping
+import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
 
 from chatbot_server import Settings, settings_from_dict
+from chatbot_server.layers.redis import RedisChannelLayer
+
+from .redis_server import unique_prefix
 
 
 def make_settings(**sections: Mapping[str, Any]) -> Settings:
@@ -64,3 +70,57 @@ def raw_websocket_that_never_reads(host: str, port: int, path: str) -> socket.so
         ).encode()
     )
     return raw
+
+
+async def wait_healthy(
+    session: aiohttp.ClientSession, url: str, *, exited: Callable[[], str | None], deadline: float = 20.0
+) -> None:
+    """Poll `url` (a child server's /healthz) until it answers 200; a child process offers no
+    readiness event. `exited()` says why the child is gone (then this fails at once), or None."""
+    async with asyncio.timeout(deadline):
+        while True:
+            gone = exited()
+            if gone is not None:
+                raise AssertionError(gone)
+            try:
+                async with session.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+MakeLayer = Callable[..., Awaitable[RedisChannelLayer]]
+
+
+@contextlib.asynccontextmanager
+async def started_layers(url: str) -> AsyncIterator[MakeLayer]:
+    """Start Redis layers ("processes") on `url` sharing one fresh prefix; all closed at the end."""
+    prefix = unique_prefix()
+    made: list[RedisChannelLayer] = []
+
+    async def make(**settings: Any) -> RedisChannelLayer:
+        settings.setdefault("url", url)
+        settings.setdefault("prefix", prefix)
+        layer = RedisChannelLayer(**settings)
+        made.append(layer)
+        await layer.start()
+        return layer
+
+    try:
+        yield make
+    finally:
+        for layer in made:
+            await layer.close()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a child server (it drains), then SIGKILL if it is still there after `timeout`."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -30,13 +30,12 @@ from chatbot_server.layers.base import LayerStats, Message
 from chatbot_server.layers.redis import RedisChannelLayer
 from chatbot_server.store.redis import conversation_keys
 
-from .helpers import make_settings, receive_json
+from .helpers import MakeLayer, make_settings, receive_json, started_layers
 from .redis_cluster import RedisClusterProcs
 from .redis_server import free_port, unique_prefix
 
 pytestmark = pytest.mark.timeout(60)
 
-MakeLayer = Callable[..., Awaitable[RedisChannelLayer]]
 # No background commands while counting.
 QUIET: dict[str, Any] = {"heartbeat_interval": 3600.0, "probe_interval": 3600.0}
 
@@ -72,20 +71,8 @@ async def nodes(redis_cluster_url: str) -> AsyncIterator[dict[int, aioredis.Redi
 @pytest.fixture
 async def make_layer(redis_cluster_url: str) -> AsyncIterator[MakeLayer]:
     """Start layers ("processes") sharing one prefix on the session's cluster."""
-    prefix = unique_prefix()
-    made: list[RedisChannelLayer] = []
-
-    async def make(**settings: Any) -> RedisChannelLayer:
-        settings.setdefault("url", redis_cluster_url)
-        settings.setdefault("prefix", prefix)
-        layer = RedisChannelLayer(**settings)
-        made.append(layer)
-        await layer.start()
-        return layer
-
-    yield make
-    for layer in made:
-        await layer.close()
+    async with started_layers(redis_cluster_url) as make:
+        yield make
 
 
 def port_of(inspect: RedisCluster, key: str) -> int:

@@ -6,7 +6,7 @@ is a client of the same deployment for inspecting keys (cluster-wide where it ma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,11 +18,10 @@ from chatbot_server.layers.base import Message
 from chatbot_server.layers.redis import RedisChannelLayer
 from chatbot_server.ops.redis import RedisClient, close_client, redis_client
 
+from .helpers import MakeLayer, started_layers
 from .redis_server import RedisProcess, free_port, unique_prefix
 
 pytestmark = pytest.mark.timeout(30)
-
-MakeLayer = Callable[..., Awaitable[RedisChannelLayer]]
 
 
 async def recv(layer: RedisChannelLayer, channel: str, timeout: float = 5) -> Message:
@@ -57,20 +56,8 @@ async def stat(redis: RedisClient, section: str) -> list[dict[str, Any]]:
 @pytest.fixture
 async def make_layer(deployment: str) -> AsyncIterator[MakeLayer]:
     """Start layers ("processes") sharing one prefix on the session's redis-server or cluster."""
-    prefix = unique_prefix()
-    made: list[RedisChannelLayer] = []
-
-    async def make(**settings: Any) -> RedisChannelLayer:
-        settings.setdefault("url", deployment)
-        settings.setdefault("prefix", prefix)
-        layer = RedisChannelLayer(**settings)
-        made.append(layer)
-        await layer.start()
-        return layer
-
-    yield make
-    for layer in made:
-        await layer.close()
+    async with started_layers(deployment) as make:
+        yield make
 
 
 async def rpush_calls(redis: RedisClient) -> int:

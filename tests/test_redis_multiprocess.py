@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from chatbot_server.layers.base import process_of
 from chatbot_server.layers.redis import RedisChannelLayer
 
+from .helpers import stop_process, wait_healthy
 from .redis_server import free_port, unique_prefix
 
 pytestmark = pytest.mark.timeout(40)
@@ -48,27 +49,17 @@ class Server:
             )
 
     async def wait_ready(self, session: aiohttp.ClientSession) -> None:
-        # A child process offers no readiness event: poll /healthz (200 once Redis is connected).
-        async with asyncio.timeout(20):
-            while True:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"server exited early:\n{self.log.read_text(errors='replace')}")
-                try:
-                    async with session.get(f"{self.url}/healthz") as response:
-                        if response.status == 200:
-                            return
-                except aiohttp.ClientConnectionError:
-                    pass
-                await asyncio.sleep(0.1)
+        """Wait until /healthz says 200 (once Redis is connected)."""
+        await wait_healthy(session, f"{self.url}/healthz", exited=self.exited)
+
+    def exited(self) -> str | None:
+        """Why the server is gone (its log), or None while it runs."""
+        if self.proc.poll() is None:
+            return None
+        return f"server exited early:\n{self.log.read_text(errors='replace')}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from chatbot_server.layers.base import process_of
 from chatbot_server.layers.redis import RedisChannelLayer
 from chatbot_server.store.redis import conversation_keys
 
+from .helpers import wait_healthy
 from .redis_server import RedisProcess, free_port, unique_prefix
 
 pytestmark = pytest.mark.timeout(60)
@@ -387,17 +388,9 @@ async def test_template_instances_share_the_port_with_worker_index(tmp_path: Pat
     await host.start()
     try:
         async with aiohttp.ClientSession() as session:
-            for index, proc in enumerate(procs):
-                async with asyncio.timeout(DEADLINE):
-                    while True:  # a child process with no readiness event: poll its own /healthz
-                        assert proc.returncode is None
-                        try:
-                            async with session.get(f"http://127.0.0.1:{monitoring + index}/healthz") as response:
-                                if response.status == 200:
-                                    break
-                        except aiohttp.ClientConnectionError:
-                            pass
-                        await asyncio.sleep(0.1)
+            for index, proc in enumerate(procs):  # each instance's own /healthz
+                health = f"http://127.0.0.1:{monitoring + index}/healthz"
+                await wait_healthy(session, health, exited=_exited(proc), deadline=DEADLINE)
             known: set[str] = set()
             chats: list[Chat] = []
             while len({c.process for c in chats}) < 2:
@@ -472,16 +465,8 @@ async def test_gunicorn_aiohttp_worker_serves_the_app(tmp_path: Path, redis_proc
     env = {**_env(), "CHATBOT_CONFIG": str(config), "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=tmp_path, stderr=asyncio.subprocess.DEVNULL)
     try:
-        async with aiohttp.ClientSession() as session, asyncio.timeout(DEADLINE):
-            while True:  # a child process with no readiness event: poll /healthz
-                try:
-                    async with session.get(f"http://127.0.0.1:{port}/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
-                assert proc.returncode is None
-                await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(session, f"http://127.0.0.1:{port}/healthz", exited=_exited(proc), deadline=DEADLINE)
             async with session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
                 assert (await ws.receive_json(timeout=5))["type"] == "greeting"
     finally:
@@ -493,3 +478,8 @@ async def test_gunicorn_aiohttp_worker_serves_the_app(tmp_path: Path, redis_proc
     refused = await asyncio.create_subprocess_exec(*cmd, env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE)
     _, stderr = await asyncio.wait_for(refused.communicate(), 30)
     assert refused.returncode != 0 and "layer.backend is memory" in stderr.decode()
+
+
+def _exited(proc: asyncio.subprocess.Process) -> Callable[[], str | None]:
+    """For wait_healthy: why `proc` is gone, or None while it runs."""
+    return lambda: None if proc.returncode is None else f"exited with {proc.returncode}"
