@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
@@ -124,3 +125,21 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def until(
+    condition: Callable[[], Awaitable[bool] | bool], what: str, deadline: float = 20.0, every: float = 0.01
+) -> float:
+    """Poll a condition that has no event to await (Redis state, a store's repairs, a layer's
+    health) until it holds, or fail naming `what`; the seconds until the poll that found it true
+    began (a health() call that answers "not ok" was not ok when it was asked)."""
+    start = time.monotonic()
+    while True:
+        asked = time.monotonic()
+        value = condition()
+        if not isinstance(value, bool):
+            value = await value
+        if value:
+            return asked - start
+        assert time.monotonic() - start < deadline, f"timed out after {deadline} s waiting for {what}"
+        await asyncio.sleep(every)

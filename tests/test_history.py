@@ -12,6 +12,7 @@ from chatbot_server.jsonutil import loads
 from chatbot_server.store import ConversationStore, MemoryConversationStore
 from chatbot_server.store.redis import RedisConversationStore
 
+from .helpers import until
 from .redis_server import unique_prefix
 
 StoreFactory = Callable[..., Awaitable[ConversationStore]]
@@ -221,6 +222,49 @@ async def test_redis_store_splits_a_big_batch_into_writes_and_keeps_release_orde
     for conv in conversations:
         assert [f["msg"] for f in await two.transcript(conv)] == [f"{conv[:4]}-{n}" for n in range(20)]
     await two.close()
+
+
+async def test_a_rewrite_of_everything_held_goes_out_in_bounded_writes(
+    redis_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a failover or an empty restart a process rewrites all it holds: in one write, a process
+    # holding thousands of long conversations would outlast the write timeout on every retry.
+    import redis.asyncio as aioredis
+
+    import chatbot_server.store.redis as history_redis
+    import chatbot_server.store.redis_writer as writer
+
+    monkeypatch.setattr(history_redis, "FRAMES_PER_BATCH", 50)
+    sizes: list[int] = []
+    real_send = writer.send_batch
+
+    async def counted(client: Any, batch: Any, timeout: float) -> list[Any]:
+        sizes.append(batch.payload().count(b"\r\nEVAL\r\n"))  # rewrites are EVALs (frames are JSON)
+        return await real_send(client, batch, timeout)
+
+    monkeypatch.setattr(writer, "send_batch", counted)
+    prefix = unique_prefix()
+    store = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1")
+    await store.start()
+    conversations = [await store.create() for _ in range(12)]
+    for n in range(20):  # 240 frames held
+        for conv in conversations:
+            store.append(conv, {"type": "user", "msg": f"{conv[:4]}-{n}"})
+    await store.flush()
+    client = aioredis.from_url(redis_server)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
+        await client.unlink(*keys)  # Redis lost the data (as a restart without persistence would)
+        sizes.clear()
+        # The epoch check runs every second while nothing is written.
+        await until(lambda: store.stats.rewritten == 12, "the store to rewrite what it holds", deadline=10)
+        writes = list(sizes)
+        lengths = [await client.llen(f"{prefix}:conv:{{{conv}}}:frames") for conv in conversations]
+    finally:
+        await client.aclose()
+        await store.close()
+    assert lengths == [20] * 12
+    assert max(writes) <= 2 and sum(writes) == 12  # 20 frames each: two conversations per write of 50
 
 
 async def test_redis_store_readers_skip_frames_a_retried_batch_wrote_twice(redis_server: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,7 +23,7 @@ from chatbot_server.errors import LayerUnavailableError
 from chatbot_server.keys import LAYER_KEY
 from chatbot_server.layers.redis import RedisChannelLayer
 
-from .helpers import make_settings, receive_json, receive_until
+from .helpers import make_settings, receive_json, receive_until, until
 from .redis_server import RedisProcess, unique_prefix
 
 pytestmark = pytest.mark.timeout(60)
@@ -68,14 +68,6 @@ async def healthz(client: TestClient) -> tuple[int, dict[str, Any]]:
     response = await client.get("/healthz")
     body: dict[str, Any] = await response.json()
     return response.status, body
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str) -> None:
-    """Poll a condition that has no event to await (Redis state, the store's write-behind)."""
-    end = time.monotonic() + DEADLINE
-    while not await condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def healthy(client: TestClient) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -26,7 +25,7 @@ from chatbot_server.layers.redis import RedisChannelLayer
 from chatbot_server.ops.metrics import ServerStats
 
 from .blackhole_proxy import BlackHoleProxy
-from .helpers import make_settings
+from .helpers import make_settings, until
 from .redis_server import RedisProcess, unique_prefix
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,21 +34,6 @@ INTERVAL = 0.2  # the probe interval of these tests
 # The promise is two intervals; the slack covers the poll step and a busy shared machine.
 BOUND = 2 * INTERVAL + 0.25
 DEADLINE = 20.0  # for recoveries: generous, a pass takes well under a second
-
-
-async def until(condition: Callable[[], Awaitable[bool] | bool], what: str, deadline: float = DEADLINE) -> float:
-    """Poll a condition that has no event to await; the seconds until the poll that found it true
-    began (a health() call that answers "not ok" was not ok when it was asked)."""
-    start = time.monotonic()
-    while True:
-        asked = time.monotonic()
-        value = condition()
-        if not isinstance(value, bool):
-            value = await value
-        if value:
-            return asked - start
-        assert time.monotonic() - start < deadline, f"timed out after {deadline} s waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 async def healthy(layer: RedisChannelLayer) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -25,20 +24,12 @@ from chatbot_server.store.handoff import RedisHandoffQueue
 from chatbot_server.store.redis import RedisConversationStore, conversation_keys
 from chatbot_server.store.redis_batch import PipelineBatch, new_batch, send_batch
 
-from .helpers import make_settings, receive_json
+from .helpers import make_settings, receive_json, until
 from .redis_cluster import RedisClusterProcs
 from .redis_server import unique_prefix
 
 pytestmark = pytest.mark.timeout(60)
 DEADLINE = 10.0
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str, deadline: float = DEADLINE) -> None:
-    """Poll an async condition (a store's repairs and Redis state have no event to await)."""
-    end = time.monotonic() + deadline
-    while not await condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 def cluster_client(url: str) -> RedisCluster:

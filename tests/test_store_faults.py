@@ -24,7 +24,7 @@ from chatbot_server.errors import StoreUnavailableError
 from chatbot_server.keys import LAYER_KEY, STORE_KEY
 from chatbot_server.store.redis import RedisConversationStore
 
-from .helpers import make_settings, receive_json, receive_until
+from .helpers import make_settings, receive_json, receive_until, until
 from .redis_server import RedisProcess, unique_prefix
 
 DEADLINE = 20.0  # generous: the machine is shared and loaded
@@ -38,14 +38,6 @@ async def redis_app(aiohttp_client: Any, url: str, prefix: str, **history: Any) 
     )
     setup(app, settings)
     return await aiohttp_client(app)
-
-
-async def until(condition: Any, what: str, deadline: float = DEADLINE) -> None:
-    """Poll an async condition (Redis state has no event to await) until it holds, or fail."""
-    end = time.monotonic() + deadline
-    while not await condition():
-        assert time.monotonic() < end, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def replay(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:

@@ -183,7 +183,7 @@ class WriteBehind:
             new, self._new = self._new, set()
             reclaim, self._reclaim = self._reclaim, set()
             releasing, self._releasing = self._releasing, set()
-            rewrite, self._rewrite = self._rewrite, set()
+            rewrite, self._rewrite = self._split_rewrite(self._rewrite)
             waiters, self._waiters = self._waiters, []
             for conversation in rewrite:
                 batch.pop(conversation, None)  # the rewrite writes all its frames, these included
@@ -253,6 +253,25 @@ class WriteBehind:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def _split_rewrite(self, wanted: set[str]) -> tuple[set[str], set[str]]:
+        """What to rewrite in this write (about `FRAMES_PER_BATCH` frames, at least one
+        conversation) and what waits for the next: after a failover a process may hold thousands
+        of long conversations, and one write of all of them could outlast WRITE_TIMEOUT on every
+        retry, so that nothing would ever be written again."""
+        budget = self._frames_per_batch()
+        now: set[str] = set()
+        later: set[str] = set()
+        frames = 0
+        for conversation in wanted:
+            state = self._state(conversation)
+            size = len(state.frames) if state is not None else 0
+            if now and frames + size > budget:
+                later.add(conversation)
+            else:
+                now.add(conversation)
+                frames += size
+        return now, later
 
     def _queue_rewrite(self, commands: Batch, conversation: str) -> int:
         state = self._owned.get(conversation)
