@@ -125,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _use_uvloop_if_installed()
     soft, hard = raise_fd_limit()
     log.info(
-        "start host=%s port=%d layer=%s bot=%s fd_limit=%d/%d pid=%d process=%s",
+        "start host=%s port=%d layer=%s bot=%s fd_limit=%d/%d pid=%d",
         settings.server.host,
         settings.server.port,
         settings.layer.backend,
@@ -133,7 +133,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         soft,
         hard,
         os.getpid(),
-        app[LAYER_KEY].process_id,  # in the layer's channel names and Redis keys
     )
     try:
         asyncio.run(serve(app, settings, worker=worker))
@@ -210,7 +209,10 @@ async def serve(app: web.Application, settings: Settings, *, worker: Worker | No
         )
         if settings.monitoring.port:
             monitor = await _serve_monitoring(app, settings, worker)
-        log.info("listening url=http://%s:%d/", server_settings.host, server_settings.port)
+        # The layer's process id (in its channel names and Redis keys) after it started: on a Redis
+        # Cluster the layer picks it then (layers/redis_placement.py).
+        url = f"http://{server_settings.host}:{server_settings.port}/"
+        log.info("listening url=%s pid=%d process=%s", url, os.getpid(), app[LAYER_KEY].process_id)
         if worker is not None:
             worker.ready()
         await stop.wait()

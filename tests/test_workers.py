@@ -122,8 +122,8 @@ class Supervisor:
         return pids, after
 
     def processes(self) -> dict[str, int]:
-        """Layer process id -> worker pid, from the workers' start lines."""
-        found = (re.search(r" start .* pid=(\d+) process=(\S+) worker=\d", line) for line in self.lines)
+        """Layer process id -> worker pid, from the workers' listening lines."""
+        found = (re.search(r" listening .* pid=(\d+) process=(\S+) worker=\d", line) for line in self.lines)
         return {m[2]: int(m[1]) for m in found if m}
 
     def signal(self, signum: int) -> None:
@@ -208,7 +208,7 @@ async def test_two_workers_one_port_restart_resume_and_broadcast(
     pids, after = await supervisor.ready()
     assert set(pids) == {0, 1} and len(set(pids.values())) == 2
     for index in (0, 1):  # each line says which worker wrote it
-        await supervisor.wait_for(rf" listening url={supervisor.url}/ worker={index}$")
+        await supervisor.wait_for(rf" listening url={supervisor.url}/ pid=\d+ process=\S+ worker={index}$")
     processes = supervisor.processes()
     assert sorted(processes.values()) == sorted(pids.values())
     prefix = json.loads(supervisor.config.read_text())["layer"]["redis"]["prefix"]
