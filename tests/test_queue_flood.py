@@ -14,6 +14,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
+from chatbot_server.keys import QUEUE_KEY
+
 from .agent_support import AgentSocket, Deployment, agents, deploy  # noqa: F401 (fixtures)
 from .helpers import receive_json, receive_until
 
@@ -69,6 +71,30 @@ async def test_entries_of_gone_users_lapse_and_positions_count_only_live_ones(
     await back.close()
     await live.close()
     await fresh.close()
+
+
+async def test_a_lost_entry_of_a_waiting_user_is_queued_again(
+    deploy: Callable[..., Awaitable[Deployment]], agents: list[AgentSocket]
+) -> None:
+    # A Sentinel failover can drop a queue entry Redis had not replicated yet: the user still
+    # waits, so the keeper adds it again instead of leaving them queued for nobody.
+    users, console, _ = await deploy(queue_grace=2.0)  # the keeper runs every 0.5 s
+    li = await AgentSocket.open(console, "li")
+    agents.append(li)
+    assert (await li.next("queue"))["items"] == []
+    ws, conversation, answer = await queued_user(users)
+    assert answer["event"] == "queued"
+    assert (await li.next("queue_added"))["item"]["conversation"] == conversation
+    queue = users.app[QUEUE_KEY]
+    # Gone without a word to anyone: taken and let go by nobody's console (no socket is told).
+    assert await queue.claim(conversation, "ghost")
+    assert await queue.finish(conversation, "ghost")
+    assert await queue.position(conversation) is None
+    again = await receive_until(ws, "system", timeout=10)
+    assert (again["event"], again["queue_position"]) == ("queued", 1)
+    assert (await li.next("queue_added"))["item"]["conversation"] == conversation
+    assert await queue.position(conversation) == 1
+    await ws.close()
 
 
 async def test_a_third_handoff_from_one_address_is_refused(

@@ -78,6 +78,12 @@ class Handoff:
         """Whether this socket is open and waits for a human in `conversation` (the queue's keeper asks)."""
         return self.mode == "queued" and self._waiting_for == conversation and not self.socket.ws.closed
 
+    async def requeue(self, conversation: str) -> None:
+        """The queue lost this socket's entry (a Redis failover): queue it again; the user is told
+        the new position, the consoles see it added."""
+        if self.waits_for(conversation):
+            await self.request(conversation)
+
     def needs_after_reply(self, reply: Reply) -> bool:
         """Whether after_reply() has anything to do (most replies: no)."""
         return reply.handoff or reply.fallback or self._fallbacks > 0

@@ -85,11 +85,15 @@ class MemoryHandoffQueue(HandoffQueue):
             self._ip[conversation] = ip
         return Enqueued("added", len(self._waiting), entry, False, expired)
 
-    async def touch(self, conversations: Sequence[str]) -> None:
+    async def touch(self, conversations: Sequence[str]) -> list[str]:
         deadline = now_ms() + int(self.grace * 1000)
+        missing = []
         for conversation in conversations:
             if conversation in self._deadline:
                 self._deadline[conversation] = max(deadline, self._deadline[conversation])
+            elif conversation not in self._claims:
+                missing.append(conversation)
+        return missing
 
     async def sweep(self) -> list[str]:
         return self._sweep()

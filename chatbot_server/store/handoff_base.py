@@ -74,6 +74,9 @@ class Waiter(Protocol):
 
     def waits_for(self, conversation: str) -> bool: ...
 
+    async def requeue(self, conversation: str) -> None:
+        """The queue lost the entry this waiter waits on: ask for a human again."""
+
 
 class Publisher(Protocol):
     """Where the keeper announces swept entries (the application's channel layer)."""
@@ -157,7 +160,12 @@ class HandoffQueue(abc.ABC):
         """One keeper round: renew what is waited for here, sweep what lapsed, announce it."""
         live = self.kept()
         if live:
-            await self.touch(live)
+            for conversation in await self.touch(live):
+                # Lost, not taken (a failover dropped what replication had not copied yet): the
+                # user still waits, so the entry is added again, at the end of the queue.
+                log.warning("handoff.entry_lost conversation=%s (queued again)", conversation[:8])
+                for waiter in list(self._waiters.get(conversation, ())):
+                    await waiter.requeue(conversation)
         expired = await self.sweep()
         if expired and self._publisher is not None:
             await self._publisher.group_send(AGENTS_GROUP, messages.agents_queue_removed(expired))
@@ -180,8 +188,9 @@ class HandoffQueue(abc.ABC):
         """Put a conversation in the queue (once), unless an agent holds it or `ip` is at its cap."""
 
     @abc.abstractmethod
-    async def touch(self, conversations: Sequence[str]) -> None:
-        """Someone still waits for these: their entries live `grace` seconds from now."""
+    async def touch(self, conversations: Sequence[str]) -> list[str]:
+        """Someone still waits for these: their entries live `grace` seconds from now. Returns
+        those that are neither waiting nor claimed (their entries were lost)."""
 
     @abc.abstractmethod
     async def sweep(self) -> list[str]:

@@ -105,6 +105,20 @@ redis.call('HDEL', KEYS[7], ARGV[1])
 redis.call('SREM', KEYS[8], ARGV[1])
 return 1
 """
+# ARGV: deadline, conversation... Renews the entries that wait (never shortened); returns the
+# conversations neither waiting nor claimed: their entries were lost (a failover), not taken.
+_TOUCH = """
+local missing = {}
+for i = 2, #ARGV do
+  local c = ARGV[i]
+  if redis.call('ZSCORE', KEYS[3], c) then
+    redis.call('ZADD', KEYS[3], 'GT', ARGV[1], c)
+  elseif redis.call('HEXISTS', KEYS[6], c) == 0 then
+    missing[#missing + 1] = c
+  end
+end
+return missing
+"""
 # Read-only (so they still run while Redis refuses writes). ARGV: conversation, now.
 _POSITION = """#!lua flags=no-writes
 local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
@@ -176,7 +190,7 @@ class RedisHandoffQueue(HandoffQueue):
         register = self._client.register_script
         self._enqueue, self._sweep, self._claim = register(_ENQUEUE), register(_SWEEP), register(_CLAIM)
         self._finish, self._position, self._waiting = register(_FINISH), register(_POSITION), register(_WAITING)
-        self._adopt = register(_ADOPT)
+        self._adopt, self._touch = register(_ADOPT), register(_TOUCH)
         self._adopted = False
 
     async def close(self) -> None:
@@ -208,13 +222,14 @@ class RedisHandoffQueue(HandoffQueue):
         entry = QueueEntry(conversation, int(float(_text(reply[3]))), _text(reply[4]))
         return Enqueued(status, position, entry, bool(int(reply[5])), gone)  # type: ignore[arg-type]
 
-    async def touch(self, conversations: Sequence[str]) -> None:
+    async def touch(self, conversations: Sequence[str]) -> list[str]:
         deadline = now_ms() + int(self.grace * 1000)
+        missing: list[str] = []
         for start in range(0, len(conversations), 1000):
             chunk = conversations[start : start + 1000]
-            # XX: a claimed or swept entry is not brought back; GT: never shortened.
-            mapping: Any = dict.fromkeys(chunk, deadline)
-            await self._call(self._client.zadd(self._keys[2], mapping, xx=True, gt=True))
+            lost: list[Any] = await self._call(self._touch(keys=self._keys, args=[deadline, *chunk]))
+            missing += [_text(c) for c in lost]
+        return missing
 
     async def sweep(self) -> list[str]:
         if not self._adopted:
