@@ -85,16 +85,20 @@ async def test_a_lost_entry_of_a_waiting_user_is_queued_again(
     ws, conversation, answer = await queued_user(users)
     assert answer["event"] == "queued"
     assert (await li.next("queue_added"))["item"]["conversation"] == conversation
+    await asyncio.sleep(0.002)  # entries are ordered by their arrival millisecond: no tie here
+    later, later_id, _ = await queued_user(users)  # queued after: must stay behind
+    assert (await li.next("queue_added"))["item"]["conversation"] == later_id
     queue = users.app[QUEUE_KEY]
     # Gone without a word to anyone: taken and let go by nobody's console (no socket is told).
     assert await queue.claim(conversation, "ghost")
     assert await queue.finish(conversation, "ghost")
     assert await queue.position(conversation) is None
     again = await receive_until(ws, "system", timeout=10)
-    assert (again["event"], again["queue_position"]) == ("queued", 1)
+    assert (again["event"], again["queue_position"]) == ("queued", 1)  # its old place, ahead of `later`
     assert (await li.next("queue_added"))["item"]["conversation"] == conversation
-    assert await queue.position(conversation) == 1
+    assert (await queue.position(conversation), await queue.position(later_id)) == (1, 2)
     await ws.close()
+    await later.close()
 
 
 async def test_a_third_handoff_from_one_address_is_refused(

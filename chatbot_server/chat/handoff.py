@@ -52,7 +52,7 @@ class Handoff:
     """The handoff state of one chat socket; while queued, it keeps the queue entry alive."""
 
     __slots__ = (
-        "_fallbacks", "_position", "_waiting_for", "fallback_limit", "layer", "mode", "queue", "socket", "store",
+        "_fallbacks", "_position", "_since", "_waiting_for", "fallback_limit", "layer", "mode", "queue", "socket", "store",
     )  # fmt: skip
 
     def __init__(
@@ -73,16 +73,17 @@ class Handoff:
         self._fallbacks = 0
         self._position: int | None = None
         self._waiting_for: str | None = None
+        self._since: int | None = None  # when the entry waited on was queued (Unix ms)
 
     def waits_for(self, conversation: str) -> bool:
         """Whether this socket is open and waits for a human in `conversation` (the queue's keeper asks)."""
         return self.mode == "queued" and self._waiting_for == conversation and not self.socket.ws.closed
 
     async def requeue(self, conversation: str) -> None:
-        """The queue lost this socket's entry (a Redis failover): queue it again; the user is told
-        the new position, the consoles see it added."""
+        """The queue lost this socket's entry (a Redis failover): queue it again in its old place;
+        the user is told the position, the consoles see it added."""
         if self.waits_for(conversation):
-            await self.request(conversation)
+            await self.request(conversation, since=self._since)
 
     def needs_after_reply(self, reply: Reply) -> bool:
         """Whether after_reply() has anything to do (most replies: no)."""
@@ -98,7 +99,7 @@ class Handoff:
             self._fallbacks = 0
             await self.request(conversation)
 
-    async def request(self, conversation: str) -> None:
+    async def request(self, conversation: str, since: int | None = None) -> None:
         """Put the conversation in the queue for a human agent and tell the user their position.
 
         A queue that fails or hangs gets the user a polite error frame within the queue's
@@ -111,7 +112,7 @@ class Handoff:
             recent = []  # the preview is a convenience; the handoff goes on without it
         preview = next((f["msg"] for f in reversed(recent) if f["type"] == "user"), "")
         try:
-            result = await self.queue.enqueue(conversation, preview[:100], ip=self.socket.client_ip)
+            result = await self.queue.enqueue(conversation, preview[:100], ip=self.socket.client_ip, since=since)
         except QueueUnavailableError:
             self.socket.stats.error("handoff_unavailable")
             await self.socket.send_json(error_frame("handoff_unavailable", _UNAVAILABLE_TEXT))
@@ -138,6 +139,7 @@ class Handoff:
             return
         self.mode = "queued"
         self._waiting_for = conversation
+        self._since = entry.since if entry is not None else None
         self._position = result.position
         self.queue.keep(conversation, self)
         if not self.socket.in_group(QUEUE_GROUP):

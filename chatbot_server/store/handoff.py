@@ -64,7 +64,7 @@ class MemoryHandoffQueue(HandoffQueue):
             self._drop(conversation)
         return gone
 
-    async def enqueue(self, conversation: str, preview: str, *, ip: str = "") -> Enqueued:
+    async def enqueue(self, conversation: str, preview: str, *, ip: str = "", since: int | None = None) -> Enqueued:
         expired = tuple(self._sweep())
         if conversation in self._claims:
             return Enqueued("claimed", expired=expired)
@@ -79,11 +79,13 @@ class MemoryHandoffQueue(HandoffQueue):
             return Enqueued("waiting", position, entry, changed, expired)
         if ip and sum(1 for a in self._ip.values() if a == ip) >= self.max_per_ip:
             return Enqueued("refused", expired=expired)
-        entry = self._waiting[conversation] = QueueEntry(conversation, now_ms(), preview)
+        entry = self._waiting[conversation] = QueueEntry(conversation, since or now_ms(), preview)
+        if since is not None:  # back in its old place (insertion order is arrival order)
+            self._waiting = dict(sorted(self._waiting.items(), key=lambda item: item[1].since))
         self._deadline[conversation] = deadline
         if ip:
             self._ip[conversation] = ip
-        return Enqueued("added", len(self._waiting), entry, False, expired)
+        return Enqueued("added", list(self._waiting).index(conversation) + 1, entry, False, expired)
 
     async def touch(self, conversations: Sequence[str]) -> list[str]:
         deadline = now_ms() + int(self.grace * 1000)

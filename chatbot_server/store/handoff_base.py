@@ -162,7 +162,7 @@ class HandoffQueue(abc.ABC):
         if live:
             for conversation in await self.touch(live):
                 # Lost, not taken (a failover dropped what replication had not copied yet): the
-                # user still waits, so the entry is added again, at the end of the queue.
+                # user still waits, so the entry is added again, in its old place.
                 log.warning("handoff.entry_lost conversation=%s (queued again)", conversation[:8])
                 for waiter in list(self._waiters.get(conversation, ())):
                     await waiter.requeue(conversation)
@@ -184,8 +184,9 @@ class HandoffQueue(abc.ABC):
 
     # ------------------------------------------------------------ the backend
     @abc.abstractmethod
-    async def enqueue(self, conversation: str, preview: str, *, ip: str = "") -> Enqueued:
-        """Put a conversation in the queue (once), unless an agent holds it or `ip` is at its cap."""
+    async def enqueue(self, conversation: str, preview: str, *, ip: str = "", since: int | None = None) -> Enqueued:
+        """Put a conversation in the queue (once), unless an agent holds it or `ip` is at its cap;
+        `since` (Unix ms) puts a lost entry back in its old place."""
 
     @abc.abstractmethod
     async def touch(self, conversations: Sequence[str]) -> list[str]:

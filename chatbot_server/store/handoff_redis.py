@@ -210,10 +210,10 @@ class RedisHandoffQueue(HandoffQueue):
         self.faults.ok()
         return result
 
-    async def enqueue(self, conversation: str, preview: str, *, ip: str = "") -> Enqueued:
+    async def enqueue(self, conversation: str, preview: str, *, ip: str = "", since: int | None = None) -> Enqueued:
         now = now_ms()
         args: list[str | int] = [
-            conversation, now, preview, ip, self.max_per_ip, now + int(self.grace * 1000), SWEEP_LIMIT,
+            conversation, since or now, preview, ip, self.max_per_ip, now + int(self.grace * 1000), SWEEP_LIMIT,
         ]  # fmt: skip
         reply: list[Any] = await self._call(self._enqueue(keys=self._keys, args=args))
         status, position, gone = _text(reply[0]), int(reply[1]), tuple(_text(c) for c in reply[2])
