@@ -17,8 +17,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..redis_url import RedisTarget, parse_redis_url
 
@@ -152,10 +154,38 @@ def _sentinel(target: RedisTarget, connect_timeout: float, socket_timeout: float
         "socket_connect_timeout": connect_timeout,
         "socket_timeout": socket_timeout,
         "password": target.sentinel_password,
+        # The next sentinel is the retry: with redis-py 8's default (3 retries, backoff up to
+        # 10 s) each sentinel that refused (a wrong CA, a sentinel down) was retried for seconds
+        # before the next was asked; a required layer took 37 s to give up on a wrong CA.
+        "retry": Retry(NoBackoff(), 0),
         "ssl": target.tls,
         **target.tls_options,
     }
-    return Sentinel(list(target.nodes), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    return ReadableSentinel(list(target.nodes), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+
+
+class ReadableSentinel(Sentinel):
+    """redis-py's Sentinel whose MasterNotFoundError says why each sentinel failed. redis-py 8
+    lists every sentinel client's repr with `repr(error)`, which RedisError reduces to its type
+    ("network:ConnectionError"): a wrong CA read as kilobytes of pool settings with no reason."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        """The primary's address as the first sentinel that knows a healthy one says (that
+        sentinel is asked first from then on), as redis-py does (we never set force_master_ip)."""
+        reasons = []
+        for number, sentinel in enumerate(self.sentinels):
+            try:
+                masters: Any = await sentinel.sentinel_masters()  # type: ignore[no-untyped-call]
+            except (RedisConnectionError, RedisTimeoutError) as error:  # its text names the sentinel
+                reasons.append(str(error) or type(error).__name__)
+                continue
+            state = masters.get(service_name)
+            if state and self.check_master_state(state, service_name):  # type: ignore[no-untyped-call]
+                self.sentinels[0], self.sentinels[number] = sentinel, self.sentinels[0]
+                return state["ip"], state["port"]
+            where = "{host}:{port}".format(**sentinel.connection_pool.connection_kwargs)
+            reasons.append(f"{where} knows no healthy primary of that name")
+        raise MasterNotFoundError(f"no sentinel names a primary for {service_name!r}: {' '.join(reasons)}")
 
 
 def _sentinel_primary(
@@ -216,10 +246,13 @@ def blocking_client(
         max_connections = pool.max_connections + 1
     if isinstance(pool, SentinelConnectionPool):
         kwargs.pop("connection_pool", None)  # the Sentinel pool sets its own
-        kwargs.pop("connection_class", None)
         sentinel_client = pool.sentinel_manager.master_for(
             pool.service_name,
             connection_pool_class=SentinelBlockingPool,
+            # The shared pool's class (SentinelManagedSSLConnection for rediss+sentinel://): the
+            # Sentinel pool took `ssl=True` out of its kwargs, so without it the blocking pool
+            # made plain connections, which refuse the ssl_* options (TypeError).
+            connection_class=pool.connection_class,
             max_connections=max_connections,
             timeout=None,
             **kwargs,
