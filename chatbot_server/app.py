@@ -93,7 +93,7 @@ def setup(
     bot = (
         bot
         if bot is not None
-        else build_bot(settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir))
+        else build_bot(settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir, agents=handoff))
     )
     owned_store = store is None
     store = store if store is not None else make_store(settings, layer, redis_client=redis)

@@ -256,7 +256,8 @@ async def _serve_monitoring(app: web.Application, settings: Settings, worker: Wo
 async def check(settings: Settings) -> str:
     """Build layer and bot from settings and validate the bot's files, without serving."""
     build_layer(settings.layer)
-    bot = build_bot(settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir))
+    agents = settings.agents.enabled and bool(settings.agents.accounts)
+    bot = build_bot(settings.bot.name, settings.bot.options, BotContext(base_dir=settings.base_dir, agents=agents))
     await bot.check()
     workers = f" ({settings.server.workers} workers)" if settings.server.workers > 1 else ""
     return (

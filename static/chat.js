@@ -324,7 +324,7 @@
     if (next !== "bot") clearThinking();
     if (handoffButton) handoffButton.disabled = next !== "bot";
     if (next === "queued" && position) {
-      queueStatusEl.textContent = "正在等待人工客服,您前面还有 " + (position - 1) + " 位用户";
+      queueStatusEl.textContent = "正在等待人工客服," + (position > 1 ? "您前面还有 " + (position - 1) + " 位用户" : "您是下一位");
       queueStatusEl.hidden = false;
     } else {
       queueStatusEl.hidden = true;

@@ -147,8 +147,12 @@ async def open_chat(browser: Any, request: pytest.FixtureRequest) -> AsyncIterat
     # The call phase is reported before fixtures are torn down, so a failing test has raised the count.
     failures_before = request.session.testsfailed
 
-    async def open_page(server: LiveServer, *, viewport: dict[str, int] = DESKTOP, load: bool = True) -> ChatPage:
-        context = await browser.new_context(viewport=viewport, locale="zh-CN", timezone_id="Asia/Shanghai")
+    async def open_page(
+        server: LiveServer, *, viewport: dict[str, int] = DESKTOP, load: bool = True, touch: bool = False
+    ) -> ChatPage:
+        context = await browser.new_context(
+            viewport=viewport, locale="zh-CN", timezone_id="Asia/Shanghai", has_touch=touch, is_mobile=touch
+        )
         context.set_default_timeout(5000)
         contexts.append(context)
         page = await context.new_page()
@@ -347,6 +351,16 @@ async def test_phone_viewport_has_no_horizontal_scroll(open_chat: OpenChat, echo
     await chat.input.dispatch_event("input")
     await expect(chat.send_button).to_be_in_viewport(ratio=1)
     await expect(chat.input).to_be_in_viewport()
+
+
+async def test_the_enter_hint_shows_only_with_a_fine_pointer(open_chat: OpenChat, echo_server: LiveServer) -> None:
+    """A phone has no Enter key (#16): the placeholder names none, the hint is for mouse and keyboard."""
+    desktop = await open_chat(echo_server)
+    phone = await open_chat(echo_server, viewport=PHONE, touch=True)
+    for chat in (desktop, phone):
+        await expect(chat.input).to_have_attribute("placeholder", "请输入您的问题")
+    await expect(desktop.page.locator(".enter-hint")).to_be_visible()
+    await expect(phone.page.locator(".enter-hint")).to_be_hidden()
 
 
 async def test_suggestion_chips_send_their_question(open_chat: OpenChat) -> None:

@@ -35,7 +35,7 @@ async def test_greeting_is_the_seeds(chat_client: ClientMaker) -> None:
     client = await chat_client()
     async with client.ws_connect("/ws") as ws:
         greeting = await receive_json(ws)
-    assert greeting["msg"] == "你好,很高兴为你服务。"
+    assert greeting["msg"] == "您好,很高兴为您服务。"  # 您, like every other message (#16)
     assert greeting["talk"] is False
     assert greeting["type"] == "greeting"
     assert greeting["seq"] == 1
@@ -168,6 +168,59 @@ async def test_a_raising_bot_gets_an_apology_and_the_socket_stays(
         await ws.send_json({"text": "again"})
         assert (await receive_json(ws))["msg"] == "fine"
     assert any(r.exc_info and "the bot broke" in str(r.exc_info[1]) for r in caplog.records)
+
+
+class HandoffBot(Bot):
+    """Answers "转人工" as the FAQ bot does: a reply that asks for a human."""
+
+    def answer(self, turn: Turn) -> Reply:
+        if turn.text == "转人工":
+            return Reply(text="好的,正在为您转接人工客服,请稍候。", intent="human_agent", handoff=True)
+        return Reply(text=f"answer to {turn.text}")
+
+
+async def test_without_agents_a_handoff_reply_is_one_answer_naming_the_hotline(chat_client: ClientMaker) -> None:
+    # The default install has no agents: no "正在为您转接" followed by an error frame (#16).
+    client = await chat_client(bot_instance=HandoffBot())
+    async with client.ws_connect("/ws") as ws:
+        await receive_json(ws)
+        await ws.send_json({"type": "message", "text": "转人工", "id": "m1"})
+        assert (await receive_json(ws))["type"] == "user"
+        reply = await receive_json(ws)
+        await ws.send_json({"type": "message", "text": "next", "id": "m2"})
+        after = [await receive_json(ws) for _ in range(2)]  # no error frame in between
+        await ws.send_json({"type": "handoff"})  # a scripted client: the page shows no button
+        refused = await receive_json(ws)
+    assert (reply["type"], reply["intent"], reply["reply_to"]) == ("reply", "human_agent", "m1")
+    assert reply["msg"].startswith("抱歉,在线人工客服暂未开通。") and "95516" in reply["msg"]
+    assert [(f["type"], f["msg"]) for f in after] == [("user", "next"), ("reply", "answer to next")]
+    assert (refused["type"], refused["code"], refused["msg"]) == ("error", "unsupported", reply["msg"])
+
+
+async def test_the_default_install_never_offers_a_human_it_has_not(chat_client: ClientMaker) -> None:
+    # The shipped FAQ bot without agents: its handoff and its fallbacks name 95516, never 转人工.
+    client = await chat_client(bot={"name": "faq", "options": {"watch": False}})
+    async with client.ws_connect("/ws") as ws:
+        await receive_json(ws)
+        answers = []
+        for text in ("我要转人工", "zzzz qqqq", "我想问一下关于卡的事情", "今天天气怎么样"):
+            await ws.send_json({"type": "message", "text": text})
+            answers.append(await receive_until(ws, "reply"))
+    assert answers[0]["intent"] == "human_agent"
+    assert all("95516" in a["msg"] and "转人工" not in a["msg"] for a in answers), answers
+
+
+async def test_with_agents_the_faq_fallback_offers_a_human(chat_client: ClientMaker) -> None:
+    # The same bot with agents configured: the app tells it so (BotContext.agents), and a question
+    # it cannot answer offers 转人工, which the page then has a button for.
+    from .agent_support import agent_section
+
+    client = await chat_client(bot={"name": "faq", "options": {"watch": False}}, agents=agent_section())
+    async with client.ws_connect("/ws") as ws:
+        await receive_json(ws)
+        await ws.send_json({"type": "message", "text": "zzzz qqqq"})
+        answer = await receive_until(ws, "reply")
+    assert "转人工" in answer["msg"], answer
 
 
 class SlowBot(Bot):
@@ -322,6 +375,13 @@ async def test_chat_page_renders_config_texts(chat_client: ClientMaker) -> None:
         static = await client.get(f"/static/{asset}")
         assert static.status == 200
     assert "jquery" not in html.lower() and "http://" not in html and "https://" not in html
+
+
+async def test_the_default_placeholder_names_no_key(chat_client: ClientMaker) -> None:
+    # A phone has no Enter key (#16): the default placeholder and its label are device-neutral.
+    html = await (await chat_client()).get("/")
+    text = await html.text()
+    assert 'placeholder="请输入您的问题"' in text and ">请输入您的问题</label>" in text
 
 
 async def test_a_conversation_whose_start_fails_is_released(chat_client: ClientMaker) -> None:

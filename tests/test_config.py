@@ -28,7 +28,7 @@ def test_defaults_without_a_file() -> None:
     settings = load_settings(None, env={})
     assert (settings.server.host, settings.server.port) == ("127.0.0.1", 8080)
     assert settings.layer.backend == "memory"
-    assert settings.ui.greeting == "你好,很高兴为你服务。"
+    assert settings.ui.greeting == "您好,很高兴为您服务。"
 
 
 def test_file_values_are_read(tmp_path: Path) -> None:

@@ -58,7 +58,7 @@ async def test_mounted_under_a_prefix_alongside_the_host(aiohttp_client: Any) ->
     assert (await client.get("/support/healthz")).status == 200
 
     async with client.ws_connect("/support/ws") as ws:
-        assert (await receive_json(ws))["msg"] == "你好,很高兴为你服务。"
+        assert (await receive_json(ws))["msg"] == "您好,很高兴为您服务。"
         await ws.send_json({"text": "在吗"})
         assert (await receive_json(ws))["msg"] == "我正在思考你的问题{在吗}"
         # The host can broadcast through the layer setup() returned.

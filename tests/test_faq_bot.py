@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatbot_server.bots import Reply, Turn, Typing, build_bot
+from chatbot_server.bots import BotContext, Reply, Turn, Typing, build_bot
 from chatbot_server.bots.faq import FaqBot
 from chatbot_server.bots.faq.normalize import normalize
 from chatbot_server.errors import BotError
@@ -73,13 +73,14 @@ async def test_confident_answer_carries_the_knowledge_base_answer_and_follow_ups
     assert not reply.handoff
 
 
-async def test_unmatched_text_falls_back_with_suggestions_and_a_human_offer(bot: FaqBot) -> None:
+async def test_unmatched_text_falls_back_with_suggestions_and_the_hotline(bot: FaqBot) -> None:
     reply = await ask(bot, "我想问一下关于卡的事情")
     assert reply.fallback and reply.intent == "out_of_scope"
     assert reply.confidence < bot.options.threshold
     assert 1 <= len(reply.suggestions) <= 3
     assert all(s in reply.text for s in reply.suggestions)
-    assert "转人工" in reply.text
+    # No agents configured (BotContext's default, the default install): no 转人工 to offer (#16).
+    assert "95516" in reply.text and "转人工" not in reply.text
     questions = {q for entry in bot.knowledge_base.entries for q in entry.questions}
     assert set(reply.suggestions) <= questions
 
@@ -105,13 +106,26 @@ async def test_gibberish_falls_back_without_suggestions(bot: FaqBot) -> None:
     reply = await ask(bot, "zzzz qqqq")
     assert reply.fallback and reply.intent == "out_of_scope"
     assert reply.suggestions == ()
-    assert "转人工" in reply.text
+    assert "95516" in reply.text and "转人工" not in reply.text
+
+
+@pytest.mark.parametrize("text", ["我想问一下关于卡的事情", "zzzz qqqq"])
+async def test_with_agents_the_fallback_offers_a_human(text: str) -> None:
+    with_agents = build_bot("faq", {"watch": False}, BotContext(agents=True))
+    await with_agents.start()
+    try:
+        reply = await with_agents.answer(Turn("c", text))
+    finally:
+        await with_agents.close()
+    assert isinstance(reply, Reply) and reply.fallback
+    assert "回复“转人工”" in reply.text and "95516" in reply.text
 
 
 async def test_out_of_scope_question_is_declined_not_guessed(bot: FaqBot) -> None:
     reply = await ask(bot, "今天天气怎么样，会下雨吗")
     assert reply.intent == "out_of_scope"
     assert "超出" in reply.text or reply.fallback
+    assert "转人工" not in reply.text  # the knowledge base's own answer offers no button that may not exist
 
 
 async def test_asking_for_a_human_sets_handoff(bot: FaqBot) -> None:

@@ -55,9 +55,12 @@ BotEvent = Reply | Typing
 
 @dataclass(frozen=True)
 class BotContext:
-    """What the server hands a bot when it builds it: where relative paths in options resolve."""
+    """What the server hands a bot when it builds it: where relative paths in options resolve, and
+    whether human agents are configured (only then may a bot offer 转人工: the page shows no button
+    otherwise, and a handoff reply is answered by the server with the hotline instead)."""
 
     base_dir: Path = field(default_factory=Path.cwd)
+    agents: bool = False
 
 
 class Bot(abc.ABC):

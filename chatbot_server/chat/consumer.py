@@ -6,6 +6,7 @@ A thin composition: the conversation it holds (holding.py), the bot turn (turns.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, ClassVar
@@ -47,7 +48,7 @@ _NO_QUERY: dict[str, str] = {}
 _CARD_NUMBER_WARNING = "为保护您的账户安全,请不要在对话中发送完整的卡号或身份证号,我们已自动隐藏。"
 _EXPIRED_TEXT = "之前的会话已过期,已为您开始新的会话。"
 _HISTORY_UNAVAILABLE_TEXT = "抱歉,暂时无法载入您之前的聊天记录,已为您开始新的会话。"
-_NO_AGENTS_TEXT = "暂不支持转人工服务。"
+_NO_AGENTS_TEXT = "抱歉,在线人工客服暂未开通。如需人工服务,请拨打银联客服热线 95516,或拨打发卡行客服电话(卡片背面)。"
 _QUOTA_TEXT = "抱歉,您发送的消息过多,请稍后再试。"
 _FRAME_OVERHEAD = 80  # the bytes a stored user frame takes besides its text (keys, ts, seq)
 
@@ -265,14 +266,14 @@ class ChatConsumer(WebsocketConsumer):
 
     async def _on_reply(self, reply: Reply, started: float, client_id: str | None) -> None:
         self.stats.bot_latency.observe(time.monotonic() - started)
+        handoff = self.handoff
+        if handoff is None and reply.handoff:  # no agents (#16): one answer naming the hotline instead
+            reply = dataclasses.replace(reply, text=_NO_AGENTS_TEXT, handoff=False)
         out = reply_frame(reply, client_id)
         if not self.emit_now(out):
             await self.emit(out)
-        handoff = self.handoff
         if handoff is not None and handoff.needs_after_reply(reply):
             await handoff.after_reply(reply, self.hold.conversation)
-        elif handoff is None and reply.handoff:
-            await self.request_handoff()
 
     async def request_handoff(self) -> None:
         """Put the conversation in the queue for a human agent (if there are agents)."""

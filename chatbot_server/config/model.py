@@ -73,9 +73,9 @@ class UISettings:
     """Texts and branding of the chat page (Simplified Chinese by default)."""
 
     title: str = "银联智能客服"
-    greeting: str = "你好,很高兴为你服务。"
+    greeting: str = "您好,很高兴为您服务。"
     subtitle: str = "7×24 小时在线 · 银行卡业务咨询"
-    placeholder: str = "请输入您的问题,按 Enter 发送"
+    placeholder: str = "请输入您的问题"
     send_label: str = "发送"
     history_label: str = "聊天记录"
     thinking_text: str = "正在思考…"

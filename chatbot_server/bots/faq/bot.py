@@ -33,8 +33,9 @@ class FaqBot(Bot):
 
     uses_history: ClassVar[bool] = False  # each question is answered on its own
 
-    def __init__(self, options: FaqOptions | None = None) -> None:
+    def __init__(self, options: FaqOptions | None = None, *, agents: bool = False) -> None:
         self.options = options or FaqOptions()
+        self.agents = agents  # whether the fallback may offer 转人工 (BotContext.agents)
         self._index: Index | None = None
         self._reload_lock = asyncio.Lock()
         self._watcher: asyncio.Task[None] | None = None
@@ -47,7 +48,7 @@ class FaqBot(Bot):
     @classmethod
     def from_options(cls, options: Mapping[str, Any], context: BotContext) -> FaqBot:
         """Build the bot from `bot.options`; raise ConfigError naming the bad key."""
-        return cls(parse_options(options, context.base_dir))
+        return cls(parse_options(options, context.base_dir), agents=context.agents)
 
     @property
     def knowledge_base(self) -> KnowledgeBase:
@@ -138,7 +139,8 @@ class FaqBot(Bot):
     async def answer(self, turn: Turn) -> Reply:
         """Return the reply for one turn (ranking runs off the event loop)."""
         index = self._require_index()
-        return await asyncio.to_thread(compose_reply, index, turn.text[:MAX_QUERY_CHARS], self.options.threshold)
+        text = turn.text[:MAX_QUERY_CHARS]
+        return await asyncio.to_thread(compose_reply, index, text, self.options.threshold, agents=self.agents)
 
     def _require_index(self) -> Index:
         if self._index is None:

@@ -18,11 +18,14 @@ SOCIAL_YIELD = 0.3
 FALLBACK_TEXT = "抱歉，我没有完全理解您的问题。"
 FALLBACK_WITH_SUGGESTIONS = "您是想问以下问题吗？"
 FALLBACK_HUMAN = "您可以换个说法再问一次，或回复“转人工”由人工客服为您服务（也可拨打银联客服 95516）。"
-FALLBACK_HUMAN_AFTER_SUGGESTIONS = "如果都不是，" + FALLBACK_HUMAN
+# Without agents (the default install) there is no 转人工 to offer: the hotline is the human channel.
+FALLBACK_HOTLINE = "您可以换个说法再问一次，或拨打银联客服热线 95516 咨询人工客服。"
+AFTER_SUGGESTIONS = "如果都不是，"
 
 
-def compose_reply(index: Index, text: str, threshold: float) -> Reply:
-    """Answer `text` from `index`: the best entry when confident, else a fallback offering help."""
+def compose_reply(index: Index, text: str, threshold: float, *, agents: bool = False) -> Reply:
+    """Answer `text` from `index`: the best entry when confident, else a fallback offering help
+    (转人工 only when `agents`: human agents are configured)."""
     matches = index.rank(text, limit=MAX_SUGGESTIONS + 2)
     top = matches[0] if matches else None
     if top is not None and top.intent in _SOCIAL:
@@ -44,7 +47,8 @@ def compose_reply(index: Index, text: str, threshold: float) -> Reply:
     if suggestions:
         lines.append(FALLBACK_WITH_SUGGESTIONS)
         lines.extend(f"{n}. {question}" for n, question in enumerate(suggestions, 1))
-    lines.append(FALLBACK_HUMAN_AFTER_SUGGESTIONS if suggestions else FALLBACK_HUMAN)
+    offer = FALLBACK_HUMAN if agents else FALLBACK_HOTLINE
+    lines.append(AFTER_SUGGESTIONS + offer if suggestions else offer)
     return Reply(
         text="\n".join(lines),
         intent=FALLBACK_INTENT,
