@@ -42,7 +42,7 @@ async def test_user_hands_off_and_an_agent_answers(browser: Any) -> None:
         await user.locator("#input").press("Enter")
         await expect(user.locator("#messages .msg-bot .bubble")).to_have_text(["答:我的卡被吞了"])
         await user.locator("#handoff").click()
-        await expect(user.locator("#queue-status")).to_contain_text("前面还有 0 位")
+        await expect(user.locator("#queue-status")).to_contain_text("您是下一位")
         await expect(user.locator("#handoff")).to_be_disabled()
 
         agent = await new_page(browser, errors)
@@ -58,7 +58,7 @@ async def test_user_hands_off_and_an_agent_answers(browser: Any) -> None:
         await expect(agent.locator("#queue li")).to_have_count(0)
         # The whole transcript, the bot's part included.
         await expect(agent.locator("#transcript .text")).to_contain_text(
-            ["你好,很高兴为你服务。", "我的卡被吞了", "答:我的卡被吞了"]
+            ["您好,很高兴为您服务。", "我的卡被吞了", "答:我的卡被吞了"]
         )
         await expect(user.locator("#queue-status")).to_be_hidden()
         await expect(user.locator("#messages .msg-system .bubble").last).to_contain_text("客服小李")
@@ -81,4 +81,51 @@ async def test_user_hands_off_and_an_agent_answers(browser: Any) -> None:
         await expect(user.locator("#messages .msg-system .bubble").last).to_contain_text("人工服务已结束")
         await expect(user.locator("#handoff")).to_be_enabled()
         await expect(agent.locator("#conversations li")).to_have_count(0)
+    assert errors == []
+
+
+async def test_console_controls_follow_the_open_conversation(browser: Any) -> None:
+    """The reply box and 转回机器人 / 结束对话 show only with a conversation open: chat.css's
+    `display: flex` once outranked their `hidden` attribute (issue #16). The queue previews the
+    question asked before the typed 转人工, and the user is told the agent's name once."""
+    errors: list[str] = []
+    async with live_server(make_settings(agents=agent_section()), bot=HandoffBot()) as server:
+        agent = await new_page(browser, errors)
+        await agent.goto(server.url + "agent")
+        await agent.locator("#username").fill("li")
+        await agent.locator("#password").fill(PASSWORDS["li"])
+        await agent.locator("#password").press("Enter")
+        await expect(agent.locator("#status")).to_contain_text("客服小李 在线")
+        controls = [agent.locator(s) for s in ("#actions", "#handback", "#end", "#reply-form", "#reply-input")]
+        for control in [*controls, agent.locator("#transcript")]:
+            await expect(control).to_be_hidden()
+        await expect(agent.locator("#empty")).to_be_visible()
+
+        user = await new_page(browser, errors)
+        await user.goto(server.url)
+        await expect(user.locator("body")).to_have_attribute("data-connection", "connected")
+        await user.locator("#input").fill("我的卡被吞了")
+        await user.locator("#input").press("Enter")
+        await expect(user.locator("#messages .msg-bot .bubble")).to_have_text(["答:我的卡被吞了"])
+        await user.locator("#input").fill("转人工")  # typed, not the button: the bot's handoff intent
+        await user.locator("#input").press("Enter")
+        await expect(user.locator("#queue-status")).to_be_visible()
+
+        await expect(agent.locator("#queue li .preview")).to_have_text(["#1 我的卡被吞了"])
+        for control in controls:
+            await expect(control).to_be_hidden()  # the queue changed; still nothing open
+        await agent.locator("#queue li .claim").click()
+        for control in [*controls, agent.locator("#transcript")]:
+            await expect(control).to_be_visible()
+        await expect(agent.locator("#empty")).to_be_hidden()
+        await expect(agent.locator("#reply-input")).to_be_focused()
+        await expect(user.locator("#messages .msg-system .bubble").last).to_have_text(
+            "人工客服已接入,客服小李正在为您服务。"
+        )
+
+        await agent.locator("#end").click()
+        await expect(agent.locator("#conversations li")).to_have_count(0)
+        for control in [*controls, agent.locator("#transcript")]:
+            await expect(control).to_be_hidden()
+        await expect(agent.locator("#empty")).to_be_visible()
     assert errors == []

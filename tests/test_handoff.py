@@ -46,8 +46,10 @@ async def test_button_queues_with_live_positions_and_one_claim_wins(
     await first.send_json({"type": "handoff"})
     queued = await receive_until(first, "system")
     assert (queued["event"], queued["queue_position"]) == ("queued", 1)
+    assert queued["msg"] == "正在为您转接人工客服,您是下一位,请稍候。"  # not "前面还有 0 位用户" (#16)
     await second.send_json({"type": "handoff"})
-    assert (await receive_until(second, "system"))["queue_position"] == 2
+    behind = await receive_until(second, "system")
+    assert (behind["queue_position"], behind["msg"]) == (2, "正在为您转接人工客服,您前面还有 1 位用户,请稍候。")
     # Consoles get each change as a delta, not the whole queue again.
     assert (await li.next("queue_added"))["item"]["conversation"] == first_id
     assert (await li.next("queue_added"))["item"]["conversation"] == second_id
@@ -62,7 +64,7 @@ async def test_button_queues_with_live_positions_and_one_claim_wins(
                     results[name] = data["type"]
     assert sorted(results.values()) == ["claim_failed", "claimed"]
     moved = await receive_until(second, "system")
-    assert (moved["event"], moved["queue_position"]) == ("queue_position", 1)
+    assert (moved["event"], moved["queue_position"], moved["msg"]) == ("queue_position", 1, "您是下一位,请稍候。")
     assert "seq" not in moved  # a transient notice, not part of the transcript
     joined = await receive_until(first, "system")
     winner = "客服小李" if results["li"] == "claimed" else "客服小王"

@@ -31,7 +31,9 @@ from .sessions import COOKIE_NAME
 
 log = logging.getLogger("chatbot_server.agents")
 
-_JOINED_TEXT = "人工客服{name}已接入,正在为您服务。"
+# The name stands apart from the title: display names often carry one already ("客服小李"), and
+# "人工客服{name}" read "人工客服客服小李" (issue #16).
+_JOINED_TEXT = "人工客服已接入,{name}正在为您服务。"
 _ENDED_TEXT = "本次人工服务已结束,感谢您的耐心。如还有问题,可以继续向智能客服提问。"
 _HANDED_BACK_TEXT = "人工客服已将会话转回智能客服,您可以继续提问。"
 _UNAVAILABLE_TEXT = "排队服务暂时不可用,正在重试,请稍候。"

@@ -18,16 +18,37 @@ from ..layers import ChannelLayer
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, watch_group
 from ..ops.metrics import ServerStats
 from ..protocol import Frame, error_frame, frame
-from ..store import FrameLog
+from ..store import FrameLog, StoredFrame
 from ..store.handoff import Enqueued, HandoffQueue, Mode, QueueUnavailableError
 
 log = logging.getLogger("chatbot_server.chat")
 
-_QUEUED_TEXT = "正在为您转接人工客服,您前面还有 {ahead} 位用户,请稍候。"
-_QUEUE_MOVED_TEXT = "您前面还有 {ahead} 位用户,请稍候。"
+_QUEUED_TEXT = "正在为您转接人工客服,{ahead},请稍候。"
+_QUEUE_MOVED_TEXT = "{ahead},请稍候。"
 _UNAVAILABLE_TEXT = "抱歉,转人工服务暂时不可用,请稍后再试。"
 _ALREADY_TEXT = "您已在排队中,请勿重复提交。"
 _TOO_MANY_TEXT = "您的网络中排队的请求过多,请稍后再试。"
+
+
+def _question(recent: list[StoredFrame], asked_with: str | None, typed: bool) -> str:
+    """The queue's preview: the user's last question, not their request for a human (issue #16).
+
+    User lines the bot answered with `asked_with` (the intent of its handoff replies) asked for a
+    human ("转人工") and are skipped; with `typed`, so is the latest, its reply stored or not."""
+    answered = asked_with if typed else None  # the reply to the line looked at (none yet: the handoff's)
+    for f in reversed(recent):
+        if f["type"] == "reply":
+            answered = f.get("intent")
+        elif f["type"] == "user":
+            if asked_with is None or answered != asked_with:
+                return str(f["msg"])
+            answered = None
+    return ""
+
+
+def _ahead(position: int) -> str:
+    """Who is ahead of the user at queue `position` (1: nobody; "前面还有 0 位用户" reads oddly, #16)."""
+    return "您是下一位" if position <= 1 else f"您前面还有 {position - 1} 位用户"
 
 
 class HandoffSocket(Protocol):
@@ -52,7 +73,7 @@ class Handoff:
     """The handoff state of one chat socket; while queued, it keeps the queue entry alive."""
 
     __slots__ = (
-        "_fallbacks", "_position", "_since", "_waiting_for", "fallback_limit", "layer", "mode", "queue", "socket", "store",
+        "_asked_with", "_fallbacks", "_position", "_since", "_waiting_for", "fallback_limit", "layer", "mode", "queue", "socket", "store",
     )  # fmt: skip
 
     def __init__(
@@ -71,6 +92,7 @@ class Handoff:
         self.fallback_limit = fallback_limit
         self.mode: Mode = "bot"
         self._fallbacks = 0
+        self._asked_with: str | None = None  # the intent of the bot's handoff replies, once seen
         self._position: int | None = None
         self._waiting_for: str | None = None
         self._since: int | None = None  # when the entry waited on was queued (Unix ms)
@@ -92,16 +114,18 @@ class Handoff:
     async def after_reply(self, reply: Reply, conversation: str) -> None:
         """Queue for a human when the bot says so, or after `agents.fallback_handoff` fallbacks in a row."""
         if reply.handoff:
-            await self.request(conversation)
+            self._asked_with = reply.intent  # how the bot answers "转人工": such lines are no preview
+            await self.request(conversation, typed=True)
             return
         self._fallbacks = self._fallbacks + 1 if reply.fallback else 0
         if self.fallback_limit and self._fallbacks >= self.fallback_limit:
             self._fallbacks = 0
             await self.request(conversation)
 
-    async def request(self, conversation: str, since: int | None = None) -> None:
+    async def request(self, conversation: str, since: int | None = None, *, typed: bool = False) -> None:
         """Put the conversation in the queue for a human agent and tell the user their position.
 
+        `typed`: the user's latest line asked for it (the bot's reply said handoff), not the button.
         A queue that fails or hangs gets the user a polite error frame within the queue's
         deadline; the socket stays open and the bot keeps answering."""
         if self.mode == "agent":
@@ -110,7 +134,7 @@ class Handoff:
             recent = await self.store.recent(conversation, 10)
         except ChatbotServerError:
             recent = []  # the preview is a convenience; the handoff goes on without it
-        preview = next((f["msg"] for f in reversed(recent) if f["type"] == "user"), "")
+        preview = _question(recent, self._asked_with, typed)
         try:
             result = await self.queue.enqueue(conversation, preview[:100], ip=self.socket.client_ip, since=since)
         except QueueUnavailableError:
@@ -150,7 +174,7 @@ class Handoff:
         await self.socket.emit(
             frame(
                 "system",
-                _QUEUED_TEXT.format(ahead=result.position - 1),
+                _QUEUED_TEXT.format(ahead=_ahead(result.position)),
                 talk=False,
                 event="queued",
                 queue_position=result.position,
@@ -232,7 +256,7 @@ class Handoff:
         await self.socket.send_json(
             frame(
                 "system",
-                _QUEUE_MOVED_TEXT.format(ahead=position - 1),
+                _QUEUE_MOVED_TEXT.format(ahead=_ahead(position)),
                 talk=False,
                 event="queue_position",
                 queue_position=position,
