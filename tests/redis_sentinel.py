@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from .redis_server import READY_DEADLINE, RedisProcess, free_port, ping
+from .redis_server import RedisProcess, free_port, ping, wait_answering
 
 SERVICE = "chatbot"
 # Sentinel's own timing: a primary silent this long is subjectively down; a failover attempt that
@@ -75,13 +75,7 @@ class SentinelProcess:
         self._proc = subprocess.Popen(
             [self.binary, str(self.config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + READY_DEADLINE
-        while not ping(self.port):
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"sentinel on port {self.port} exited with {self._proc.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"sentinel on port {self.port} did not answer PING in {READY_DEADLINE}s")
-            time.sleep(0.01)  # polling a child process that has no readiness event
+        wait_answering(self._proc, lambda: ping(self.port), f"sentinel on port {self.port}")
 
     def cleanup(self) -> None:
         """Kill the sentinel and remove its directory."""

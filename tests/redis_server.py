@@ -10,7 +10,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
@@ -79,14 +79,11 @@ class RedisProcess:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + READY_DEADLINE
-        while not ping(self.port):
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"redis-server on port {self.port} exited with {self._proc.returncode}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"redis-server on port {self.port} did not answer PING in {READY_DEADLINE}s")
-            time.sleep(0.01)  # polling a child process that has no readiness event
+        try:
+            wait_answering(self._proc, lambda: ping(self.port), f"redis-server on port {self.port}")
+        except RuntimeError:
+            self.kill()
+            raise
 
     def freeze(self) -> None:
         """SIGSTOP the server: connections stay open but nothing is answered (a hung Redis)."""
@@ -115,6 +112,18 @@ class RedisProcess:
         """Kill the server and remove its directory."""
         self.kill()
         self._dir.cleanup()
+
+
+def wait_answering(proc: subprocess.Popen[bytes], answers: Callable[[], bool], what: str) -> None:
+    """Wait until a just-started server `answers()`; fail naming `what` if it exits or is silent
+    for READY_DEADLINE (a child process has no readiness event: this polls)."""
+    deadline = time.monotonic() + READY_DEADLINE
+    while not answers():
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer in {READY_DEADLINE}s")
+        time.sleep(0.01)
 
 
 def unique_prefix() -> str:

@@ -34,7 +34,7 @@ from chatbot_server.store.redis import RedisConversationStore
 
 from .redis_cluster import _free_ports
 from .redis_sentinel import SERVICE
-from .redis_server import INSTALL_HINT, READY_DEADLINE, free_port, unique_prefix
+from .redis_server import INSTALL_HINT, READY_DEADLINE, free_port, unique_prefix, wait_answering
 
 pytestmark: list[pytest.MarkDecorator] = [pytest.mark.timeout(60)]
 
@@ -139,13 +139,7 @@ class TlsProcess:
         self._proc = subprocess.Popen(
             ["redis-server", *self.args], cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        deadline = time.monotonic() + READY_DEADLINE
-        while not self._answers():
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"redis-server on TLS port {self.port} exited with {self._proc.returncode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server on TLS port {self.port} did not answer in {READY_DEADLINE}s")
-            time.sleep(0.01)  # polling a child process that has no readiness event
+        wait_answering(self._proc, self._answers, f"redis-server on TLS port {self.port}")
 
     def _answers(self) -> bool:
         context = ssl.create_default_context(cafile=str(self.certs.ca))
