@@ -149,9 +149,15 @@
       return li;
     }
     if (typeof currentSeq === "number") li.setAttribute("data-seq", currentSeq);
-    messagesEl.appendChild(li);
+    // What the server sends goes above the questions still being sent, so the page shows the
+    // server's order (the order a reload replays); a question just typed goes last.
+    messagesEl.insertBefore(li, sending ? null : firstPending());
     if (stick || kind === "user") scrollDown();
     return li;
+  }
+
+  function firstPending() {
+    return pendingOrder.length ? pending[pendingOrder[0]].el : null;
   }
 
   function setTime(el, ts) {
@@ -220,6 +226,7 @@
   }
 
   var currentSeq = null;         // the seq of the frame being drawn (its element carries it)
+  var sending = false;           // while send() draws the question just typed (it goes last)
 
   function handleFrame(f) {
     if (f.conversation && f.conversation !== state.conversation) {
@@ -339,6 +346,7 @@
       setTime(entry.el.querySelector(".meta"), f.ts);
       delete pending[f.id];
       pendingOrder = pendingOrder.filter(function (id) { return id !== f.id; });
+      messagesEl.insertBefore(entry.el, firstPending());  // confirmed: above those still being sent
     } else {
       addMessage("user", f.msg, f.ts);   // replayed after a page reload
     }
@@ -350,7 +358,9 @@
     if (text.length > config.maxTextLength) text = text.slice(0, config.maxTextLength);
     quickEl.hidden = true;
     var id = newId();
-    var el = addMessage("user", text);
+    sending = true;
+    var el;
+    try { el = addMessage("user", text); } finally { sending = false; }
     el.classList.add("pending");
     el.querySelector(".meta").textContent = PENDING_TEXT;
     pending[id] = { text: text, el: el };

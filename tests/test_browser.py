@@ -261,6 +261,28 @@ async def test_thinking_indicator_shows_until_the_answer(open_chat: OpenChat) ->
         await expect(chat.thinking).to_be_hidden()
 
 
+async def test_an_answer_goes_above_a_question_still_being_sent(open_chat: OpenChat) -> None:
+    """The page shows frames in the server's order, as a reload replays them: an answer that arrives
+    while a later question is unconfirmed goes above it (it was drawn below: a reload reordered it)."""
+    bot = GateBot()
+    async with live_server(make_settings(), bot=bot) as server:
+        chat = await open_chat(server)
+        await chat.ask("第一个问题")
+        await expect(chat.page.locator(".msg-user:not(.pending)")).to_have_count(1)
+        await chat.ask("第二个问题")  # the server answers one turn at a time: this one waits
+        await expect(chat.page.locator(".msg-user.pending")).to_have_count(1)
+        bot.gate.set()
+        await expect(chat.bubbles("bot")).to_have_count(2)
+        await expect(chat.page.locator(".msg-user.pending")).to_have_count(0)
+        shown = await chat.conversation()
+        assert [kind for kind, _ in shown] == ["greeting", "user", "bot", "user", "bot"]
+
+        await chat.page.reload()
+        await chat.connected()
+        await expect(chat.bubbles("bot")).to_have_count(2)
+        assert await chat.conversation() == shown
+
+
 async def test_markup_in_messages_is_shown_as_text(open_chat: OpenChat, echo_server: LiveServer) -> None:
     attack = "<img src=x onerror=alert(1)>"
     chat = await open_chat(echo_server)
