@@ -18,6 +18,7 @@ from .bots import Bot, BotContext, build_bot
 from .chat import ChatConsumer
 from .chat.budgets import ClientBudgets
 from .chat.holding import Holders
+from .chat.identity import IdentityGate
 from .chat.turns import TurnRunner
 from .config import LayerSettings, Settings
 from .errors import NotSetUpError
@@ -25,7 +26,9 @@ from .keys import (
     BOT_KEY,
     BUDGETS_KEY,
     CONNECTIONS_KEY,
+    CUSTOMERS_KEY,
     HOLDERS_KEY,
+    IDENTITY_KEY,
     LAYER_KEY,
     SETTINGS_KEY,
     STORE_KEY,
@@ -38,6 +41,7 @@ from .resources import static_dir, templates_dir
 from .sockets.consumer import WebsocketConsumer
 from .sockets.registry import ConnectionRegistry
 from .store import ConversationStore, MemoryConversationStore
+from .store.customers import CustomerDirectory, MemoryCustomerDirectory
 
 if TYPE_CHECKING:
     from .ops.redis import RedisClient
@@ -75,11 +79,8 @@ def setup(
     # and health policy. It connects on its first command and is closed after all three.
     store_backend = store.backend if store is not None else history_backend(settings)
     redis = None
-    if (
-        (layer is None and settings.layer.backend == "redis")
-        or (store is None and store_backend == "redis")
-        or (handoff and store_backend == "redis")  # the queue follows the store
-    ):
+    # The handoff queue and the customer directory follow the store, even one passed in.
+    if (layer is None and settings.layer.backend == "redis") or store_backend == "redis":
         from .ops.redis import redis_client
 
         r = settings.layer.redis
@@ -104,6 +105,9 @@ def setup(
     target[STORE_KEY] = store
     target[TURNS_KEY] = TurnRunner(bot, timeout=settings.bot.timeout)
     target[HOLDERS_KEY] = Holders()
+    customers = target[CUSTOMERS_KEY] = make_customers(settings, store.backend, redis_client=redis)
+    if settings.identity.secret:
+        target[IDENTITY_KEY] = IdentityGate(settings.identity, customers)
     target[BUDGETS_KEY] = ClientBudgets(
         replay_per_ip=settings.limits.replay_per_ip, quota_per_ip=settings.history.quota_per_ip
     )
@@ -224,6 +228,15 @@ def make_store(
             client=redis_client,
         )
     return MemoryConversationStore(ttl=history.ttl, max_frames=history.max_frames)
+
+
+def make_customers(settings: Settings, backend: str, *, redis_client: RedisClient | None) -> CustomerDirectory:
+    """The verified-customer directory, kept where conversations are (it follows the store)."""
+    if backend == "redis" and redis_client is not None:
+        from .store.customers_redis import RedisCustomerDirectory
+
+        return RedisCustomerDirectory(redis_client, prefix=settings.layer.redis.prefix, ttl=settings.history.ttl)
+    return MemoryCustomerDirectory(ttl=settings.history.ttl)
 
 
 def _setup_templates(app: web.Application, settings: Settings) -> None:

@@ -13,11 +13,13 @@ if TYPE_CHECKING:
     from .bots import Bot
     from .chat.budgets import ClientBudgets
     from .chat.holding import Holders
+    from .chat.identity import IdentityGate
     from .chat.turns import TurnRunner
     from .config import Settings
     from .layers import ChannelLayer
     from .sockets.registry import ConnectionRegistry
     from .store.base import ConversationStore
+    from .store.customers import CustomerDirectory
     from .store.handoff import HandoffQueue
 
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("chatbot_server.settings")
@@ -34,5 +36,9 @@ HOLDERS_KEY: web.AppKey[Holders] = web.AppKey("chatbot_server.holders")
 BUDGETS_KEY: web.AppKey[ClientBudgets] = web.AppKey("chatbot_server.budgets")
 # The agents' accounts and sessions, set by app.setup() when agents are configured.
 DIRECTORY_KEY: web.AppKey[AgentDirectory] = web.AppKey("chatbot_server.agents.directory")
+# Verified customers and their conversations (identity.py); always set by app.setup().
+CUSTOMERS_KEY: web.AppKey[CustomerDirectory] = web.AppKey("chatbot_server.customers")
+# The identity gate (chat/identity.py), set by app.setup() only when identity.secret is set.
+IDENTITY_KEY: web.AppKey[IdentityGate] = web.AppKey("chatbot_server.identity")
 # Our own Jinja environment, never the host application's default one.
 TEMPLATES_KEY: web.AppKey[Environment] = web.AppKey("chatbot_server.templates")

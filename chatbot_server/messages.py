@@ -32,6 +32,7 @@ __all__ = [
     "ChatBroadcast",
     "ChatMessage",
     "ConvDeliver",
+    "ConvHandoff",
     "ConvMode",
     "ConvReleased",
     "ConvTakeover",
@@ -45,6 +46,7 @@ __all__ = [
     "agents_queue_removed",
     "chat_broadcast",
     "conv_deliver",
+    "conv_handoff",
     "conv_mode",
     "conv_released",
     "conv_takeover",
@@ -106,6 +108,14 @@ class ConvMode(TypedDict):
     conversation: str
     mode: Literal["bot", "agent"]
     agent: NotRequired[str]
+
+
+class ConvHandoff(TypedDict):
+    """The host's back end asks for a human for this conversation (POST .../handoff, api/).
+    Sent to conversation_group; handled by ChatConsumer.conv_handoff, as if the user pressed 转人工."""
+
+    type: Literal["conv.handoff"]
+    conversation: str
 
 
 # ------------------------------------------------------------------ about the handoff queue
@@ -190,6 +200,7 @@ ChatMessage = (
     | ConvReleased
     | ConvDeliver
     | ConvMode
+    | ConvHandoff
     | AgentsQueue
     | AgentsQueueAdded
     | AgentsQueueChanged
@@ -222,6 +233,11 @@ def conv_mode(conversation: str, mode: Literal["bot", "agent"], agent: str | Non
     if agent is not None:
         message["agent"] = agent
     return message
+
+
+def conv_handoff(conversation: str) -> ConvHandoff:
+    """A ConvHandoff."""
+    return {"type": "conv.handoff", "conversation": conversation}
 
 
 def agents_queue() -> AgentsQueue:

@@ -8,6 +8,7 @@
   var queueCount = document.getElementById("queue-count");
   var convsEl = document.getElementById("conversations");
   var transcriptEl = document.getElementById("transcript");
+  var customerEl = document.getElementById("customer");
   var emptyEl = document.getElementById("empty");
   var actionsEl = document.getElementById("actions");
   var form = document.getElementById("reply-form");
@@ -101,6 +102,11 @@
   function renderTranscript() {
     var conv = conversations[selected];
     transcriptEl.textContent = "";
+    // A customer the host site signed in (identity tokens): who they are, as the site named them.
+    customerEl.hidden = !(conv && conv.customer);
+    if (conv && conv.customer) {
+      customerEl.textContent = "已验证客户:" + (conv.customer.name || "未提供姓名") + "(客户号 " + conv.customer.id + ")";
+    }
     if (!conv) return;
     Object.keys(conv.frames).map(Number).sort(function (a, b) { return a - b; }).forEach(function (seq) {
       var f = conv.frames[seq];
@@ -156,7 +162,10 @@
         break;
       case "claimed": ensure(m.conversation); select(m.conversation); break;
       case "claim_failed": setStatus("connected", "该用户已被其他客服接入"); break;
-      case "transcript": merge(m.conversation, m.frames); break;
+      case "transcript":
+        if (m.customer) ensure(m.conversation).customer = m.customer;
+        merge(m.conversation, m.frames);
+        break;
       case "frame": merge(m.conversation, [m.frame]); break;
       case "closed": drop(m.conversation); break;
       case "error": setStatus("connected", m.msg); break;

@@ -27,7 +27,7 @@ SRC = Path(__file__).resolve().parents[1] / PKG
 MAX_LINES = 400
 #: The composition root, "app" in RULES: the package's __init__ imports app, so it counts too.
 COMPOSITION_ROOT = {PKG, f"{PKG}.app", f"{PKG}.cli", f"{PKG}.workers", f"{PKG}.gunicorn_app", f"{PKG}.__main__"}
-LEAVES = ("errors", "jsonutil", "masking", "protocol", "messages", "redis_url")
+LEAVES = ("errors", "jsonutil", "masking", "protocol", "messages", "redis_url", "identity")
 
 #: part: (what it may not import, exceptions to that); "*" is all of chatbot_server outside the part.
 RULES: dict[str, tuple[set[str], set[str]]] = {
@@ -35,9 +35,10 @@ RULES: dict[str, tuple[set[str], set[str]]] = {
     "store": ({"config", "sockets", "chat", "agents", "layers", "app"}, set()),
     "bots": ({"*"}, {"errors", "jsonutil", "masking"}),
     "sockets": ({"chat", "agents", "store", "bots", "app"}, set()),
-    "chat": ({"agents", "app"}, set()),
-    "agents": ({"chat", "app"}, {"chat.holding"}),
-    "ops": ({"chat", "agents", "app"}, set()),
+    "chat": ({"agents", "api", "app"}, set()),
+    "agents": ({"chat", "app", "api"}, {"chat.holding"}),
+    "api": ({"chat", "agents", "app"}, {"chat.holding"}),
+    "ops": ({"chat", "agents", "api", "app"}, set()),
     "leaves": ({"*"}, {*LEAVES, "sockets.codes"}),
 }
 

@@ -18,13 +18,14 @@ from aiohttp import web
 from .. import messages
 from ..chat.holding import deliver
 from ..errors import LayerUnavailableError, ProtocolError, StoreUnavailableError
-from ..keys import DIRECTORY_KEY, QUEUE_KEY, STORE_KEY
+from ..keys import CUSTOMERS_KEY, DIRECTORY_KEY, QUEUE_KEY, STORE_KEY
 from ..masking import mask_sensitive
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
 from ..protocol import AgentClaim, AgentEnd, AgentOpen, AgentReply, Frame, error_frame, frame, parse_agent_inbound
 from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..sockets.origin import origin_allowed
 from ..store.base import ConversationStore
+from ..store.customers import CustomerDirectory
 from ..store.handoff import DEADLINE, HandoffQueue, QueueEntry
 from .directory import Agent, AgentDirectory
 from .sessions import COOKIE_NAME
@@ -54,6 +55,7 @@ class AgentConsumer(WebsocketConsumer):
         self.directory: AgentDirectory = request.config_dict[DIRECTORY_KEY]
         self.queue: HandoffQueue = request.config_dict[QUEUE_KEY]
         self.store: ConversationStore = request.config_dict[STORE_KEY]
+        self.customers: CustomerDirectory = request.config_dict[CUSTOMERS_KEY]
         self.agent: Agent | None = self.directory.from_cookie(request.cookies.get(COOKIE_NAME))
         # Queue deltas that arrive before the snapshot is sent wait here (None once it is sent).
         self._early: list[dict[str, Any]] | None = []
@@ -136,10 +138,14 @@ class AgentConsumer(WebsocketConsumer):
             await self.send_json(delta)
 
     async def send_transcript(self, conversation: str) -> None:
-        """The conversation as stored; live frames follow through the watch group."""
-        await self.send_json(
-            {"type": "transcript", "conversation": conversation, "frames": await self.store.transcript(conversation)}
-        )
+        """The conversation as stored, and its verified customer if any (identity.py: the id and
+        name the host site signed); live frames follow through the watch group."""
+        frames = await self.store.transcript(conversation)
+        customer = await self.customers.customer_of(conversation)
+        message: dict[str, Any] = {"type": "transcript", "conversation": conversation, "frames": frames}
+        if customer is not None:
+            message["customer"] = {"id": customer.id, "name": customer.name}
+        await self.send_json(message)
 
     async def on_receive_text(self, text: str) -> None:
         try:

@@ -11,18 +11,14 @@ import logging
 import time
 from typing import Any, ClassVar
 
-from aiohttp import WSCloseCode
-
 from .. import messages
 from ..bots import HistoryEntry, Reply, Turn
 from ..errors import ProtocolError, StoreUnavailableError
-from ..jsonutil import dumpb
-from ..keys import BUDGETS_KEY, HOLDERS_KEY, QUEUE_KEY, STORE_KEY, TURNS_KEY
+from ..keys import BUDGETS_KEY, HOLDERS_KEY, IDENTITY_KEY, QUEUE_KEY, STORE_KEY, TURNS_KEY
 from ..layers import Message
 from ..masking import mask_sensitive
 from ..messages import USERS_GROUP
 from ..protocol import (
-    CLOSE_IDLE,
     Frame,
     HandoffRequest,
     HistoryRequest,
@@ -37,31 +33,28 @@ from ..protocol import (
 from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..store import ConversationStore
 from ..store.handoff import Mode
+from . import texts
 from .handoff import Handoff
 from .holding import Holding
+from .identity import Identified
 from .replay import Replay, answer_orphans
 from .turns import TurnRunner, apology_frame, recent_history, reply_frame
 
 log = logging.getLogger("chatbot_server.chat")
 
 _NO_QUERY: dict[str, str] = {}
-_CARD_NUMBER_WARNING = "为保护您的账户安全,请不要在对话中发送完整的卡号或身份证号,我们已自动隐藏。"
-_EXPIRED_TEXT = "之前的会话已过期,已为您开始新的会话。"
-_HISTORY_UNAVAILABLE_TEXT = "抱歉,暂时无法载入您之前的聊天记录,已为您开始新的会话。"
-_NO_AGENTS_TEXT = "抱歉,在线人工客服暂未开通。如需人工服务,请拨打银联客服热线 95516,或拨打发卡行客服电话(卡片背面)。"
-_QUOTA_TEXT = "抱歉,您发送的消息过多,请稍后再试。"
 _FRAME_OVERHEAD = 80  # the bytes a stored user frame takes besides its text (keys, ts, seq)
 
 
 class ChatConsumer(WebsocketConsumer):
     """Greets, answers each {"text": ...} with the configured bot, keeps the conversation's history."""
 
-    __slots__ = ("_warned_about_numbers", "handoff", "hold", "quota", "replay", "store", "turns")
+    __slots__ = (
+        "_warned_about_numbers", "handoff", "hold", "identity", "quota", "replay", "store", "turns",
+    )  # fmt: skip
 
     groups: ClassVar[tuple[str, ...]] = (USERS_GROUP,)
     channel_prefix: ClassVar[str] = "chat"
-    # The last broadcast message and its encoded frame (a single-entry cache, by identity).
-    _last_broadcast: ClassVar[tuple[messages.ChatBroadcast, bytes] | None] = None
 
     def __init__(self, request: Any) -> None:
         super().__init__(request)
@@ -84,6 +77,9 @@ class ChatConsumer(WebsocketConsumer):
                 fallback_limit=self.settings.agents.fallback_handoff,
             )  # fmt: skip
         self._warned_about_numbers = False
+        # Verified customers, where identity.secret is set (chat/identity.py).
+        gate = config.get(IDENTITY_KEY)
+        self.identity = None if gate is None else Identified(self, gate)
         # Per client address (limits.replay_per_ip, history.quota_per_ip); None: not limited.
         budgets = request.config_dict[BUDGETS_KEY].of(self.client_ip, self.settings.server.trusted_proxies)
         self.quota = None if budgets is None else budgets.quota
@@ -106,17 +102,24 @@ class ChatConsumer(WebsocketConsumer):
     async def on_connect(self) -> None:
         # request.query parses and caches a multidict (~200 bytes per idle socket): only if there is one.
         query = self.request.query if self.request.query_string else _NO_QUERY
-        wanted = query.get("conversation")
+        wanted = query.get("conversation", "")[:128] or None
+        last_seq = 0
         if wanted:
             try:
                 last_seq = parse_last_seq(query.get("last_seq", "0"))
             except ProtocolError as exc:  # say so, and replay everything: nothing is lost
                 self.stats.error(exc.code)
                 await self.send_json(error_frame(exc.code, str(exc)))
-                last_seq = 0
-            if await self._try_resume(Resume(wanted[:128], last_seq)):
+        identity = self.identity
+        if identity is not None:
+            entry = await identity.enter(query.get("identity"), wanted, last_seq)
+            if entry is None:  # refused: closed
                 return
-        await self.start_conversation(expired=bool(wanted))
+            wanted, last_seq = entry.conversation, entry.last_seq
+        if not (wanted and await self._try_resume(Resume(wanted, last_seq))):
+            await self.start_conversation(expired=bool(wanted))
+        if identity is not None:
+            await identity.bind(self.hold.conversation)
 
     async def _try_resume(self, resume: Resume) -> bool:
         # A store that does not answer in time: say so, carry on in a new conversation (True).
@@ -125,7 +128,7 @@ class ChatConsumer(WebsocketConsumer):
         except StoreUnavailableError as exc:
             log.warning("history.resume_unavailable conn=%s error=%s", self.connection_id, exc)
             self.stats.error("history_unavailable")
-            await self.send_json(error_frame("history_unavailable", _HISTORY_UNAVAILABLE_TEXT))
+            await self.send_json(error_frame("history_unavailable", texts.HISTORY_UNAVAILABLE))
             await self.hold.let_go()  # if the takeover had finished
             await self.start_conversation()
             return True
@@ -136,7 +139,7 @@ class ChatConsumer(WebsocketConsumer):
         await self.hold.hold_new(conversation)
         log.info("ws.connect conn=%s conversation=%s", self.connection_id, conversation[:8])
         if expired:
-            expired_frame = frame("system", _EXPIRED_TEXT, talk=False, event="conversation_expired")
+            expired_frame = frame("system", texts.EXPIRED, talk=False, event="conversation_expired")
             await self.emit({**expired_frame, "conversation": conversation})
         await self.emit(frame("greeting", self.settings.ui.greeting, talk=False, conversation=conversation))
 
@@ -171,22 +174,18 @@ class ChatConsumer(WebsocketConsumer):
                 await self.request_handoff()
 
     async def on_rate_limited(self) -> None:
-        await self.send_json(error_frame("rate_limited", "您发送得太快了,请稍后再试。"))
+        await self.send_json(error_frame("rate_limited", texts.RATE_LIMITED))
         await super().on_rate_limited()
 
     async def on_receive_bytes(self, data: bytes) -> None:
         log.info("ws.bad_frame conn=%s code=binary size=%d", self.connection_id, len(data))
         self.stats.error("binary_not_supported")
-        await self.send_json(error_frame("binary_not_supported", "不支持二进制消息,请发送 JSON 文本。"))
+        await self.send_json(error_frame("binary_not_supported", texts.BINARY))
 
     async def notify_close(self, code: int, message: str) -> None:
-        if code == WSCloseCode.GOING_AWAY:
-            text = "服务器维护中,连接即将断开,请稍后重新连接。"
-        elif code == CLOSE_IDLE:
-            text = "由于长时间没有操作,连接已断开。"
-        else:
-            return
-        await self.send_json(frame("system", text, talk=False, event="closing"))
+        text = texts.CLOSING.get(code)
+        if text is not None:
+            await self.send_json(frame("system", text, talk=False, event="closing"))
 
     # -------------------------------------------------------------- messages
     async def handle_message(self, message: UserMessage) -> None:
@@ -196,7 +195,7 @@ class ChatConsumer(WebsocketConsumer):
         quota = self.quota  # checked first: a refused message is neither stored nor answered
         if quota is not None and not quota.take(self.client_ip, len(message.text.encode()) + _FRAME_OVERHEAD):
             self.stats.error("quota_exceeded")
-            await self.send_json(error_frame("quota_exceeded", _QUOTA_TEXT))
+            await self.send_json(error_frame("quota_exceeded", texts.QUOTA))
             return
         if client_id is not None and not await self.store.claim_client_id(hold.conversation, client_id):
             # Sent again after a reconnect. Answered (or being answered) already: ignore it. Stored
@@ -228,7 +227,7 @@ class ChatConsumer(WebsocketConsumer):
             await self.forward_to_agents(user_frame)
         if text != message.text and not self._warned_about_numbers:
             self._warned_about_numbers = True
-            await self.emit(frame("system", _CARD_NUMBER_WARNING, talk=False, event="masked"))
+            await self.emit(frame("system", texts.CARD_NUMBER_WARNING, talk=False, event="masked"))
         if mode == "bot":  # while waiting for or talking to a human, the bot stays silent
             await self.answer(text, client_id)
 
@@ -268,7 +267,7 @@ class ChatConsumer(WebsocketConsumer):
         self.stats.bot_latency.observe(time.monotonic() - started)
         handoff = self.handoff
         if handoff is None and reply.handoff:  # no agents (#16): one answer naming the hotline instead
-            reply = dataclasses.replace(reply, text=_NO_AGENTS_TEXT, handoff=False)
+            reply = dataclasses.replace(reply, text=texts.NO_AGENTS, handoff=False)
         out = reply_frame(reply, client_id)
         if not self.emit_now(out):
             await self.emit(out)
@@ -278,7 +277,7 @@ class ChatConsumer(WebsocketConsumer):
     async def request_handoff(self) -> None:
         """Put the conversation in the queue for a human agent (if there are agents)."""
         if self.handoff is None:
-            await self.send_json(error_frame("unsupported", _NO_AGENTS_TEXT))
+            await self.send_json(error_frame("unsupported", texts.NO_AGENTS))
         else:
             await self.handoff.request(self.hold.conversation)
 
@@ -291,11 +290,9 @@ class ChatConsumer(WebsocketConsumer):
     async def resume(self, resume: Resume) -> bool:
         """Carry on an earlier conversation: replay its frames after `last_seq`; False if it is gone."""
         hold = self.hold
-        if resume.conversation == hold.conversation and hold.holding:
-            pass
-        elif not await self.store.exists(resume.conversation):
-            return False
-        else:
+        if not (resume.conversation == hold.conversation and hold.holding):
+            if not await self.store.exists(resume.conversation):
+                return False
             await hold.take_over(resume.conversation)
         conversation = hold.conversation
         replayed = await self.replay.resume(conversation, resume.last_seq)  # one page, at most
@@ -319,9 +316,13 @@ class ChatConsumer(WebsocketConsumer):
     async def handle_resume(self, resume: Resume) -> None:
         """A resume frame on an open socket: switch to that conversation, or start a fresh one."""
         if resume.conversation != self.hold.conversation:
+            if self.identity is not None and not await self.identity.may_resume(resume.conversation):
+                return
             await self.hold.let_go()
         if not await self._try_resume(resume):
             await self.start_conversation(expired=True)
+        if self.identity is not None:
+            await self.identity.bind(self.hold.conversation)
 
     async def recent_history(self) -> list[HistoryEntry]:
         """The last `bot.history_turns` user/bot lines, oldest first, for the bot's context."""
@@ -384,17 +385,16 @@ class ChatConsumer(WebsocketConsumer):
             await self.handoff.on_queue_changed(self.hold.conversation, self.hold.holding)
 
     @message_handler
+    async def conv_handoff(self, message: messages.ConvHandoff) -> None:
+        """The host's back end asks for a human (api/): as if the user pressed 转人工."""
+        if message.get("conversation") == self.hold.conversation and self.hold.holding:
+            await self.request_handoff()
+
+    @message_handler
     def chat_broadcast(self, message: messages.ChatBroadcast) -> None:
         """A notice to every user: {"type": "chat.broadcast", "text": "..."} sent to group "users".
-
-        Synchronous, so a broadcast to thousands of sockets runs no task per socket; the frame is
-        encoded once per broadcast (every member gets the same message object).
-        """
-        cached = ChatConsumer._last_broadcast
-        if cached is None or cached[0] is not message:
-            out = frame("system", str(message.get("text", "")), talk=False, event="broadcast")
-            cached = ChatConsumer._last_broadcast = (message, dumpb(out))
-        self.send_encoded_nowait(cached[1])
+        Synchronous, so a broadcast to thousands of sockets runs no task per socket."""
+        self.send_encoded_nowait(texts.broadcast_bytes(message))
 
 
 __all__ = ["ChatConsumer", "apology_frame", "reply_frame"]

@@ -19,8 +19,11 @@ from ..redis_url import parse_redis_url
 from .model import (
     AgentAccount,
     AgentSettings,
+    ApiSettings,
+    ApiToken,
     BotSettings,
     HistorySettings,
+    IdentitySettings,
     LayerBackend,
     LayerSettings,
     LimitSettings,
@@ -32,13 +35,17 @@ from .model import (
     Settings,
     UISettings,
 )
+from .rules import check_together, check_workers
 
 __all__ = [
     "ENV_OVERRIDES",
     "AgentAccount",
     "AgentSettings",
+    "ApiSettings",
+    "ApiToken",
     "BotSettings",
     "HistorySettings",
+    "IdentitySettings",
     "LayerBackend",
     "LayerSettings",
     "LimitSettings",
@@ -67,6 +74,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "CHATBOT_LOG_LEVEL": "logging.level",
     "CHATBOT_LOG_FORMAT": "logging.format",
     "CHATBOT_SESSION_SECRET": "agents.session_secret",
+    "CHATBOT_IDENTITY_SECRET": "identity.secret",
 }
 
 
@@ -178,7 +186,7 @@ def load_settings(
             message = str(exc).split(f"{exc.key}: ", 1)[-1]
             raise ConfigError(message, key=exc.key, source=origins[exc.key]) from None
         raise
-    _check_together(settings, source=origins.get("agents.session_secret", source))
+    check_together(settings, source=origins.get("agents.session_secret", source))
     check_workers(settings, settings.server.workers, source=origins.get("server.workers", source))
     return dataclasses.replace(settings, base_dir=base_dir)
 
@@ -186,73 +194,9 @@ def load_settings(
 def settings_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Settings:
     """Build settings from a mapping shaped like config.yaml (for embedding and tests)."""
     settings: Settings = _build(Settings, dict(data), prefix="", source=source)
-    _check_together(settings, source=source)
+    check_together(settings, source=source)
     check_workers(settings, settings.server.workers, source=source)
     return settings
-
-
-def check_workers(settings: Settings, processes: int, *, source: str = "") -> None:
-    """Refuse what cannot work with `processes` processes sharing server.port (docs/deployment.md#workers).
-
-    The kernel hands each new connection to any of them, so everything a socket relies on must be
-    shared: groups (the layer) and conversations (the store, and the handoff queue that follows
-    it). A custom layer backend ("pkg.mod:Class") is trusted to be shared. Raises ConfigError.
-    """
-    if processes <= 1:
-        return
-    docs = "see docs/deployment.md#workers"
-    if settings.layer.backend == "memory":
-        raise ConfigError(
-            f"{processes} workers need a shared channel layer, but layer.backend is memory: a group_send "
-            f"on one worker would not reach sockets on the others; set layer.backend: redis, or run one worker "
-            f"({docs})",
-            key="server.workers",
-            source=source,
-        )
-    history = settings.history.backend
-    if history == "memory" or (history == "auto" and settings.layer.backend != "redis"):
-        raise ConfigError(
-            f"{processes} workers need conversations kept in Redis, but history.backend is {history}"
-            f"{' (memory, as the layer)' if history == 'auto' else ''}: a page that reconnects to another "
-            f"worker could not resume, nor would agents see the handoff queue of the others; set "
-            f"history.backend: redis or auto ({docs})",
-            key="server.workers",
-            source=source,
-        )
-    if settings.server.port == 0:
-        raise ConfigError(
-            f"{processes} workers share one port: server.port 0 would give each its own; set a port ({docs})",
-            key="server.workers",
-            source=source,
-        )
-    monitoring = settings.monitoring.port
-    if monitoring and not (
-        monitoring + processes - 1 <= 65535 and not monitoring <= settings.server.port < monitoring + processes
-    ):
-        raise ConfigError(
-            f"worker i serves /healthz and /metrics on monitoring.port + i: "
-            f"{monitoring}..{monitoring + processes - 1} must be ports, and not server.port ({docs})",
-            key="server.workers",
-            source=source,
-        )
-
-
-def _check_together(settings: Settings, *, source: str) -> None:
-    """Rules that span sections."""
-    agents = settings.agents
-    shared = settings.layer.backend == "redis" or settings.history.backend == "redis"
-    if agents.enabled and agents.accounts and shared and not agents.session_secret:
-        # Several processes share the Redis: each would sign console cookies with its own random
-        # secret, and a sign-in on one would be refused by the next (found in #14). Say so at start.
-        raise ConfigError(
-            "must be set when agents sign in and Redis is shared (every process must sign cookies alike); "
-            "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))' "
-            "and pass it as $CHATBOT_SESSION_SECRET",
-            key="agents.session_secret",
-            source=source,
-        )
-    if agents.session_secret and len(agents.session_secret) < 16:
-        raise ConfigError("must be at least 16 characters", key="agents.session_secret", source=source)
 
 
 def _read_yaml(file: Path) -> dict[str, Any]:

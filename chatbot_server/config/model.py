@@ -118,8 +118,41 @@ class LimitSettings:
 class SecuritySettings:
     """Who may open a chat socket."""
 
-    # Extra origins allowed to open the websocket; the page's own origin is always allowed.
+    # Extra origins allowed to open the websocket and to frame the chat page (its CSP
+    # frame-ancestors: where widget.js may show it); the page's own origin is always allowed.
     allowed_origins: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IdentitySettings:
+    """Customers the host site has signed in, vouched for by a token its back end signs (docs/widget.md)."""
+
+    # The HMAC-SHA256 key shared with the host's back end ($CHATBOT_IDENTITY_SECRET); empty: no
+    # verified customers, every visitor is anonymous.
+    secret: str = ""
+    # True: visitors without a valid token can neither chat nor read history.
+    required: bool = False
+    # Tokens whose expiry lies further ahead than this are refused (a host bug must not mint
+    # tokens that never expire).
+    max_token_ttl: float = 86400.0
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """One client of the HTTP API (the host's back end)."""
+
+    name: str = ""
+    # "sha256:<hex>" of the token: python -m chatbot_server.api.tokens makes a token and its hash.
+    token_hash: str = ""
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """The HTTP API for the host's back end under /api/v1 (docs/api.md)."""
+
+    tokens: tuple[ApiToken, ...] = ()
+    # Requests per minute per token; beyond: 429 rate_limited.
+    rate_per_minute: int = 120
 
 
 @dataclass(frozen=True)
@@ -203,6 +236,8 @@ class Settings:
     monitoring: MonitoringSettings = field(default_factory=MonitoringSettings)
     history: HistorySettings = field(default_factory=HistorySettings)
     agents: AgentSettings = field(default_factory=AgentSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     # Directory that relative paths in the config resolve against (the config file's folder).
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
