@@ -129,6 +129,10 @@ def setup(
 
         queue = make_queue(settings, store.backend, client=redis)
         setup_agents(target, settings, queue, make_revocations(settings, store.backend, client=redis))
+    if settings.api.tokens:  # without tokens nobody could call it: /api/v1 is not routed (404)
+        from .api.routes import setup_api
+
+        setup_api(target, settings)
 
     async def resources(_: web.Application) -> AsyncIterator[None]:
         if owned_layer:

@@ -49,12 +49,17 @@ class ServerStats:
         self.connections_total = 0
         self.frames_replayed = 0  # stored frames sent again by resumes and history pages
         self.errors: Counter[str] = Counter()
+        self.api_requests: Counter[tuple[str, int]] = Counter()  # (endpoint, status) of /api/v1 (api/)
         self.registry = CollectorRegistry(auto_describe=True)
         self.bot_latency = LatencyHistogram((0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
     def error(self, code: str) -> None:
         """Count one error frame or close by its code."""
         self.errors[code] += 1
+
+    def api_request(self, endpoint: str, status: int) -> None:
+        """Count one HTTP API request by its endpoint (a route name: a bounded set) and status."""
+        self.api_requests[endpoint, status] += 1
 
     def bind(self, open_sockets: Callable[[], int], layer: ChannelLayer, store: _CountingStore | None = None) -> None:
         """Expose the counters, the open socket count, the layer's stats (and the store's)."""
@@ -151,6 +156,12 @@ class _StatsCollector(Collector):
         yield CounterMetricFamily(
             "chatbot_frames_replayed", "Stored frames sent again by resumes and history pages", value=s.frames_replayed
         )
+        api = CounterMetricFamily(
+            "chatbot_api_requests", "HTTP API requests by endpoint and status", labels=["endpoint", "status"]
+        )
+        for (endpoint, status), count in sorted(s.api_requests.items()):
+            api.add_metric([endpoint, str(status)], count)
+        yield api
 
 
 class GuardStats:

@@ -132,6 +132,11 @@ class Ownership(abc.ABC):
     def owns(self, conversation: str) -> bool:
         """Whether this process owns the conversation (appends need no round trip)."""
 
+    async def has_owner(self, conversation: str) -> bool:
+        """Whether any process owns the conversation (a socket holds it somewhere). The default
+        suits a store of one process; a shared store asks its backend (StoreUnavailableError)."""
+        return self.owns(conversation)
+
     @abc.abstractmethod
     async def append_if_unowned(self, conversation: str, frame: StoredFrame) -> int | None:
         """Append atomically if no process owns the conversation: its seq; None if one does (send it there)."""

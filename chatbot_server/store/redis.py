@@ -184,6 +184,16 @@ class RedisConversationStore(WriteBehind, ConversationStore):
     def owns(self, conversation: str) -> bool:
         return conversation in self._owned
 
+    async def has_owner(self, conversation: str) -> bool:
+        # A conversation created here has no owner key until its first frames are written.
+        if conversation in self._owned:
+            return True
+        try:
+            async with asyncio.timeout(CALL_TIMEOUT):
+                return bool(await self._client.exists(self._keys(conversation)[1]))
+        except (RedisError, OSError) as exc:
+            raise _unavailable(exc) from exc
+
     async def create(self) -> str:
         # A new id is unguessable, so nobody else can hold it: own it here at once and let the
         # write-behind record the owner with the first frames. No Redis round trip per connect,
