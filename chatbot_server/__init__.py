@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .app import create_app, get_layer, setup
-from .bots import Bot, Reply, Turn, Typing
+from .bots import Bot, Delta, Reply, Turn, Typing
 from .chat.consumer import ChatConsumer
 from .config import Settings, load_settings, settings_from_dict
 from .errors import ChannelFull, ChatbotServerError, ConfigError, NotSetUpError
@@ -18,6 +18,7 @@ __all__ = [
     "ChatConsumer",
     "ChatbotServerError",
     "ConfigError",
+    "Delta",
     "MemoryChannelLayer",
     "NotSetUpError",
     "Reply",

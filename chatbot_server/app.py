@@ -103,7 +103,7 @@ def setup(
     target[LAYER_KEY] = layer
     target[BOT_KEY] = bot
     target[STORE_KEY] = store
-    target[TURNS_KEY] = TurnRunner(bot, timeout=settings.bot.timeout)
+    target[TURNS_KEY] = TurnRunner(bot, timeout=settings.bot.timeout, reply_timeout=settings.bot.reply_timeout)
     target[HOLDERS_KEY] = Holders()
     customers = target[CUSTOMERS_KEY] = make_customers(settings, store.backend, redis_client=redis)
     if settings.identity.secret:

@@ -89,6 +89,8 @@ class ConvReleased(TypedDict):
     type: Literal["conv.released"]
     conversation: str
     answering: list[str]
+    #: Replies it was writing (or relaying), each {"id", "reply_to", "text" so far}: chat/streams.py.
+    streams: NotRequired[list[dict[str, Any]]]
 
 
 class ConvDeliver(TypedDict):
@@ -217,9 +219,12 @@ def conv_takeover(conversation: str, reply_channel: str, process: str) -> ConvTa
     return {"type": "conv.takeover", "conversation": conversation, "reply_channel": reply_channel, "process": process}
 
 
-def conv_released(conversation: str, answering: list[str]) -> ConvReleased:
-    """A ConvReleased with the client ids still being answered."""
-    return {"type": "conv.released", "conversation": conversation, "answering": answering}
+def conv_released(conversation: str, answering: list[str], streams: list[dict[str, Any]] | None = None) -> ConvReleased:
+    """A ConvReleased with the client ids still being answered and the replies being written."""
+    message: ConvReleased = {"type": "conv.released", "conversation": conversation, "answering": answering}
+    if streams:
+        message["streams"] = streams
+    return message
 
 
 def conv_deliver(conversation: str, frame: Frame) -> ConvDeliver:

@@ -23,7 +23,10 @@ CLOSE_TAKEN_OVER: Final = 4002  # a newer socket (another tab, another process) 
 MAX_CLIENT_ID_LENGTH: Final = 64
 MAX_CONVERSATION_ID_LENGTH: Final = 128
 
-FrameType = Literal["greeting", "reply", "user", "typing", "agent", "system", "error"]
+FrameType = Literal["greeting", "reply", "user", "typing", "agent", "system", "error", "reply_start", "reply_delta"]
+#: Frames of a reply being written (docs/protocol.md "Streamed replies"): sent, never stored; the
+#: stored record of a streamed reply is its final `reply` frame, which carries the same `id`.
+STREAM_FRAMES: Final = frozenset({"reply_start", "reply_delta"})
 
 
 class Frame(TypedDict):
@@ -47,6 +50,10 @@ class Frame(TypedDict):
     last_seq: NotRequired[int]
     before: NotRequired[int]
     after: NotRequired[int]
+    offset: NotRequired[int]
+    text: NotRequired[str]
+    stopped: NotRequired[bool]
+    failed: NotRequired[bool]
 
 
 @dataclass(slots=True)  # not frozen: made for every message (bench/README.md, "Hot path")
@@ -80,7 +87,14 @@ class HandoffRequest:
     """The user asks for a human agent (the 转人工 button)."""
 
 
-Inbound = UserMessage | Resume | HistoryRequest | HandoffRequest
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    """The user stops the reply being written (`reply`: its id; None: whichever is being written)."""
+
+    reply: str | None = None
+
+
+Inbound = UserMessage | Resume | HistoryRequest | HandoffRequest | StopRequest
 
 
 def now_ms() -> int:
@@ -105,6 +119,11 @@ def parse_inbound(raw: str, *, max_text_length: int) -> Inbound:
         return _parse_history(data)
     if kind == "handoff":
         return HandoffRequest()
+    if kind == "stop":
+        reply = data.get("id")
+        if reply is not None and (not isinstance(reply, str) or not 0 < len(reply) <= MAX_CLIENT_ID_LENGTH):
+            raise ProtocolError("bad_frame", f"消息格式错误:id 应为 1 到 {MAX_CLIENT_ID_LENGTH} 个字符的字符串。")
+        return StopRequest(reply)
     if not isinstance(kind, str):
         raise ProtocolError("bad_frame", "消息格式错误:type 应为字符串。")
     raise ProtocolError("unknown_type", f"不支持的消息类型:{kind[:32]}")

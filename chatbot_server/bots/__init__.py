@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from .base import AnswerStyle, Bot, BotContext, BotEvent, HistoryEntry, Reply, Turn, Typing, answer_style
+from .base import AnswerStyle, Bot, BotContext, BotEvent, Delta, HistoryEntry, Reply, Turn, Typing, answer_style
 
 BUILTIN_BOTS: dict[str, str] = {
     "echo": "chatbot_server.bots.echo:EchoBot",
@@ -20,6 +20,7 @@ __all__ = [
     "Bot",
     "BotContext",
     "BotEvent",
+    "Delta",
     "HistoryEntry",
     "Reply",
     "Turn",

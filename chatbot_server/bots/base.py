@@ -50,7 +50,19 @@ class Typing:
     """Tell the user the bot is working on an answer (shown as a thinking indicator)."""
 
 
-BotEvent = Reply | Typing
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A piece of a reply being written, shown to the user as it comes (a streamed answer).
+
+    A bot that streams yields Deltas, then one Reply: the Reply's text is the reply's final text
+    (usually the Deltas joined; a bot that gives up midway, e.g. a model that failed, may say
+    something else instead, which replaces what was shown) and carries the metadata (intent,
+    suggestions, handoff...). Deltas after that Reply start another reply."""
+
+    text: str
+
+
+BotEvent = Reply | Typing | Delta
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,11 @@ A thin composition: the conversation it holds (holding.py), the bot turn (turns.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 from typing import Any, ClassVar
 
 from .. import messages
-from ..bots import HistoryEntry, Reply, Turn
+from ..bots import HistoryEntry
 from ..errors import ProtocolError, StoreUnavailableError
 from ..keys import BUDGETS_KEY, HOLDERS_KEY, IDENTITY_KEY, QUEUE_KEY, STORE_KEY, TURNS_KEY
 from ..layers import Message
@@ -23,6 +21,7 @@ from ..protocol import (
     HandoffRequest,
     HistoryRequest,
     Resume,
+    StopRequest,
     UserMessage,
     error_frame,
     frame,
@@ -34,6 +33,7 @@ from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..store import ConversationStore
 from ..store.handoff import Mode
 from . import texts
+from .answering import Answering
 from .handoff import Handoff
 from .holding import Holding
 from .identity import Identified
@@ -50,7 +50,7 @@ class ChatConsumer(WebsocketConsumer):
     """Greets, answers each {"text": ...} with the configured bot, keeps the conversation's history."""
 
     __slots__ = (
-        "_warned_about_numbers", "handoff", "hold", "identity", "quota", "replay", "store", "turns",
+        "_warned_about_numbers", "answering", "handoff", "hold", "identity", "quota", "replay", "store", "turns",
     )  # fmt: skip
 
     groups: ClassVar[tuple[str, ...]] = (USERS_GROUP,)
@@ -77,6 +77,7 @@ class ChatConsumer(WebsocketConsumer):
                 fallback_limit=self.settings.agents.fallback_handoff,
             )  # fmt: skip
         self._warned_about_numbers = False
+        self.answering = Answering(self, self.turns, error_text=self.settings.ui.error_text)
         # Verified customers, where identity.secret is set (chat/identity.py).
         gate = config.get(IDENTITY_KEY)
         self.identity = None if gate is None else Identified(self, gate)
@@ -145,6 +146,8 @@ class ChatConsumer(WebsocketConsumer):
 
     async def on_disconnect(self, code: int | None) -> None:
         log.info("ws.disconnect conn=%s code=%s", self.connection_id, code)
+        if self.answering.serial is not None:
+            await self.answering.serial.finish()
         await self.hold.let_go()
 
     def pending_messages(self) -> list[Message]:
@@ -165,7 +168,13 @@ class ChatConsumer(WebsocketConsumer):
             return
         match inbound:
             case UserMessage():
-                await self.handle_message(inbound)
+                serial = self.answering.serial
+                if serial is None:
+                    await self.handle_message(inbound)
+                elif not serial.submit(lambda: self.handle_message(inbound)):  # a streaming bot is writing
+                    await self.send_json(error_frame("rate_limited", texts.RATE_LIMITED))
+            case StopRequest():
+                self.answering.stop(inbound.reply)
             case Resume():
                 await self.handle_resume(inbound)
             case HistoryRequest():
@@ -232,47 +241,8 @@ class ChatConsumer(WebsocketConsumer):
             await self.answer(text, client_id)
 
     async def answer(self, text: str, client_id: str | None = None) -> None:
-        """Run the bot on one message within its deadline (if it can wait); apologise if it fails."""
-        turns = self.turns
-        history = await self.recent_history() if turns.bot.uses_history else ()
-        turn = Turn(self.hold.conversation, text, history)
-        started = time.monotonic()
-        if client_id is not None:
-            self.hold.start_answering(client_id)
-        try:
-            if turns.style == "sync":  # the common case: no coroutine, no timer
-                await self._on_reply(turns.bot.answer(turn), started, client_id)  # type: ignore[arg-type]
-            else:
-
-                async def on_reply(reply: Reply) -> None:
-                    await self._on_reply(reply, started, client_id)
-
-                await turns.run(turn, on_reply, self._on_typing)
-        except TimeoutError:
-            log.warning("bot.timeout conn=%s after=%.2fs", self.connection_id, time.monotonic() - started)
-            self.stats.error("bot_timeout")
-            await self.emit(apology_frame(self.settings.ui.error_text, "bot_timeout", client_id))
-        except Exception:
-            log.exception("bot.error conn=%s", self.connection_id)
-            self.stats.error("bot_error")
-            await self.emit(apology_frame(self.settings.ui.error_text, "bot_error", client_id))
-        finally:
-            if client_id is not None:
-                self.hold.done_answering(client_id)
-
-    async def _on_typing(self) -> None:
-        await self.send_json(frame("typing", "", talk=False))
-
-    async def _on_reply(self, reply: Reply, started: float, client_id: str | None) -> None:
-        self.stats.bot_latency.observe(time.monotonic() - started)
-        handoff = self.handoff
-        if handoff is None and reply.handoff:  # no agents (#16): one answer naming the hotline instead
-            reply = dataclasses.replace(reply, text=texts.NO_AGENTS, handoff=False)
-        out = reply_frame(reply, client_id)
-        if not self.emit_now(out):
-            await self.emit(out)
-        if handoff is not None and handoff.needs_after_reply(reply):
-            await handoff.after_reply(reply, self.hold.conversation)
+        """Run the bot on one message (answering.py)."""
+        await self.answering.answer(text, client_id)
 
     async def request_handoff(self) -> None:
         """Put the conversation in the queue for a human agent (if there are agents)."""
@@ -303,8 +273,7 @@ class ChatConsumer(WebsocketConsumer):
         log.info("ws.resume conn=%s conversation=%s replayed=%d", self.connection_id, conversation[:8], replayed)
         if self.handoff is not None:
             await self.handoff.restore(conversation)
-        for out in hold.take_early():
-            await self.emit(out)
+        await hold.catch_up()
         if self.mode == "bot":
             await self.answer_orphans()
         return True

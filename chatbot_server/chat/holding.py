@@ -19,8 +19,9 @@ from typing import Protocol
 from .. import messages
 from ..layers import ChannelLayer, Message
 from ..messages import conversation_group, watch_group
-from ..protocol import CLOSE_TAKEN_OVER, Frame, frame
+from ..protocol import CLOSE_TAKEN_OVER, STREAM_FRAMES, Frame, frame
 from ..store import ConversationStore
+from .streams import Streams
 
 log = logging.getLogger("chatbot_server.chat")
 
@@ -84,6 +85,9 @@ async def deliver(
     """Append a frame made outside the conversation's socket: directly if no process holds it (its
     seq is returned), else through the layer to its holder, the single writer (None), which shows
     it to the agent consoles watching. `show`: show a directly appended frame to them too."""
+    if out.get("type") in STREAM_FRAMES:  # shown, never stored: to whoever holds it now, if anyone
+        await layer.group_send(conversation_group(conversation), messages.conv_deliver(conversation, out))
+        return None
     stored = dict(out)
     seq = await store.append_if_unowned(conversation, stored)
     if seq is None:
@@ -98,7 +102,7 @@ class Holding:
 
     __slots__ = (
         "_ack", "_early", "_wanted", "answering", "conversation", "holders", "holding", "inherited", "layer",
-        "socket", "store", "takeover_timeout",
+        "socket", "store", "streams", "takeover_timeout",
     )  # fmt: skip
 
     def __init__(
@@ -123,7 +127,9 @@ class Holding:
         self.inherited: set[str] | frozenset[str] = _NO_IDS  # from the previous holder, at a takeover
         self._early: list[Frame] | None = None  # delivered to us before the takeover finished
         self._wanted = ""
-        self._ack: asyncio.Future[list[str]] | None = None
+        self._ack: asyncio.Future[messages.ConvReleased] | None = None
+        #: Replies being written in the conversation (ours, or relayed from the socket we took it from).
+        self.streams = Streams()
 
     def start_answering(self, client_id: str) -> None:
         if isinstance(self.answering, frozenset):
@@ -182,6 +188,7 @@ class Holding:
         old = self.holders.get(conversation)
         if old is not None and old is not self:
             self.inherited = set(old.answering)
+            self.streams.inherit(old.streams.snapshots())  # copies: the old socket's turn goes on writing
             await old.give_up(conversation)
         self._early = []
         self._wanted = conversation
@@ -209,17 +216,28 @@ class Holding:
         await self.layer.group_send(conversation_group(conversation), request)
         try:
             async with asyncio.timeout(self.takeover_timeout):
-                self.inherited = set(self.inherited) | set(await self._ack)
+                released = await self._ack
+            self.inherited = set(self.inherited) | {str(i) for i in released.get("answering", [])}
+            self.streams.inherit(released.get("streams", []))
         except TimeoutError:
             # The old owner died: what it wrote out is all there is.
             log.warning("history.takeover_timeout conversation=%s owner=%s", conversation[:8], previous)
         finally:
             self._ack = None
 
-    def take_early(self) -> list[Frame]:
-        """The frames delivered while the takeover ran (sent after the replay, in order)."""
+    async def catch_up(self) -> None:
+        """After a resume's replay: the replies being written so far, then the frames delivered
+        while the takeover ran, in order (a page may see part of a stream twice: offsets say which)."""
+        for out in self.streams.catch_up():
+            await self.socket.send_json(out)
         early, self._early = self._early, None
-        return early or []
+        for out in early or ():
+            if out.get("type") in STREAM_FRAMES:
+                self.streams.relay(out)
+                await self.socket.send_json(out)
+            else:
+                self.streams.ended(out)
+                await self.socket.emit(out)
 
     async def give_up(self, conversation: str) -> None:
         """Another socket of this process carries on this conversation: stop holding it, close."""
@@ -252,14 +270,15 @@ class Holding:
         try:
             await self.store.release(conversation)
         finally:
-            await self.layer.send(message["reply_channel"], messages.conv_released(conversation, answering))
+            released = messages.conv_released(conversation, answering, self.streams.snapshots())
+            await self.layer.send(message["reply_channel"], released)
         await self._taken_over(conversation)
 
     def on_released(self, message: messages.ConvReleased) -> None:
         """conv.released: the old owner wrote the conversation out, the takeover may read the store."""
         ack = self._ack
         if ack is not None and not ack.done() and message.get("conversation") == self.wanted:
-            ack.set_result([str(i) for i in message.get("answering", [])])
+            ack.set_result(message)
 
     async def on_deliver(self, message: messages.ConvDeliver) -> None:
         """conv.deliver: a frame made elsewhere for the conversation we hold (or are taking over)."""
@@ -269,7 +288,14 @@ class Holding:
         out: Frame = dict(delivered)  # type: ignore[assignment]  # our own copy: the store sets its seq
         if self._early is not None:  # taking over: sent after the replay, in order
             self._early.append(out)
+        elif out.get("type") in STREAM_FRAMES:  # a reply written on the socket we took over from
+            if self.holding:
+                self.streams.relay(out)
+                await self.socket.send_json(out)
+            else:
+                await deliver(self.store, self.layer, self.conversation, out)
         elif self.holding:
+            self.streams.ended(out)
             await self.socket.emit(out)
             # An agent's answer is rare and precious: written at once, not after
             # history.write_interval (a crash of this process would lose it, though the user saw it).

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..bots import Bot, HistoryEntry, Reply, Turn, Typing, answer_style
+from ..bots import Bot, Delta, HistoryEntry, Reply, Turn, Typing, answer_style
 from ..protocol import Frame, frame, now_ms
 from ..store.base import FrameLog
 
@@ -20,9 +20,11 @@ from ..store.base import FrameLog
 class TurnRunner:
     """Runs turns of one bot; one per application."""
 
-    def __init__(self, bot: Bot, *, timeout: float) -> None:
+    def __init__(self, bot: Bot, *, timeout: float, reply_timeout: float | None = None) -> None:
         self.bot = bot
         self.timeout = timeout
+        # A streamed reply may take longer than the first piece may: it is being read meanwhile.
+        self.reply_timeout = max(timeout, reply_timeout if reply_timeout is not None else timeout)
         self.style = answer_style(bot)
 
     async def run(
@@ -30,22 +32,37 @@ class TurnRunner:
         turn: Turn,
         on_reply: Callable[[Reply], Awaitable[None]],
         on_typing: Callable[[], Awaitable[None]],
+        on_delta: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         """Ask a bot that may wait (style "async" or "stream"); `on_reply` for each reply,
-        `on_typing` for each typing notice. A "sync" bot is called directly by its caller: it
-        needs neither this coroutine nor a timer.
+        `on_typing` for each typing notice, `on_delta` for each piece of a reply being written.
+        A "sync" bot is called directly by its caller: it needs neither this coroutine nor a timer.
 
-        TimeoutError past `bot.timeout`; the bot's own errors propagate.
+        TimeoutError when no reply (nor its first piece) came within `bot.timeout`, or a reply
+        being written did not end within `bot.reply_timeout` of the turn's start; the bot's own
+        errors propagate.
         """
-        async with asyncio.timeout(self.timeout):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with asyncio.timeout(self.timeout) as deadline:
             if self.style == "async":
                 await on_reply(await self.bot.answer(turn))  # type: ignore[misc]
                 return
+            writing = False
             async for event in self.bot.respond(turn):
-                if isinstance(event, Typing):
+                if isinstance(event, Delta):
+                    if not writing:  # the first piece came in time: now the whole reply's deadline
+                        writing = True
+                        deadline.reschedule(started + self.reply_timeout)
+                    if on_delta is not None and event.text:
+                        await on_delta(event.text)
+                elif isinstance(event, Typing):
                     await on_typing()
                 else:
                     await on_reply(event)
+                    if writing:  # the next reply has its first-piece deadline again
+                        writing = False
+                        deadline.reschedule(loop.time() + self.timeout)
 
 
 def reply_frame(reply: Reply, reply_to: str | None = None) -> Frame:

@@ -63,7 +63,10 @@ class BotSettings:
     """Which bot answers, with its own options."""
 
     name: str = "faq"
+    # Seconds for a reply, or for the first piece of a streamed one ...
     timeout: float = 5.0
+    # ... and for the whole of a streamed reply (docs/protocol.md "Streamed replies").
+    reply_timeout: float = 60.0
     history_turns: int = 6
     options: Mapping[str, Any] = field(default_factory=dict)
 

@@ -1,0 +1,214 @@
+"""The bot's side of a chat socket: run a turn, stream what the bot writes, stop it, apologise.
+
+A bot that answers from memory (`def answer`) is called directly; one that waits runs under its
+deadline (turns.py). A streaming bot's turns run one at a time in a task of their own (`Serial`),
+so the socket goes on reading while a reply is written: the user can stop it, and their next
+messages wait, unstored, until it ends (so the page, which keeps unconfirmed messages below the
+reply being written, shows the order a reload replays).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from ..bots import HistoryEntry, Reply, Turn
+from ..protocol import Frame, frame
+from . import texts
+from .handoff import Handoff
+from .holding import Holding, deliver
+from .streams import Stream
+from .turns import TurnRunner, apology_frame, reply_frame
+
+log = logging.getLogger("chatbot_server.chat")
+
+#: User messages that may wait for a streamed reply to end; more are refused (the page resends).
+MAX_WAITING = 20
+
+
+class AnsweringSocket(Protocol):
+    """What Answering needs of its socket (a ChatConsumer)."""
+
+    connection_id: str
+    stats: Any
+    hold: Holding
+    handoff: Handoff | None
+
+    async def send_json(self, payload: object) -> None: ...
+
+    def emit_now(self, out: Frame) -> bool: ...
+
+    async def emit(self, out: Frame) -> None: ...
+
+    async def recent_history(self) -> list[HistoryEntry]: ...
+
+
+class Serial:
+    """Jobs run one after another in one task, so the caller never waits for them."""
+
+    __slots__ = ("_jobs", "_task")
+
+    def __init__(self) -> None:
+        self._jobs: deque[Callable[[], Awaitable[None]]] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    def submit(self, job: Callable[[], Awaitable[None]]) -> bool:
+        """Queue a job; False if MAX_WAITING already wait."""
+        if len(self._jobs) >= MAX_WAITING:
+            return False
+        self._jobs.append(job)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        return True
+
+    async def _run(self) -> None:
+        try:
+            while self._jobs:
+                job = self._jobs.popleft()
+                try:
+                    await job()
+                except Exception:  # one failed job must not stop the ones behind it
+                    log.exception("chat.job_failed")
+        finally:
+            self._task = None
+
+    async def finish(self) -> None:
+        """Drop the jobs not started (their messages were never stored: the page sends them
+        again) and wait for the one running, whose frames reach the conversation's next holder."""
+        self._jobs.clear()
+        task = self._task
+        if task is not None:
+            await asyncio.shield(task)
+
+
+class Answering:
+    """One socket's bot turns."""
+
+    __slots__ = ("_stopping", "_turn", "error_text", "serial", "socket", "turns")
+
+    def __init__(self, socket: AnsweringSocket, turns: TurnRunner, *, error_text: str) -> None:
+        self.socket = socket
+        self.turns = turns
+        self.error_text = error_text
+        #: Turns of a streaming bot, one at a time (None for other bots: the socket awaits them).
+        self.serial = Serial() if turns.style == "stream" else None
+        self._turn: tuple[asyncio.Task[None], list[Stream]] | None = None  # a turn that may wait, running
+        self._stopping = False
+
+    async def answer(self, text: str, client_id: str | None = None) -> None:
+        """Run the bot on one message within its deadline (if it can wait); apologise if it fails."""
+        socket, turns = self.socket, self.turns
+        history = await socket.recent_history() if turns.bot.uses_history else ()
+        turn = Turn(socket.hold.conversation, text, history)
+        started = time.monotonic()
+        if client_id is not None:
+            socket.hold.start_answering(client_id)
+        stream: list[Stream] = []  # the reply being written, once the bot writes one
+        try:
+            if turns.style == "sync":  # the common case: no coroutine, no timer
+                await self._on_reply(turns.bot.answer(turn), started, client_id, stream)  # type: ignore[arg-type]
+            else:
+
+                async def on_reply(reply: Reply) -> None:
+                    await self._on_reply(reply, started, client_id, stream)
+
+                async def on_delta(piece: str) -> None:
+                    await self._on_delta(piece, client_id, stream)
+
+                await self._run(turns.run(turn, on_reply, self._on_typing, on_delta), stream)
+        except TimeoutError:
+            log.warning("bot.timeout conn=%s after=%.2fs", socket.connection_id, time.monotonic() - started)
+            socket.stats.error("bot_timeout")
+            await self._end(apology_frame(self.error_text, "bot_timeout", client_id), stream, failed=True)
+        except Exception:
+            log.exception("bot.error conn=%s", socket.connection_id)
+            socket.stats.error("bot_error")
+            await self._end(apology_frame(self.error_text, "bot_error", client_id), stream, failed=True)
+        finally:
+            if client_id is not None:
+                socket.hold.done_answering(client_id)
+
+    async def _run(self, work: Awaitable[None], stream: list[Stream]) -> None:
+        """Run a turn that may wait, in a task stop() can cancel without cancelling us."""
+        task = asyncio.ensure_future(work)
+        self._turn = (task, stream)
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if not self._stopping or (current is not None and current.cancelling()):
+                raise  # we are being cancelled ourselves, not the turn by the user
+            await self._stopped(stream)
+        finally:
+            self._turn = None
+            self._stopping = False
+
+    def stop(self, reply: str | None) -> bool:
+        """Stop the reply being written (`reply`: its id, or None for any); False if none is."""
+        running = self._turn
+        if running is None or self._stopping:
+            return False
+        task, stream = running
+        if reply is not None and not (stream and stream[0].id == reply):
+            return False  # another reply (or one relayed from the socket we took over from)
+        self._stopping = True
+        task.cancel()
+        return True
+
+    async def _stopped(self, stream: list[Stream]) -> None:
+        if not stream:
+            return  # stopped before anything was written: nothing to keep
+        written = stream[0]
+        out = frame("reply", written.text, talk=True, intent="stopped", confidence=0.0)
+        if written.reply_to is not None:
+            out["reply_to"] = written.reply_to
+        await self._end(out, stream, stopped=True)
+
+    async def _on_typing(self) -> None:
+        await self.socket.send_json(frame("typing", "", talk=False))
+
+    async def _on_delta(self, piece: str, client_id: str | None, stream: list[Stream]) -> None:
+        hold = self.socket.hold
+        if not stream:
+            written = Stream(secrets.token_hex(6), client_id)
+            stream.append(written)
+            hold.streams.by_id[written.id] = written
+            await self._show(written.start_frame())
+        await self._show(stream[0].grow(piece))
+
+    async def _show(self, out: Frame) -> None:
+        """A stream frame: to our page while we hold the conversation, else to its new holder."""
+        hold = self.socket.hold
+        if hold.holding:
+            await self.socket.send_json(out)
+        else:
+            await deliver(hold.store, hold.layer, hold.conversation, out)
+
+    async def _end(self, out: Frame, stream: list[Stream], *, stopped: bool = False, failed: bool = False) -> None:
+        """The final frame of a turn: stored, and, for a streamed reply, carrying its id."""
+        if stream:
+            written = stream.pop()
+            self.socket.hold.streams.by_id.pop(written.id, None)
+            out["id"] = written.id
+            if stopped:
+                out["stopped"] = True
+            if failed:
+                out["failed"] = True
+        if not self.socket.emit_now(out):
+            await self.socket.emit(out)
+
+    async def _on_reply(self, reply: Reply, started: float, client_id: str | None, stream: list[Stream]) -> None:
+        socket = self.socket
+        socket.stats.bot_latency.observe(time.monotonic() - started)
+        handoff = socket.handoff
+        if handoff is None and reply.handoff:  # no agents (#16): one answer naming the hotline instead
+            reply = dataclasses.replace(reply, text=texts.NO_AGENTS, handoff=False)
+        await self._end(reply_frame(reply, client_id), stream)
+        if handoff is not None and handoff.needs_after_reply(reply):
+            await handoff.after_reply(reply, socket.hold.conversation)
