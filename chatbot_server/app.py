@@ -36,7 +36,7 @@ from .keys import (
     TURNS_KEY,
 )
 from .layers import ChannelLayer, make_layer
-from .ops.views import chat_page, healthz, metrics
+from .ops.views import chat_page, healthz, metrics, widget_asset
 from .resources import static_dir, templates_dir
 from .sockets.consumer import WebsocketConsumer
 from .sockets.registry import ConnectionRegistry
@@ -117,6 +117,7 @@ def setup(
     _setup_templates(target, settings)
 
     target.router.add_get("/", chat_page, name="chatbot_page")
+    target.router.add_get("/widget.{ext:js|css}", widget_asset, name="chatbot_widget")  # docs/widget.md
     target.router.add_get("/ws", consumer.as_handler(), name="chatbot_ws")
     if monitoring_routes:
         target.router.add_get("/healthz", healthz, name="chatbot_healthz")

@@ -18,6 +18,7 @@
   var queueStatusEl = document.getElementById("queue-status");
   var logoEl = document.querySelector(".chat-logo");
   var olderButton = document.getElementById("load-older");
+  var embedClose = document.getElementById("embed-close");
   var SUGGESTIONS_LABEL = "猜您想问";
   var PENDING_TEXT = "发送中…";
 
@@ -37,7 +38,22 @@
   // A (re)loaded page shows nothing yet, so it asks for the whole conversation, not just what came
   // after the saved lastSeq; otherwise a reload would resume the conversation with an empty screen.
   var hadConversation = Boolean(state.conversation);
+  // Frames up to this seq were shown before (this tab, before a reload): replayed, they are not news.
+  var announcedSeq = state.lastSeq;
   state.lastSeq = 0;
+
+  // Embedded by widget.js (docs/widget.md): the server names the embedding page's origin only when
+  // it is allowed to embed us. Messages go to that origin alone and are taken from the parent
+  // window at that origin alone. Opened on its own, not in a frame, this is the plain chat page.
+  var parentOrigin = config.embed && window.parent !== window ? config.embed.parentOrigin : null;
+  var identity = null;          // the host's signed customer token: in memory only, never stored
+  var refused = false;          // the server refused the token (close 4004): wait for identify
+  var held = null;              // a verified customer's frames, held until the socket names its conversation
+  var ownStorage = storageWorks();
+  // After a verified customer's socket landed in another conversation by its greeting: a new one,
+  // or the first frame of a replay of theirs ("resumed" ends it). Until one of the two is plain,
+  // what is announced waits here (a replay is history, not news).
+  var doubt = null;
 
   function loadState() {
     try {
@@ -48,7 +64,23 @@
   }
 
   function saveState() {
-    try { sessionStorage.setItem(STORAGE_KEY, JSON.stringify(state)); } catch (e) { /* private mode */ }
+    if (ownStorage) {
+      try { sessionStorage.setItem(STORAGE_KEY, JSON.stringify(state)); } catch (e) { /* private mode */ }
+    } else {
+      // A frame of another site that the browser gives no storage (Safari, Chrome incognito, third-party
+      // cookies blocked): the embedding widget keeps this tab's state for us (docs/widget.md).
+      tell({ type: "state", conversation: state.conversation, lastSeq: state.lastSeq });
+    }
+  }
+
+  function storageWorks() {
+    try {
+      sessionStorage.setItem(STORAGE_KEY + ".probe", "1");
+      sessionStorage.removeItem(STORAGE_KEY + ".probe");
+      return true;
+    } catch (e) {
+      return false;
+    }
   }
 
   function newId() {
@@ -61,10 +93,12 @@
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     var url = scheme + location.host + config.wsPath;
     resumeTarget = state.conversation;
+    var query = [];
     if (state.conversation) {
-      url += "?conversation=" + encodeURIComponent(state.conversation) + "&last_seq=" + state.lastSeq;
+      query.push("conversation=" + encodeURIComponent(state.conversation) + "&last_seq=" + state.lastSeq);
     }
-    return url;
+    if (identity) query.push("identity=" + encodeURIComponent(identity));
+    return query.length ? url + "?" + query.join("&") : url;
   }
 
   function setStatus(kind, text) {
@@ -196,23 +230,34 @@
     var ws;
     try { ws = new WebSocket(socketUrl()); } catch (e) { scheduleReconnect(); return; }
     socket = ws;
+    var token = identity;       // what this socket was opened with
+    // A verified customer may land in their conversation from another device, replayed before the
+    // "resumed" frame that names it: hold its frames until then (see onFrame).
+    held = identity ? [] : null;
     ws.onopen = function () {
       retries = 0;
       setStatus("connected", texts.connected);
       sendButton.disabled = false;
     };
     ws.onmessage = function (event) {
+      if (socket !== ws) return;  // a socket replaced by identify()
       var data;
       try { data = JSON.parse(event.data); } catch (e) { return; }
-      if (data && typeof data === "object") handleFrame(data);
+      if (data && typeof data === "object") onFrame(data);
     };
     ws.onclose = function (event) {
       if (socket !== ws) return;
       socket = null;
+      dropHeld();
+      doubt = null;
       clearThinking();
       setStatus("disconnected", texts.disconnected);
       if (event.code === 4000) { stopped = true; return; }  // idle: reconnect when the user comes back
       if (event.code === 4002) { stopped = true; return; }  // carried on in another tab: leave it there
+      if (event.code === 4004) {                            // identity refused: only a new token helps
+        if (identity !== token) connect(); else refuse();   // (one came while this socket was refused)
+        return;
+      }
       scheduleReconnect();
     };
     ws.onerror = function () { /* onclose follows and handles it */ };
@@ -228,25 +273,70 @@
   var currentSeq = null;         // the seq of the frame being drawn (its element carries it)
   var sending = false;           // while send() draws the question just typed (it goes last)
 
-  function handleFrame(f) {
-    if (f.conversation && f.conversation !== state.conversation) {
-      state.conversation = f.conversation;
-      state.lastSeq = 0;
-      shown = {};
-      showOlder(null);
+  // A verified customer's socket: its frames wait until it says which conversation it is in
+  // (greeting, conversation_expired, resumed). Another one than on screen (theirs, from another
+  // device, or a new one) replaces what the screen shows; its replay is history, not news.
+  function onFrame(f) {
+    if (held) {
+      if (typeof f.conversation !== "string") { held.push(f); return; }
+      var frames = held;
+      held = null;
+      if (f.conversation !== state.conversation) {
+        clearScreen();
+        enterConversation(f.conversation);
+        if (f.event === "resumed" && typeof f.last_seq === "number") announcedSeq = f.last_seq;
+        else doubt = [];
+      }
+      frames.forEach(handleFrame);
     }
+    handleFrame(f);
+  }
+
+  // The socket closed before naming its conversation: its notices and errors (a refused token)
+  // are shown, frames of a conversation it never named are not.
+  function dropHeld() {
+    var frames = held || [];
+    held = null;
+    frames.forEach(function (f) {
+      if (typeof f.seq !== "number" && f.event !== "history_more" && f.event !== "history_done") handleFrame(f);
+    });
+  }
+
+  function enterConversation(conversation) {
+    state.conversation = conversation;
+    state.lastSeq = 0;
+    announcedSeq = 0;
+    shown = {};
+    showOlder(null);
+  }
+
+  // Everything on screen but the questions still being sent (they go to the conversation now shown).
+  function clearScreen() {
+    Array.prototype.slice.call(messagesEl.children).forEach(function (li) {
+      if (!li.classList.contains("pending")) messagesEl.removeChild(li);
+    });
+    clearThinking();
+    setMode("bot");
+  }
+
+  function handleFrame(f) {
+    if (f.conversation && f.conversation !== state.conversation) enterConversation(f.conversation);
     currentSeq = null;
+    var news = true;  // not shown by this tab before: the embedding page hears of it
     if (typeof f.seq === "number") {
       if (shown[f.seq]) return;             // already shown (replayed after a reconnect)
       shown[f.seq] = true;
       if (f.seq < state.lastSeq) { placeOld(f); return; }  // from a history page: older
       state.lastSeq = f.seq;
       currentSeq = f.seq;
+      news = f.seq > announcedSeq;
+      if (news) announcedSeq = f.seq;
     }
     saveState();
     switch (f.type) {
       case "greeting":
         addMessage("greeting", f.msg, f.ts);
+        if (news) announce("greeting", f.msg);
         // A greeting for another conversation than the one asked for means a fresh start (not a
         // replay): the server knows nothing of what is pending, so send it now.
         if (f.conversation !== resumeTarget) resendPending();
@@ -255,15 +345,18 @@
         confirmUser(f);
         break;
       case "typing":
+        settleDoubt();  // live: a replay has no typing frames
         showThinking(Math.max(1, waitingReplies));
         break;
       case "reply":
         setThinking(false);
         addMessage("bot", f.msg, f.ts, { suggestions: f.suggestions });
+        if (news) announce("bot", f.msg);
         break;
       case "agent":
         setThinking(false);
         addMessage("agent", f.msg, f.ts, { agent: f.agent || "人工客服" });
+        if (news) announce("agent", f.msg);
         break;
       case "system":
         if (f.event === "queue_position") { setMode("queued", f.queue_position); break; }
@@ -277,7 +370,9 @@
         if (f.event === "history_more") { showOlder({ before: f.before, after: f.after }); break; }
         if (f.event === "history_done") { showOlder(null); break; }
         if (f.msg) addMessage("system", f.msg, f.ts);
-        if (f.event === "resumed") resendPending();
+        // Notices about this connection (closing, taken_over) are not news for the embedding page.
+        if (f.msg && news && f.event !== "closing" && f.event !== "taken_over") announce("system", f.msg);
+        if (f.event === "resumed") { doubt = null; resendPending(); }
         if (f.event === "queued") setMode("queued", f.queue_position);
         if (f.event === "agent_joined") setMode("agent");
         if (f.event === "agent_left" || f.event === "agent_handback") setMode("bot");
@@ -286,9 +381,12 @@
         setThinking(false);
         addMessage("error", f.msg, f.ts);
         if (older && olderButton) olderButton.disabled = false;  // a refused page may be asked again
+        // The token was refused (identity_required, _malformed, _bad_signature, _expired): close 4004 follows.
+        if (typeof f.code === "string" && f.code.indexOf("identity_") === 0) tell({ type: "identity_error", code: f.code });
         break;
       default:
         if (f.msg) addMessage(f.talk ? "bot" : "system", String(f.msg), f.ts);
+        if (f.msg && news) announce(f.talk ? "bot" : "system", String(f.msg));
     }
   }
 
@@ -341,6 +439,7 @@
   function confirmUser(f) {
     var entry = f.id && pending[f.id];
     if (entry) {
+      settleDoubt();  // our own message: the conversation is live
       entry.el.setAttribute("data-seq", f.seq);
       entry.el.classList.remove("pending");
       setTime(entry.el.querySelector(".meta"), f.ts);
@@ -357,6 +456,7 @@
     if (!text) return;
     if (text.length > config.maxTextLength) text = text.slice(0, config.maxTextLength);
     quickEl.hidden = true;
+    settleDoubt();
     var id = newId();
     sending = true;
     var el;
@@ -368,7 +468,7 @@
     if (socket && socket.readyState === WebSocket.OPEN) {
       if (mode === "bot") setThinking(true);
       socket.send(JSON.stringify({ type: "message", text: text, id: id }));
-    } else if (stopped) {
+    } else if (stopped && !refused) {
       connect();
     }
   }
@@ -417,9 +517,121 @@
   }
 
   document.addEventListener("visibilitychange", function () {
-    if (document.visibilityState === "visible" && !socket && stopped) connect();
+    if (document.visibilityState === "visible" && !socket && stopped && !refused) connect();
   });
 
+  // ---------------------------------------------------------------- embedded (docs/widget.md)
+  // To the embedding page, and to its origin only (never "*").
+  function tell(message) {
+    if (parentOrigin) window.parent.postMessage(message, parentOrigin);
+  }
+
+  // A message the user sees for the first time: for the widget's unread badge and on("message").
+  // The text is what the page shows, masked by the server already.
+  function announce(kind, text) {
+    if (!text) return;
+    var message = { type: "message", kind: kind, text: String(text) };
+    if (doubt) doubt.push(message); else tell(message);
+  }
+
+  // What waited in doubt was news after all: a new conversation, not a replay.
+  function settleDoubt() {
+    var waiting = doubt || [];
+    doubt = null;
+    waiting.forEach(tell);
+  }
+
+  // Close 4004: the server refused the token. No reconnecting by ourselves: only identify() helps.
+  function refuse() {
+    refused = true;
+    stopped = true;
+    setStatus("refused", "身份验证未通过");
+    input.disabled = true;
+    sendButton.disabled = true;
+  }
+
+  // A new token from the host (sign-in, a refreshed token), or null (signed out): a new socket
+  // carries it. Signed out, the customer's conversation leaves this screen and this tab.
+  function identify(token) {
+    if (token === identity) return;
+    var signedOut = identity !== null && token === null;
+    var refreshed = !refused && socket !== null && identity !== null && token !== null &&
+      subjectOf(token) !== undefined && subjectOf(token) === subjectOf(identity);
+    identity = token;
+    // The same customer with a fresh token (the host renews it before it expires): the socket,
+    // verified when it opened, goes on; the next one carries the new token.
+    if (refreshed) return;
+    refused = false;
+    input.disabled = false;
+    if (signedOut) {
+      pending = {};
+      pendingOrder = [];
+      messagesEl.textContent = "";
+      clearScreen();
+      enterConversation(null);
+      saveState();
+    }
+    var old = socket;
+    socket = null;            // its close and any frame still on the way are no longer ours
+    if (old) old.close(1000);
+    connect();
+  }
+
+  // The state the widget kept for us (see saveState), checked like our own.
+  function adopt(saved) {
+    if (!saved || typeof saved !== "object") return;
+    if (typeof saved.conversation !== "string" || !saved.conversation || saved.conversation.length > 128) return;
+    if (typeof saved.lastSeq !== "number" || !(saved.lastSeq >= 0)) return;
+    state.conversation = saved.conversation;
+    announcedSeq = saved.lastSeq;
+    quickEl.hidden = true;
+  }
+
+  // The customer a token names (its unverified "sub": only to tell a renewal from a new customer).
+  function subjectOf(token) {
+    try {
+      var payload = token.split(".")[0].replace(/-/g, "+").replace(/_/g, "/");
+      var sub = JSON.parse(atob(payload)).sub;
+      return typeof sub === "string" ? sub : undefined;
+    } catch (e) {
+      return undefined;
+    }
+  }
+
+  function tokenOf(value) {
+    return typeof value === "string" && value.length > 0 && value.length <= 4096 ? value : null;
+  }
+
   if (hadConversation) quickEl.hidden = true;
-  connect();
+  if (parentOrigin) {
+    var initialised = false;
+    window.addEventListener("message", function (event) {
+      if (event.source !== window.parent || event.origin !== parentOrigin) return;  // anyone else: ignored
+      var data = event.data;
+      if (!data || typeof data !== "object") return;
+      if (data.type === "init" || data.type === "identify") {
+        if (initialised) { identify(tokenOf(data.token)); return; }
+        // The first socket waits for the widget's init: a token the host pushed before the
+        // widget loaded is used at once, and no anonymous socket is opened first.
+        initialised = true;
+        identity = tokenOf(data.token);
+        if (!ownStorage) adopt(data.state);
+        connect();
+      } else if (data.type === "open") {
+        // The panel opened: back on line if the socket was let go (idle), and ready to type
+        // (a phone keeps its keyboard closed until the user taps).
+        if (initialised && !socket && stopped && !refused) connect();
+        if (data.focus === true && window.matchMedia("(pointer: fine)").matches) input.focus();
+      }
+    });
+    var close = function () { tell({ type: "close" }); };
+    if (embedClose) embedClose.addEventListener("click", close);
+    document.addEventListener("keydown", function (event) {
+      if (event.key === "Escape" && !event.isComposing) close();
+    });
+    tell({ type: "ready" });
+  } else {
+    if (embedClose) embedClose.hidden = true;  // embed mode asked for, but not in a frame
+    connect();
+  }
 })();

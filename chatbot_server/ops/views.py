@@ -1,24 +1,71 @@
-"""HTTP views: the chat page and the health check."""
+"""HTTP views: the chat page, the embeddable widget's files and the health check."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import re
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
+from multidict import CIMultiDict
 
+from ..config import Settings
 from ..keys import BOT_KEY, CONNECTIONS_KEY, LAYER_KEY, SETTINGS_KEY, STORE_KEY, TEMPLATES_KEY
+from ..resources import static_dir
+from ..sockets.origin import origin_allowed
 from ..version import __version__
 from .access import forbidden, monitoring_allowed
 from .metrics import CONTENT_TYPE
+
+#: An origin as a CSP source and a postMessage target: scheme, host (a name or a bracketed IPv6
+#: address) and port, nothing else (no path, no wildcard, no space or ";" that would end the directive).
+_ORIGIN = re.compile(
+    r"https?://(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?"
+)
+
+
+def normal_origin(text: str) -> str | None:
+    """`text` as an origin in lower case without a trailing "/", or None if it is not one."""
+    origin = text.strip().lower().rstrip("/")
+    return origin if _ORIGIN.fullmatch(origin) else None
+
+
+def frame_ancestors(allowed: Iterable[str]) -> str:
+    """The CSP frame-ancestors sources: the page's own origin and each of security.allowed_origins
+    (the same list the websocket's Origin check reads, so the widget works wherever it may appear).
+    "*" there allows any; an entry that is not an origin is left out rather than break the header."""
+    sources = ["'self'"]
+    for entry in allowed:
+        source = "*" if entry.strip() == "*" else normal_origin(entry)
+        if source is not None and source not in sources:
+            sources.append(source)
+    return " ".join(sources)
+
+
+def embed_parent(request: web.Request, settings: Settings) -> str | None:
+    """The origin of the page that embeds the chat (widget.js asks for `?embed=1&parent=<origin>`),
+    if that page may: its own origin or one of security.allowed_origins, by the websocket's own
+    rule (sockets/origin.py). None otherwise: the page then sends and accepts no messages at all."""
+    if request.query.get("embed") != "1":
+        return None
+    parent = normal_origin(request.query.get("parent", ""))
+    if parent is None:
+        return None
+    headers = CIMultiDict(request.headers)
+    headers["Origin"] = parent
+    security = settings.security
+    if not origin_allowed(request.clone(headers=headers), security.allowed_origins, settings.server.trusted_proxies):
+        return None
+    return parent
 
 
 async def chat_page(request: web.Request) -> web.Response:
     """The chat page, rendered from chat.html with the UI texts from config."""
     settings = request.config_dict[SETTINGS_KEY]
     router = request.app.router
+    parent = embed_parent(request, settings)
     context: dict[str, Any] = {
         "ui": settings.ui,
         "ws_path": str(router["chatbot_ws"].url_for()),
@@ -34,14 +81,37 @@ async def chat_page(request: web.Request) -> web.Response:
             "maxTextLength": settings.limits.max_text_length,
         },
     }
+    if parent is not None:
+        context["client_config"]["embed"] = {"parentOrigin": parent}
     response = aiohttp_jinja2.render_template("chat.html", request, context, app_key=TEMPLATES_KEY)
     response.headers["Content-Security-Policy"] = (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        "img-src 'self' data:; connect-src 'self' ws: wss:; frame-ancestors 'self'; base-uri 'none'"
+        "img-src 'self' data:; connect-src 'self' ws: wss:; "
+        f"frame-ancestors {frame_ancestors(settings.security.allowed_origins)}; base-uri 'none'"
     )
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     return response
+
+
+#: What GET /widget.js and /widget.css answer with (static/widget.*): a host page names these
+#: fixed URLs, so they are cached only briefly and a release reaches every page within minutes.
+_WIDGET_TYPES = {"js": "application/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
+
+
+async def widget_asset(request: web.Request) -> web.FileResponse:
+    """The embeddable widget's script or stylesheet (docs/widget.md), for any site to load."""
+    ext = request.match_info["ext"]
+    return web.FileResponse(
+        static_dir() / f"widget.{ext}",
+        headers={
+            "Content-Type": _WIDGET_TYPES[ext],
+            "Cache-Control": "public, max-age=300",
+            "X-Content-Type-Options": "nosniff",
+            # Loadable by host pages that require it (Cross-Origin-Embedder-Policy: require-corp).
+            "Cross-Origin-Resource-Policy": "cross-origin",
+        },
+    )
 
 
 async def healthz(request: web.Request) -> web.Response:
