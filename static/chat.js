@@ -18,6 +18,7 @@
   var queueStatusEl = document.getElementById("queue-status");
   var logoEl = document.querySelector(".chat-logo");
   var olderButton = document.getElementById("load-older");
+  var stopButton = document.getElementById("stop");
   var embedClose = document.getElementById("embed-close");
   var SUGGESTIONS_LABEL = "猜您想问";
   var PENDING_TEXT = "发送中…";
@@ -160,19 +161,7 @@
       setTime(meta, ts);
       body.appendChild(meta);
     }
-    if (extra && extra.suggestions && extra.suggestions.length) {
-      var box = document.createElement("div");
-      box.className = "suggestions";
-      box.setAttribute("role", "group");
-      box.setAttribute("aria-label", SUGGESTIONS_LABEL);
-      var label = document.createElement("span");
-      label.className = "suggestions-label";
-      label.setAttribute("aria-hidden", "true");
-      label.textContent = SUGGESTIONS_LABEL;
-      box.appendChild(label);
-      extra.suggestions.forEach(function (q) { if (typeof q === "string" && q) box.appendChild(chip(q)); });
-      body.appendChild(box);
-    }
+    if (extra && extra.suggestions && extra.suggestions.length) body.appendChild(suggestionsBox(extra.suggestions));
     li.appendChild(body);
     if (placing) {
       // An older frame (a history page): above the newer ones, keeping what the user reads in view.
@@ -192,6 +181,69 @@
 
   function firstPending() {
     return pendingOrder.length ? pending[pendingOrder[0]].el : null;
+  }
+
+  function suggestionsBox(suggestions) {
+    var box = document.createElement("div");
+    box.className = "suggestions";
+    box.setAttribute("role", "group");
+    box.setAttribute("aria-label", SUGGESTIONS_LABEL);
+    var label = document.createElement("span");
+    label.className = "suggestions-label";
+    label.setAttribute("aria-hidden", "true");
+    label.textContent = SUGGESTIONS_LABEL;
+    box.appendChild(label);
+    suggestions.forEach(function (q) { if (typeof q === "string" && q) box.appendChild(chip(q)); });
+    return box;
+  }
+
+  // ------------------------------------------------------------ replies being written (streamed)
+  // reply id -> {li, text, replyTo}. The text grows by deltas placed by their offset (UTF-16 units,
+  // which is what a JS string's length counts): a delta the page already has (a catch-up after a
+  // reconnect) is dropped, a partly known one trimmed. The final "reply" frame replaces the text.
+  var writing = {};
+
+  function startWriting(f) {
+    thinkingEl.hidden = true;  // the answer is visibly coming: no dots over it
+    if (writing[f.id]) return;  // a catch-up after a reconnect: we have it already
+    var li = null;
+    Object.keys(writing).forEach(function (id) {
+      // The process writing an answer died and the next one writes it again: same bubble, afresh.
+      if (f.reply_to && writing[id].replyTo === f.reply_to) { li = writing[id].li; delete writing[id]; }
+    });
+    if (!li) {
+      li = addMessage("bot", "", f.ts);
+      li.classList.add("writing");
+    }
+    li.querySelector(".bubble").textContent = "";
+    writing[f.id] = { li: li, text: "", replyTo: f.reply_to || null };
+    stopButton.hidden = false;
+  }
+
+  function growWriting(f) {
+    var w = writing[f.id];
+    if (!w || typeof f.offset !== "number" || typeof f.text !== "string" || f.offset > w.text.length) return;
+    var skip = w.text.length - f.offset;
+    if (skip >= f.text.length) return;
+    var stick = isNearBottom();
+    w.text += f.text.slice(skip);
+    w.li.querySelector(".bubble").textContent = w.text;
+    if (stick) scrollDown();
+  }
+
+  // The stored reply that ends a written one: its final text, time, seq and suggestions.
+  function finishWriting(f) {
+    var w = writing[f.id];
+    delete writing[f.id];
+    stopButton.hidden = !Object.keys(writing).length;
+    var li = w.li;
+    li.classList.remove("writing");
+    if (typeof currentSeq === "number") li.setAttribute("data-seq", currentSeq);
+    li.querySelector(".bubble").textContent = f.msg;
+    var meta = li.querySelector(".meta");
+    setTime(meta, f.ts);
+    if (f.stopped) meta.textContent += " · 已停止生成";
+    if (f.suggestions && f.suggestions.length) li.querySelector(".msg-body").appendChild(suggestionsBox(f.suggestions));
   }
 
   function setTime(el, ts) {
@@ -303,6 +355,8 @@
   }
 
   function enterConversation(conversation) {
+    writing = {};
+    stopButton.hidden = true;
     state.conversation = conversation;
     state.lastSeq = 0;
     announcedSeq = 0;
@@ -348,9 +402,16 @@
         settleDoubt();  // live: a replay has no typing frames
         showThinking(Math.max(1, waitingReplies));
         break;
+      case "reply_start":
+        startWriting(f);
+        break;
+      case "reply_delta":
+        growWriting(f);
+        break;
       case "reply":
         setThinking(false);
-        addMessage("bot", f.msg, f.ts, { suggestions: f.suggestions });
+        if (f.id && writing[f.id]) finishWriting(f);
+        else addMessage("bot", f.msg, f.ts, { suggestions: f.suggestions });
         if (news) announce("bot", f.msg);
         break;
       case "agent":
@@ -414,6 +475,13 @@
     olderButton.hidden = !range;
     olderButton.disabled = false;
   }
+
+  // 停止生成: ends the answer being written (the newest); what was written stays, marked.
+  stopButton.addEventListener("click", function () {
+    var ids = Object.keys(writing);
+    if (!ids.length || !socket || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify({ type: "stop", id: ids[ids.length - 1] }));
+  });
 
   if (olderButton) {
     olderButton.addEventListener("click", function () {

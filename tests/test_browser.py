@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from chatbot_server import Bot, ChatConsumer, Reply, Turn
+from chatbot_server import Bot, ChatConsumer, Delta, Reply, Turn
+from chatbot_server.bots import BotEvent
 from chatbot_server.protocol import UserMessage, frame
 from chatbot_server.store import MemoryConversationStore
 
@@ -56,6 +57,22 @@ class GateBot(Bot):
     async def answer(self, turn: Turn) -> Reply:
         await self.gate.wait()
         return Reply(text=f"答复:{turn.text}", intent="echo")
+
+
+class PiecesBot(Bot):
+    """Writes its answer piece by piece as the test hands the pieces over (None ends it)."""
+
+    uses_history = False
+
+    def __init__(self) -> None:
+        self.pieces: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def respond(self, turn: Turn) -> AsyncIterator[BotEvent]:
+        text = ""
+        while (piece := await self.pieces.get()) is not None:
+            text += piece
+            yield Delta(piece)
+        yield Reply(text=text, intent="stream")
 
 
 SUGGESTIONS = ("信用卡怎么提额?", "临时额度怎么申请?", "额度调整需要多久?")
@@ -281,6 +298,47 @@ async def test_an_answer_goes_above_a_question_still_being_sent(open_chat: OpenC
         await chat.connected()
         await expect(chat.bubbles("bot")).to_have_count(2)
         assert await chat.conversation() == shown
+
+
+async def test_a_streamed_answer_grows_and_survives_a_reload_mid_stream(open_chat: OpenChat) -> None:
+    bot = PiecesBot()
+    async with live_server(make_settings(bot={"timeout": 10}), bot=bot) as server:
+        chat = await open_chat(server)
+        await chat.ask("境外取现限额是多少?")
+        writing = chat.page.locator("#messages .msg-bot.writing .bubble")
+        bot.pieces.put_nowait("银联卡境外取现,")
+        await expect(writing).to_have_text("银联卡境外取现,")
+        await expect(chat.thinking).to_be_hidden()  # the text itself shows the answer is coming
+        bot.pieces.put_nowait("每卡每日累计")
+        await expect(writing).to_have_text("银联卡境外取现,每卡每日累计")
+        await expect(chat.page.locator("#stop")).to_be_visible()
+
+        await chat.page.reload()  # mid-answer: the page catches up, then goes on
+        await chat.connected()
+        await expect(writing).to_have_text("银联卡境外取现,每卡每日累计")
+        bot.pieces.put_nowait("等值人民币1万元。😀")
+        bot.pieces.put_nowait(None)
+        await expect(chat.bubbles("bot")).to_have_text(["银联卡境外取现,每卡每日累计等值人民币1万元。😀"])
+        await expect(chat.page.locator("#messages .writing")).to_have_count(0)
+        await expect(chat.page.locator("#stop")).to_be_hidden()
+        shown = await chat.conversation()
+        await chat.page.reload()
+        await chat.connected()
+        await expect(chat.bubbles("bot")).to_have_count(1)
+        assert await chat.conversation() == shown
+
+
+async def test_the_user_stops_a_streamed_answer(open_chat: OpenChat) -> None:
+    bot = PiecesBot()
+    async with live_server(make_settings(bot={"timeout": 10}), bot=bot) as server:
+        chat = await open_chat(server)
+        await chat.ask("分期手续费怎么算?")
+        bot.pieces.put_nowait("分期手续费按")
+        await expect(chat.page.locator("#messages .msg-bot.writing .bubble")).to_have_text("分期手续费按")
+        await chat.page.locator("#stop").click()
+        await expect(chat.bubbles("bot")).to_have_text(["分期手续费按"])
+        await expect(chat.page.locator("#messages .msg-bot .meta")).to_contain_text("已停止生成")
+        await expect(chat.page.locator("#stop")).to_be_hidden()
 
 
 async def test_markup_in_messages_is_shown_as_text(open_chat: OpenChat, echo_server: LiveServer) -> None:
