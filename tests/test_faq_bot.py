@@ -57,12 +57,41 @@ def test_normalize_rewrites_pinyin_typos_but_not_words_that_merely_contain_them(
         ("transfer limit 能调高吗", "transfer_limit"),  # not credit limit
         ("forgot my PIN 怎么办", "pin_reset"),  # English function words do not dilute it
         ("工商银行app绑不了卡", "app_registration_binding"),  # a bank's own app, not 云闪付
+        ("卡丢了guashi要去网点吗", "card_lost_report"),  # pinyin fragment
+        ("櫃員機食咗我張卡，點算", "atm_card_retained"),  # Cantonese, traditional
     ],
 )
 async def test_normalised_variants_reach_the_right_intent(bot: FaqBot, text: str, intent: str) -> None:
     reply = await ask(bot, text)
     assert (reply.intent, reply.fallback) == (intent, False)
     assert 0.0 < reply.confidence <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("我想注销这张卡", "card_cancellation"),  # was the 云闪付 registration answer (#19)
+        ("信用卡不想用了怎么销户", "card_cancellation"),
+        ("I want to close my credit card", "card_cancellation"),
+        ("ATM吞卡了", "atm_card_retained"),  # was the PIN-lock answer (#19)
+        ("取款机把我的卡吃了不吐出来", "atm_card_retained"),
+        ("the ATM swallowed my card", "atm_card_retained"),
+        ("密码输错三次卡被锁了", "card_unlock_pin_locked"),  # a locked card is still the PIN-lock answer
+        ("云闪付账号怎么注销", "app_registration_binding"),  # closing the app account is the app's
+    ],
+)
+async def test_card_cancellation_and_a_card_kept_by_an_atm_have_answers_of_their_own(
+    bot: FaqBot, text: str, intent: str
+) -> None:
+    reply = await ask(bot, text)
+    assert (reply.intent, reply.fallback) == (intent, False)
+
+
+async def test_the_new_answers_name_the_hotline_defer_to_the_bank_and_say_nin(bot: FaqBot) -> None:
+    for intent in ("card_cancellation", "atm_card_retained"):
+        answer = bot.knowledge_base.entry(intent).answer
+        assert "95516" in answer and "发卡行规定为准" in answer
+        assert "您" in answer and "你" not in answer.replace("您", "")
 
 
 async def test_confident_answer_carries_the_knowledge_base_answer_and_follow_ups(bot: FaqBot) -> None:
@@ -87,7 +116,8 @@ async def test_unmatched_text_falls_back_with_suggestions_and_the_hotline(bot: F
 
 async def test_threshold_option_decides_when_to_fall_back() -> None:
     question = "跨行转账到账时间一般要多久呢"
-    strict = build_bot("faq", {"watch": False, "threshold": 0.99})
+    # The lexical stage's threshold; the semantic stage has its own (tests/test_faq_semantic.py).
+    strict = build_bot("faq", {"watch": False, "threshold": 0.99, "semantic": False})
     await strict.start()
     try:
         reply = await strict.answer(Turn("c", question))

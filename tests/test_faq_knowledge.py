@@ -41,6 +41,9 @@ PROTOCOL_INTENTS = {
     "merchant_not_accepting",
     "account_frozen",
     "personal_info_update",
+    # Added by #19: closing a card, and a card an ATM kept, had no answer of their own.
+    "card_cancellation",
+    "atm_card_retained",
     "human_agent",
     "greeting",
     "thanks_goodbye",

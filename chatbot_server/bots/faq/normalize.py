@@ -7,6 +7,8 @@ import re
 import unicodedata
 from typing import Protocol
 
+from .vernacular import rewrite
+
 # Characters that opencc's t2s table leaves as the less common simplified variant, or that
 # customers commonly type interchangeably; mapping them keeps one spelling per word.
 _CHAR_FIXES = str.maketrans(
@@ -71,4 +73,5 @@ def normalize(text: str) -> str:
     folded = unicodedata.normalize("NFKC", text).casefold()
     simplified = _t2s().convert(folded).translate(_CHAR_FIXES)
     simplified = _TYPO_PATTERN.sub(lambda m: _TYPOS[m.group()], simplified)
+    simplified = rewrite(simplified)
     return _SPACES.sub(" ", simplified).strip()

@@ -9,9 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError
+from .cascade import CascadeParams
 
 DEFAULT_KNOWLEDGE_BASE = Path(__file__).resolve().parent / "data" / "knowledge_base.yaml"
-DEFAULT_THRESHOLD = 0.2
+# The thresholds' defaults live with the matcher (cascade.py), calibrated with `evaluate --calibrate`.
+_CASCADE = CascadeParams()
+DEFAULT_THRESHOLD = _CASCADE.threshold
+DEFAULT_SEMANTIC_BELOW = _CASCADE.semantic_below
+DEFAULT_SEMANTIC_THRESHOLD = _CASCADE.semantic_threshold
 DEFAULT_WATCH_INTERVAL = 2.0
 KEY_PREFIX = "bot.options."
 
@@ -24,6 +29,18 @@ class FaqOptions:
     threshold: float = DEFAULT_THRESHOLD
     watch: bool = True
     watch_interval: float = DEFAULT_WATCH_INTERVAL
+    # Use the semantic stage when its extra is installed (`pip install 'chatbot_server[semantic]'`).
+    semantic: bool = True
+    semantic_below: float = DEFAULT_SEMANTIC_BELOW
+    semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD
+
+    def cascade(self) -> CascadeParams:
+        """The matcher's thresholds."""
+        return CascadeParams(
+            threshold=self.threshold,
+            semantic_below=self.semantic_below,
+            semantic_threshold=self.semantic_threshold,
+        )
 
 
 def _number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
@@ -55,10 +72,24 @@ def parse_options(options: Mapping[str, Any], base_dir: Path) -> FaqOptions:
     else:
         raise ConfigError(f"must be a file path, got {kb!r}", key=KEY_PREFIX + "knowledge_base")
     threshold = _number("threshold", options.get("threshold", DEFAULT_THRESHOLD), 0.0, 1.0)
-    watch = options.get("watch", True)
-    if not isinstance(watch, bool):
-        raise ConfigError(f"must be true or false, got {watch!r}", key=KEY_PREFIX + "watch")
+    watch = _flag("watch", options.get("watch", True))
     interval = _number(
         "watch_interval", options.get("watch_interval", DEFAULT_WATCH_INTERVAL), 0.0, 3600.0, low_open=True
     )
-    return FaqOptions(knowledge_base=path, threshold=threshold, watch=watch, watch_interval=interval)
+    return FaqOptions(
+        knowledge_base=path,
+        threshold=threshold,
+        watch=watch,
+        watch_interval=interval,
+        semantic=_flag("semantic", options.get("semantic", True)),
+        semantic_below=_number("semantic_below", options.get("semantic_below", DEFAULT_SEMANTIC_BELOW), 0.0, 1.0),
+        semantic_threshold=_number(
+            "semantic_threshold", options.get("semantic_threshold", DEFAULT_SEMANTIC_THRESHOLD), 0.0, 1.0
+        ),
+    )
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, got {value!r}", key=KEY_PREFIX + name)
+    return value

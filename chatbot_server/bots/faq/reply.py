@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from ..base import Reply
-from .ranker import Index
+from .cascade import Matcher, Ranking
 
 FALLBACK_INTENT = "out_of_scope"
 HANDOFF_INTENT = "human_agent"
 MAX_SUGGESTIONS = 3
+# Intents ranked per question: the suggestions plus room for the pleasantries skipped over.
+RANK_LIMIT = MAX_SUGGESTIONS + 2
 # Intents never offered as "did you mean" suggestions: they are not questions about cards.
 _NOT_SUGGESTED = frozenset({"out_of_scope", "greeting", "thanks_goodbye", "human_agent"})
 # Pleasantries around a question ("你好，我的卡丢了", "谢谢，那年费怎么免") are not what the customer
@@ -23,18 +25,23 @@ FALLBACK_HOTLINE = "您可以换个说法再问一次，或拨打银联客服热
 AFTER_SUGGESTIONS = "如果都不是，"
 
 
-def compose_reply(index: Index, text: str, threshold: float, *, agents: bool = False) -> Reply:
-    """Answer `text` from `index`: the best entry when confident, else a fallback offering help
+def compose_reply(matcher: Matcher, text: str, *, agents: bool = False) -> Reply:
+    """Answer `text`: the best entry when confident, else a fallback offering help
     (转人工 only when `agents`: human agents are configured)."""
-    matches = index.rank(text, limit=MAX_SUGGESTIONS + 2)
+    return reply_for(matcher, matcher.rank(text, limit=RANK_LIMIT), agents=agents)
+
+
+def reply_for(matcher: Matcher, ranking: Ranking, *, agents: bool = False) -> Reply:
+    """The reply to a ranking: its top entry if it clears the ranking's threshold, else the fallback."""
+    matches, threshold = ranking.matches, ranking.threshold
     top = matches[0] if matches else None
     if top is not None and top.intent in _SOCIAL:
         floor = max(threshold, SOCIAL_YIELD)
         question = next((m for m in matches[1:] if m.intent not in _NOT_SUGGESTED and m.confidence >= floor), None)
         top = question or top
     if top is not None and top.confidence >= threshold:
-        entry = index.entries[top.intent]
-        follow_ups = tuple(index.entries[s].questions[0] for s in entry.suggestions[:MAX_SUGGESTIONS])
+        entry = matcher.entries[top.intent]
+        follow_ups = tuple(matcher.entries[s].questions[0] for s in entry.suggestions[:MAX_SUGGESTIONS])
         return Reply(
             text=entry.answer.strip(),
             intent=entry.id,
@@ -42,7 +49,7 @@ def compose_reply(index: Index, text: str, threshold: float, *, agents: bool = F
             suggestions=follow_ups,
             handoff=entry.id == HANDOFF_INTENT,
         )
-    suggestions = tuple(m.question for m in matches if m.intent not in _NOT_SUGGESTED)[:MAX_SUGGESTIONS]
+    suggestions = tuple(m.question for m in ranking.offered if m.intent not in _NOT_SUGGESTED)[:MAX_SUGGESTIONS]
     lines = [FALLBACK_TEXT]
     if suggestions:
         lines.append(FALLBACK_WITH_SUGGESTIONS)
