@@ -112,7 +112,7 @@ def setup(
         replay_per_ip=settings.limits.replay_per_ip, quota_per_ip=settings.history.quota_per_ip
     )
     registry = ConnectionRegistry(max_per_ip=settings.limits.max_connections_per_ip)
-    registry.stats.bind(lambda: len(registry), layer, store)
+    registry.stats.bind(lambda: len(registry), layer, store, bot)
     target[CONNECTIONS_KEY] = registry
     _setup_templates(target, settings)
 

@@ -12,6 +12,7 @@ from .base import AnswerStyle, Bot, BotContext, BotEvent, Delta, HistoryEntry, R
 BUILTIN_BOTS: dict[str, str] = {
     "echo": "chatbot_server.bots.echo:EchoBot",
     "faq": "chatbot_server.bots.faq:FaqBot",
+    "llm": "chatbot_server.bots.llm:LlmBot",
 }
 
 __all__ = [

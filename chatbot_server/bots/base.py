@@ -111,6 +111,11 @@ class Bot(abc.ABC):
     async def check(self) -> None:
         """Validate the bot's files without starting it (for --check-config); raise ConfigError."""
 
+    def counters(self) -> Mapping[str, int]:
+        """The bot's own event counts by name (e.g. a model endpoint's faults), read at each scrape
+        and shown in /metrics as chatbot_bot_events_total{event="<name>"}; none by default."""
+        return {}
+
     def answer(self, turn: Turn) -> Reply | Awaitable[Reply]:
         """Return one reply for a turn (or, from an `async def`, an awaitable of it)."""
         raise NotImplementedError(f"{type(self).__name__} must implement answer() or respond()")

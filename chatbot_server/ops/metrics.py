@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -35,6 +35,10 @@ class ProbeCounters(Protocol):
     round_trip: float
 
 
+class _CountingBot(Protocol):
+    def counters(self) -> Mapping[str, int]: ...
+
+
 @runtime_checkable
 class _ProbingLayer(Protocol):
     probe_stats: ProbeCounters
@@ -61,9 +65,15 @@ class ServerStats:
         """Count one HTTP API request by its endpoint (a route name: a bounded set) and status."""
         self.api_requests[endpoint, status] += 1
 
-    def bind(self, open_sockets: Callable[[], int], layer: ChannelLayer, store: _CountingStore | None = None) -> None:
-        """Expose the counters, the open socket count, the layer's stats (and the store's)."""
-        self.registry.register(_StatsCollector(self, open_sockets, layer, store))
+    def bind(
+        self,
+        open_sockets: Callable[[], int],
+        layer: ChannelLayer,
+        store: _CountingStore | None = None,
+        bot: _CountingBot | None = None,
+    ) -> None:
+        """Expose the counters, the open socket count, the layer's stats (and the store's, the bot's)."""
+        self.registry.register(_StatsCollector(self, open_sockets, layer, store, bot))
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
@@ -98,12 +108,18 @@ class LatencyHistogram:
 
 class _StatsCollector(Collector):
     def __init__(
-        self, stats: ServerStats, open_sockets: Callable[[], int], layer: ChannelLayer, store: _CountingStore | None
+        self,
+        stats: ServerStats,
+        open_sockets: Callable[[], int],
+        layer: ChannelLayer,
+        store: _CountingStore | None,
+        bot: _CountingBot | None = None,
     ) -> None:
         self.stats = stats
         self.open_sockets = open_sockets
         self.layer = layer
         self.store = store
+        self.bot = bot
 
     def collect(self) -> Iterator[Metric]:
         s = self.stats
@@ -145,6 +161,12 @@ class _StatsCollector(Collector):
                 "chatbot_layer_probe_seconds", "Round trip of the last delivery probe back", value=probe.round_trip
             )
         yield s.bot_latency.family("chatbot_bot_answer_seconds", "Time the bot took to answer one message")
+        bot_counts = self.bot.counters() if self.bot is not None else {}
+        if bot_counts:  # Bot.counters(): e.g. the llm bot's answers and endpoint faults
+            events = CounterMetricFamily("chatbot_bot_events", "The bot's own events by name", labels=["event"])
+            for event, count in sorted(bot_counts.items()):
+                events.add_metric([event], count)
+            yield events
         if self.store is not None:
             counts = self.store.stats
             yield CounterMetricFamily(
