@@ -13,11 +13,11 @@ from aiohttp.test_utils import TestClient
 
 from chatbot_server import Bot, Delta, Reply, Turn, Typing, setup
 from chatbot_server.bots import BotEvent
-from chatbot_server.chat.streams import utf16_length
 from chatbot_server.keys import STORE_KEY
 
 from .helpers import make_settings, receive_json, receive_until
 from .redis_server import unique_prefix
+from .stream_bots import Page
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -74,30 +74,6 @@ def apps(request: pytest.FixtureRequest, aiohttp_client: Any) -> Apps:
         return clients[0], clients[1], script
 
     return make
-
-
-class Page:
-    """What a page shows of streamed replies, by the rules of docs/protocol.md: text by offset."""
-
-    def __init__(self) -> None:
-        self.writing: dict[str, str] = {}  # reply id -> text so far
-        self.done: dict[str, dict[str, Any]] = {}  # reply id -> final frame
-
-    def see(self, f: dict[str, Any]) -> None:
-        kind = f["type"]
-        if kind == "reply_start":
-            self.writing.setdefault(f["id"], "")
-        elif kind == "reply_delta":
-            have = self.writing.get(f["id"], "")
-            units, offset = utf16_length(have), f["offset"]
-            assert offset <= units, f"a gap: have {units} units, delta at {offset}"
-            new = f["text"]
-            skip = units - offset  # what this delta repeats (a catch-up after a reconnect)
-            if skip < utf16_length(new):
-                self.writing[f["id"]] = have + new.encode("utf-16-le")[2 * skip :].decode("utf-16-le")
-        elif kind == "reply" and "id" in f:
-            self.done[f["id"]] = f
-            self.writing.pop(f["id"], None)
 
 
 async def read_until(ws: aiohttp.ClientWebSocketResponse, page: Page, done: Callable[[], bool]) -> list[dict[str, Any]]:

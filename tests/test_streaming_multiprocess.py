@@ -11,8 +11,7 @@ import pytest
 
 from .helpers import stop_process, wait_healthy
 from .redis_server import free_port, unique_prefix
-from .stream_bots import PacedBot
-from .test_streaming import Page
+from .stream_bots import PacedBot, Page
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -90,7 +90,7 @@ class Serial:
 class Answering:
     """One socket's bot turns."""
 
-    __slots__ = ("_stopping", "_turn", "error_text", "serial", "socket", "turns")
+    __slots__ = ("_stopping", "_turn", "_watch", "_yielding", "error_text", "serial", "socket", "turns")
 
     def __init__(self, socket: AnsweringSocket, turns: TurnRunner, *, error_text: str) -> None:
         self.socket = socket
@@ -98,8 +98,11 @@ class Answering:
         self.error_text = error_text
         #: Turns of a streaming bot, one at a time (None for other bots: the socket awaits them).
         self.serial = Serial() if turns.style == "stream" else None
-        self._turn: tuple[asyncio.Task[None], list[Stream]] | None = None  # a turn that may wait, running
-        self._stopping = False
+        # A turn that may wait, running: its task, the reply it writes, the message it answers.
+        self._turn: tuple[asyncio.Task[None], list[Stream], str | None] | None = None
+        self._stopping = False  # the user stopped it: keep what was written
+        self._yielding = False  # another socket's turn answers the same message: keep nothing
+        self._watch: asyncio.Task[None] | None = None  # watches writers elsewhere (watch_writers)
 
     async def answer(self, text: str, client_id: str | None = None) -> None:
         """Run the bot on one message within its deadline (if it can wait); apologise if it fails."""
@@ -121,7 +124,7 @@ class Answering:
                 async def on_delta(piece: str) -> None:
                     await self._on_delta(piece, client_id, stream)
 
-                await self._run(turns.run(turn, on_reply, self._on_typing, on_delta), stream)
+                await self._run(turns.run(turn, on_reply, self._on_typing, on_delta), stream, client_id)
         except TimeoutError:
             log.warning("bot.timeout conn=%s after=%.2fs", socket.connection_id, time.monotonic() - started)
             socket.stats.error("bot_timeout")
@@ -134,32 +137,67 @@ class Answering:
             if client_id is not None:
                 socket.hold.done_answering(client_id)
 
-    async def _run(self, work: Awaitable[None], stream: list[Stream]) -> None:
+    async def _run(self, work: Awaitable[None], stream: list[Stream], client_id: str | None) -> None:
         """Run a turn that may wait, in a task stop() can cancel without cancelling us."""
         task = asyncio.ensure_future(work)
-        self._turn = (task, stream)
+        self._turn = (task, stream, client_id)
         try:
             await task
         except asyncio.CancelledError:
             current = asyncio.current_task()
-            if not self._stopping or (current is not None and current.cancelling()):
+            if not (self._stopping or self._yielding) or (current is not None and current.cancelling()):
                 raise  # we are being cancelled ourselves, not the turn by the user
-            await self._stopped(stream)
+            if self._yielding:
+                while stream:
+                    self.socket.hold.streams.by_id.pop(stream.pop().id, None)
+            else:
+                await self._stopped(stream)
         finally:
             self._turn = None
-            self._stopping = False
+            self._stopping = self._yielding = False
 
     def stop(self, reply: str | None) -> bool:
         """Stop the reply being written (`reply`: its id, or None for any); False if none is."""
         running = self._turn
         if running is None or self._stopping:
             return False
-        task, stream = running
+        task, stream, _ = running
         if reply is not None and not (stream and stream[0].id == reply):
             return False  # another reply (or one relayed from the socket we took over from)
         self._stopping = True
         task.cancel()
         return True
+
+    def drop(self, reply_to: str) -> None:
+        """Cancel, unseen and unstored, our turn answering `reply_to` (another socket's writes it)."""
+        running = self._turn
+        if running is not None and running[2] == reply_to and not self._stopping:
+            self._yielding = True
+            running[0].cancel()
+
+    def watch_writers(self, answer_orphans: Callable[[], Awaitable[None]]) -> None:
+        """After a resume that inherited replies being written on another socket: should their
+        writer fall silent for `turns.timeout` s (its process died after handing over), answer
+        those questions here."""
+        hold = self.socket.hold
+        if self.serial is None or not (hold.streams or hold.inherited):
+            return
+
+        async def watch() -> None:
+            if await hold.wait_quiet(idle=self.turns.timeout, limit=self.turns.reply_timeout):
+                log.warning("bot.writer_silent conn=%s", self.socket.connection_id)
+                hold.forget_silent()
+                if self.serial is not None:
+                    self.serial.submit(answer_orphans)
+
+        self._watch = asyncio.get_running_loop().create_task(watch())
+
+    async def unwatch(self) -> None:
+        """Stop watching (the socket is going away: it waits for those writers itself)."""
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
 
     async def _stopped(self, stream: list[Stream]) -> None:
         if not stream:
@@ -175,20 +213,18 @@ class Answering:
 
     async def _on_delta(self, piece: str, client_id: str | None, stream: list[Stream]) -> None:
         hold = self.socket.hold
-        if not stream:
-            written = Stream(secrets.token_hex(6), client_id)
-            stream.append(written)
-            hold.streams.by_id[written.id] = written
-            await self._show(written.start_frame())
-        await self._show(stream[0].grow(piece))
-
-    async def _show(self, out: Frame) -> None:
-        """A stream frame: to our page while we hold the conversation, else to its new holder."""
-        hold = self.socket.hold
-        if hold.holding:
-            await self.socket.send_json(out)
-        else:
-            await deliver(hold.store, hold.layer, hold.conversation, out)
+        new = not stream
+        if new:
+            stream.append(Stream(secrets.token_hex(6), client_id))
+            hold.streams.by_id[stream[0].id] = stream[0]
+        written = stream[0]
+        delta = written.grow(piece)
+        if hold.holding:  # to our page
+            if new:
+                await self.socket.send_json(written.start_frame())
+            await self.socket.send_json(delta)
+        else:  # to the conversation's holder now, if any: the whole text, which no snapshot needs
+            await deliver(hold.store, hold.layer, hold.conversation, written.whole())
 
     async def _end(self, out: Frame, stream: list[Stream], *, stopped: bool = False, failed: bool = False) -> None:
         """The final frame of a turn: stored, and, for a streamed reply, carrying its id."""

@@ -147,12 +147,19 @@ class ChatConsumer(WebsocketConsumer):
     async def on_disconnect(self, code: int | None) -> None:
         log.info("ws.disconnect conn=%s code=%s", self.connection_id, code)
         if self.answering.serial is not None:
+            await self.answering.unwatch()
             await self.answering.serial.finish()
+            bot = self.settings.bot
+            await self.hold.wait_quiet(idle=bot.timeout, limit=bot.reply_timeout)
         await self.hold.let_go()
 
     def pending_messages(self) -> list[Message]:
         """Layer messages still waiting for this socket (for the holding protocol's let_go)."""
         return self.inbox.take_pending()
+
+    def yield_answer(self, reply_to: str) -> None:
+        """Another socket's turn writes the answer to `reply_to`: drop ours (holding.py)."""
+        self.answering.drop(reply_to)
 
     async def settle(self) -> None:
         """Wait until the layer messages this socket is handling are handled (for let_go)."""
@@ -274,6 +281,7 @@ class ChatConsumer(WebsocketConsumer):
         if self.handoff is not None:
             await self.handoff.restore(conversation)
         await hold.catch_up()
+        self.answering.watch_writers(self.answer_orphans)
         if self.mode == "bot":
             await self.answer_orphans()
         return True

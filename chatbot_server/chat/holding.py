@@ -54,6 +54,9 @@ class HoldingSocket(Protocol):
         """Layer messages still waiting for the socket (it is going away)."""
         ...
 
+    def yield_answer(self, reply_to: str) -> None:
+        """Drop this socket's own answer to `reply_to` unseen: another socket's turn writes it."""
+
     async def settle(self) -> None:
         """Wait until the layer messages the socket is handling are handled."""
         ...
@@ -101,8 +104,8 @@ class Holding:
     """One socket's side of the protocol: which conversation it holds, and the takeover in flight."""
 
     __slots__ = (
-        "_ack", "_early", "_wanted", "answering", "conversation", "holders", "holding", "inherited", "layer",
-        "socket", "store", "streams", "takeover_timeout",
+        "_ack", "_early", "_relayed", "_wanted", "answering", "conversation", "holders", "holding", "inherited",
+        "layer", "socket", "store", "streams", "takeover_timeout",
     )  # fmt: skip
 
     def __init__(
@@ -130,6 +133,7 @@ class Holding:
         self._ack: asyncio.Future[messages.ConvReleased] | None = None
         #: Replies being written in the conversation (ours, or relayed from the socket we took it from).
         self.streams = Streams()
+        self._relayed: asyncio.Event | None = None  # set by each relayed stream frame (wait_quiet)
 
     def start_answering(self, client_id: str) -> None:
         if isinstance(self.answering, frozenset):
@@ -142,7 +146,10 @@ class Holding:
 
     def busy_with(self, client_id: str) -> bool:
         """Whether a message with this client id is being answered (here or by the previous holder)."""
-        return client_id in self.answering or client_id in self.inherited
+        if client_id in self.answering or client_id in self.inherited:
+            return True
+        # A reply being written for it (relayed from another socket) proves someone answers it.
+        return any(stream.reply_to == client_id for stream in self.streams.by_id.values())
 
     @property
     def wanted(self) -> str:
@@ -185,14 +192,17 @@ class Holding:
 
     async def take_over(self, conversation: str) -> None:
         """Become the conversation's holder; the old holder (any process) writes out and stops first."""
-        old = self.holders.get(conversation)
-        if old is not None and old is not self:
-            self.inherited = set(old.answering)
-            self.streams.inherit(old.streams.snapshots())  # copies: the old socket's turn goes on writing
-            await old.give_up(conversation)
+        # In the conversation's group before the old holder (here or elsewhere) lets go, so that
+        # nothing it passes on after letting go is missed: a reply it is still writing goes on
+        # through the group (a stream frame sent between its snapshot and our joining was lost).
         self._early = []
         self._wanted = conversation
         await self.socket.group_add(conversation_group(conversation))
+        old = self.holders.get(conversation)
+        if old is not None and old is not self:
+            self.inherited = set(old.answering) | set(old.inherited)
+            self.streams.inherit(old.streams.snapshots())  # copies: the old socket's turn goes on writing
+            await old.give_up(conversation)
         try:
             previous = await self.store.acquire(conversation)
             if previous is not None:
@@ -225,18 +235,65 @@ class Holding:
         finally:
             self._ack = None
 
+    async def _relay(self, out: Frame) -> None:
+        reply_to = out.get("reply_to")
+        if reply_to is not None and reply_to in self.answering:
+            # We started answering it again (its writer seemed gone: a holder between us let go),
+            # but the writer lives: its answer goes on, ours is dropped unseen.
+            self.socket.yield_answer(reply_to)
+        for shown in self.streams.relay(out):
+            await self.socket.send_json(shown)
+        if self._relayed is not None:
+            self._relayed.set()
+
+    def _ended(self, out: Frame) -> bool:
+        """A stored frame passes through: an answer written elsewhere that we knew of has ended.
+        False if it is a copy of a streamed reply that ended here already (not stored twice)."""
+        reply_to = out.get("reply_to")
+        if reply_to is not None and reply_to in self.inherited:
+            self.inherited = set(self.inherited) - {reply_to}
+        return self.streams.ended(out)
+
+    async def wait_quiet(self, idle: float, limit: float) -> bool:
+        """A socket going away waits, still holding, while a reply that another socket's turn writes
+        into its conversation goes on (at most `limit` s; a writer silent for `idle` s is taken for
+        dead). A page that comes back meanwhile takes it over from us and inherits what we know —
+        who is answering what, the text so far — instead of finding nobody holding and answering
+        the question a second time. True if the writer went silent while we still hold."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        while self.holding and (self.streams or self.inherited) and loop.time() < deadline:
+            self._relayed = asyncio.Event()
+            try:
+                async with asyncio.timeout(min(idle, max(0.0, deadline - loop.time()))):
+                    await self._relayed.wait()
+            except TimeoutError:
+                return self.holding and bool(self.streams or self.inherited)
+            finally:
+                self._relayed = None
+        return False
+
+    def forget_silent(self) -> None:
+        """The writers of the replies we relay went silent (their process died after handing the
+        conversation over): forget them, so their questions count as unanswered again."""
+        for stream in list(self.streams.by_id.values()):
+            if stream.reply_to not in self.answering:
+                del self.streams.by_id[stream.id]
+        self.inherited = _NO_IDS
+
     async def catch_up(self) -> None:
         """After a resume's replay: the replies being written so far, then the frames delivered
         while the takeover ran, in order (a page may see part of a stream twice: offsets say which)."""
+        if self.streams:  # a reply that ended since the snapshot was taken is in the replay already
+            for stored in await self.store.recent(self.conversation, 20):
+                self.streams.ended(stored)  # type: ignore[arg-type]
         for out in self.streams.catch_up():
             await self.socket.send_json(out)
         early, self._early = self._early, None
         for out in early or ():
             if out.get("type") in STREAM_FRAMES:
-                self.streams.relay(out)
-                await self.socket.send_json(out)
-            else:
-                self.streams.ended(out)
+                await self._relay(out)
+            elif self._ended(out):
                 await self.socket.emit(out)
 
     async def give_up(self, conversation: str) -> None:
@@ -264,7 +321,7 @@ class Holding:
             return
         if not self.holding or conversation != self.conversation:
             return
-        answering = sorted(self.answering)
+        answering = sorted(set(self.answering) | set(self.inherited))  # ours, and what we inherited
         self.holding = False
         self.holders.drop(conversation, self)
         try:
@@ -289,13 +346,13 @@ class Holding:
         if self._early is not None:  # taking over: sent after the replay, in order
             self._early.append(out)
         elif out.get("type") in STREAM_FRAMES:  # a reply written on the socket we took over from
-            if self.holding:
-                self.streams.relay(out)
-                await self.socket.send_json(out)
-            else:
-                await deliver(self.store, self.layer, self.conversation, out)
+            if self.holding:  # (else dropped: its writer's next frame carries the whole text again)
+                await self._relay(out)
         elif self.holding:
-            self.streams.ended(out)
+            if not self._ended(out):
+                return
+            if self._relayed is not None:
+                self._relayed.set()
             await self.socket.emit(out)
             # An agent's answer is rare and precious: written at once, not after
             # history.write_interval (a crash of this process would lose it, though the user saw it).

@@ -10,6 +10,7 @@ the unit of a JavaScript string's length, so the page can drop a delta it alread
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,12 +46,28 @@ class Stream:
         self.units += utf16_length(piece)
         return out
 
-    def apply(self, delta: Frame) -> None:
-        """Follow a delta written elsewhere (the turn runs on the socket we took over from)."""
-        piece = delta.get("text", "")
-        if delta.get("offset") == self.units and piece:
-            self.text += piece
-            self.units += utf16_length(piece)
+    def whole(self) -> Frame:
+        """The text so far as one delta at offset 0: what a writer that no longer holds the
+        conversation sends its holder each time (whoever holds it then, even one that joined
+        after the reply began, can show it whole: nothing depends on a snapshot having reached it)."""
+        out: Frame = {"type": "reply_delta", "msg": "", "talk": True, "ts": now_ms(), "id": self.id}
+        out["offset"] = 0
+        out["text"] = self.text
+        if self.reply_to is not None:
+            out["reply_to"] = self.reply_to
+        return out
+
+    def follow(self, delta: Frame) -> Frame | None:
+        """Take in a delta written elsewhere; the part we lacked as a delta at our offset (None if
+        it brought nothing new, or would leave a gap)."""
+        offset = delta.get("offset", 0)
+        if offset > self.units:
+            return None
+        encoded = delta.get("text", "").encode("utf-16-le")
+        skip = 2 * (self.units - offset)
+        if skip >= len(encoded):
+            return None
+        return self.grow(encoded[skip:].decode("utf-16-le"))
 
     def catch_up(self) -> list[Frame]:
         """What a page that just (re)connected needs: the start, and the text so far in one delta."""
@@ -73,27 +90,43 @@ class Stream:
 class Streams:
     """The replies being written in one held conversation, by our turns or relayed from elsewhere."""
 
-    __slots__ = ("by_id",)
+    __slots__ = ("by_id", "finished")
 
     def __init__(self) -> None:
         self.by_id: dict[str, Stream] = {}
+        # Replies that ended here (their final frame went by), newest last: a stale frame of one
+        # (passed on late by a socket that let go) must not start it again on the page.
+        self.finished: deque[str] = deque(maxlen=32)
 
     def __bool__(self) -> bool:
         return bool(self.by_id)
 
-    def relay(self, out: Frame) -> None:
-        """Follow a stream frame that passes through us to the page."""
+    def relay(self, out: Frame) -> list[Frame]:
+        """A stream frame written elsewhere, for our page: what to send it (a start for a reply it
+        has not heard of, and the text it lacks)."""
         reply = out.get("id", "")
-        if out.get("type") == "reply_start":
-            self.by_id.setdefault(reply, Stream(reply, out.get("reply_to")))
-        elif (stream := self.by_id.get(reply)) is not None:
-            stream.apply(out)
+        frames: list[Frame] = []
+        if reply in self.finished:
+            return frames
+        stream = self.by_id.get(reply)
+        if stream is None:
+            stream = self.by_id[reply] = Stream(reply, out.get("reply_to"))
+            frames.append(stream.start_frame())
+        if out.get("type") == "reply_delta" and (delta := stream.follow(out)) is not None:
+            frames.append(delta)
+        return frames
 
-    def ended(self, out: Frame) -> None:
-        """A stored frame went by: if it ends a stream (its final reply), forget the stream."""
+    def ended(self, out: Frame) -> bool:
+        """A stored frame goes by: if it ends a stream (its final reply), forget the stream.
+        False if that stream already ended here (a copy passed on late: do not store it twice)."""
         reply = out.get("id")
-        if reply is not None:
-            self.by_id.pop(reply, None)
+        if reply is None or out.get("type") != "reply":
+            return True
+        if reply in self.finished:
+            return False
+        self.by_id.pop(reply, None)
+        self.finished.append(reply)
+        return True
 
     def snapshots(self) -> list[dict[str, Any]]:
         return [stream.snapshot() for stream in self.by_id.values()]
