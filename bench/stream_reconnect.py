@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -98,31 +96,14 @@ def main() -> None:
     parser.add_argument("--drops", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=18)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        from tests.redis_server import free_port
+    from tests.redis_server import RedisProcess
 
-        port = free_port()
-        redis = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tmp,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        try:
-            result = asyncio.run(churn(f"redis://127.0.0.1:{port}/0", args.drops, args.seed))
-        finally:
-            redis.terminate()
-            redis.wait(10)
+    redis = RedisProcess()
+    redis.start()
+    try:
+        result = asyncio.run(churn(redis.url, args.drops, args.seed))
+    finally:
+        redis.cleanup()
     for key, value in result.items():
         print(f"{key}: {value}")
 

@@ -28,7 +28,9 @@ HEARTBEAT = 0.3  # the heartbeat key lives 1 s (the layer's minimum TTL)
 class Server:
     """One `python -m chatbot_server` subprocess on its own port."""
 
-    def __init__(self, tmp: Path, name: str, redis_url: str, prefix: str) -> None:
+    def __init__(
+        self, tmp: Path, name: str, redis_url: str, prefix: str, *, bot: str = "{name: echo}", extra: str = ""
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = tmp / f"{name}.yaml"
@@ -36,8 +38,8 @@ class Server:
             f"server: {{host: 127.0.0.1, port: {self.port}, shutdown_timeout: 1}}\n"
             f"layer:\n  backend: redis\n"
             f"  redis: {{url: '{redis_url}', prefix: {prefix}, heartbeat_interval: {HEARTBEAT}, required: true}}\n"
-            f"bot: {{name: echo}}\n"
-            f"logging: {{level: WARNING}}\n",
+            f"bot: {bot}\n"
+            f"logging: {{level: WARNING}}\n{extra}",
             encoding="utf-8",
         )
         self.log = tmp / f"{name}.log"
@@ -46,6 +48,7 @@ class Server:
                 [sys.executable, "-m", "chatbot_server", "--config", str(config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parents[1],  # test bots load by path: tests.stream_bots
             )
 
     async def wait_ready(self, session: aiohttp.ClientSession) -> None:

@@ -10,50 +10,22 @@ import aiohttp
 import pytest
 
 from .helpers import stop_process, wait_healthy
-from .redis_server import free_port, unique_prefix
+from .redis_server import unique_prefix
 from .stream_bots import PacedBot, Page
+from .test_redis_multiprocess import Server
 
 pytestmark = pytest.mark.timeout(60)
 
 PIECES = 40
 
 
-class Server:
-    """`python -m chatbot_server` with the paced streaming bot."""
-
-    def __init__(self, tmp: Path, name: str, redis_url: str, prefix: str) -> None:
-        import subprocess
-        import sys
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = tmp / f"{name}.yaml"
-        config.write_text(
-            f"server: {{host: 127.0.0.1, port: {self.port}, shutdown_timeout: 1}}\n"
-            f"layer:\n  backend: redis\n  redis: {{url: '{redis_url}', prefix: {prefix}, required: true}}\n"
-            f"history: {{takeover_timeout: 0.5}}\n"
-            f"bot: {{name: 'tests.stream_bots:PacedBot', options: {{interval: 0.02, pieces: {PIECES}}}}}\n"
-            f"logging: {{level: WARNING}}\n",
-            encoding="utf-8",
-        )
-        self.log = tmp / f"{name}.log"
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "chatbot_server", "--config", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=Path(__file__).resolve().parents[1],
-            )
-
-    def exited(self) -> str | None:
-        if self.proc.poll() is None:
-            return None
-        return f"server exited early:\n{self.log.read_text(errors='replace')}"
-
-
 async def test_a_reply_whose_process_dies_is_written_again_by_the_next(tmp_path: Path, redis_server: str) -> None:
     prefix = unique_prefix()
-    one, two = (Server(tmp_path, name, redis_server, prefix) for name in ("one", "two"))
+    bot = f"{{name: 'tests.stream_bots:PacedBot', options: {{interval: 0.02, pieces: {PIECES}}}}}"
+    one, two = (
+        Server(tmp_path, name, redis_server, prefix, bot=bot, extra="history: {takeover_timeout: 0.5}\n")
+        for name in ("one", "two")
+    )
     try:
         async with aiohttp.ClientSession() as session:
             for server in (one, two):
