@@ -30,6 +30,8 @@ log = logging.getLogger("chatbot_server.chat")
 
 #: User messages that may wait for a streamed reply to end; more are refused (the page resends).
 MAX_WAITING = 20
+#: The "reply being written" of a turn that writes none (a sync bot's): never appended to.
+_NOT_WRITING: list[Stream] = []
 
 
 class AnsweringSocket(Protocol):
@@ -112,11 +114,12 @@ class Answering:
         started = time.monotonic()
         if client_id is not None:
             socket.hold.start_answering(client_id)
-        stream: list[Stream] = []  # the reply being written, once the bot writes one
+        stream = _NOT_WRITING  # a sync bot writes no pieces: no list per message
         try:
             if turns.style == "sync":  # the common case: no coroutine, no timer
                 await self._on_reply(turns.bot.answer(turn), started, client_id, stream)  # type: ignore[arg-type]
             else:
+                stream = []  # the reply being written, once the bot writes one
 
                 async def on_reply(reply: Reply) -> None:
                     await self._on_reply(reply, started, client_id, stream)
@@ -245,6 +248,10 @@ class Answering:
         handoff = socket.handoff
         if handoff is None and reply.handoff:  # no agents (#16): one answer naming the hotline instead
             reply = dataclasses.replace(reply, text=texts.NO_AGENTS, handoff=False)
-        await self._end(reply_frame(reply, client_id), stream)
+        out = reply_frame(reply, client_id)
+        if stream:
+            await self._end(out, stream)
+        elif not socket.emit_now(out):
+            await socket.emit(out)
         if handoff is not None and handoff.needs_after_reply(reply):
             await handoff.after_reply(reply, socket.hold.conversation)

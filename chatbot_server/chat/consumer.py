@@ -245,7 +245,7 @@ class ChatConsumer(WebsocketConsumer):
             self._warned_about_numbers = True
             await self.emit(frame("system", texts.CARD_NUMBER_WARNING, talk=False, event="masked"))
         if mode == "bot":  # while waiting for or talking to a human, the bot stays silent
-            await self.answer(text, client_id)
+            await self.answering.answer(text, client_id)
 
     async def answer(self, text: str, client_id: str | None = None) -> None:
         """Run the bot on one message (answering.py)."""
