@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import gc
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +18,25 @@ from .redis_server import redis_prefix, redis_process, redis_server, unique_pref
 __all__ = ["redis_cluster", "redis_cluster_url", "redis_prefix", "redis_process", "redis_server"]
 
 LayerFactory = Callable[..., Awaitable[ChannelLayer]]
+
+
+@pytest.fixture(autouse=True)
+def collect_cluster_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test on a Redis Cluster, collect what redis-py's cluster client left unclosed, quietly.
+
+    When a topology refresh (a resharding, a MOVED) drops a node, redis-py closes its idle
+    connections but not those in use (redis/redis-py#4053; the fix, #4207, was closed unmerged):
+    they are reclaimed by the garbage collector with a ResourceWarning, at a random later moment,
+    which `filterwarnings = error` turned into a failure of whichever test was running then (seen
+    twice in full runs). Collected here, right after the cluster test that left them, under a
+    filter for ResourceWarning only.
+    """
+    yield
+    if {"redis_cluster", "redis_cluster_url"} & set(request.fixturenames):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
+
 
 # "cluster": the Redis layer on a private 3-primary Redis Cluster (tests/redis_cluster.py).
 LAYER_BACKENDS = ["memory", "redis", "cluster"]
