@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from chatbot_server import setup
 from chatbot_server.errors import StoreUnavailableError
 from chatbot_server.keys import LAYER_KEY, STORE_KEY
-from chatbot_server.store.redis import RedisConversationStore
+from chatbot_server.store.redis import RedisConversationStore, conversation_keys
 
 from .helpers import make_settings, receive_json, receive_until, until
 from .redis_server import RedisProcess, unique_prefix
@@ -193,3 +193,36 @@ async def _flushed(store: RedisConversationStore) -> bool:
     except (RedisError, OSError):
         return False
     return True
+
+
+async def test_a_conversation_taken_back_while_its_release_is_written_keeps_its_owner(redis_server: str) -> None:
+    # A page that drops its socket and comes straight back to the same process: the release of
+    # the old socket is written behind, and the new socket takes the conversation back meanwhile.
+    # The release deleted the owner key the take-back had just set, so another process could take
+    # the conversation without asking (two holders: seen under reconnect churn, #18).
+    prefix = unique_prefix()
+    store = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p1")
+    await store.start()
+    client = aioredis.Redis.from_url(redis_server)
+    try:
+        conversation = await store.create()
+        store.append(conversation, {"type": "user", "msg": "你好", "id": "m1"})
+        await store.flush()
+        releasing = asyncio.ensure_future(store.release(conversation))
+        while store.owns(conversation):  # the release has begun (it is written behind)
+            await asyncio.sleep(0)
+        assert await store.acquire(conversation) is None  # ours: the key names us until the release
+        await store.adopt(conversation)
+        await releasing
+        await store.flush()  # the write after the release
+        owner_key = conversation_keys(prefix, conversation)[1]
+        assert await client.get(owner_key) == b"p1"
+        other = RedisConversationStore(url=redis_server, prefix=prefix, process_id="p2")
+        await other.start()
+        try:
+            assert await other.acquire(conversation) == "p1"  # asks the holder, as it must
+        finally:
+            await other.close()
+    finally:
+        await store.close()
+        await client.aclose()

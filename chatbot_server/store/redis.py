@@ -210,6 +210,11 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         if conversation in self._owned:
             return None
         try:
+            if conversation in self._letting_go:
+                # Taken back here while its release is still to be written (a page back on this
+                # process at once): write the release first, or it would delete the owner key we
+                # set now, and another process could take the conversation without asking.
+                await self.flush()
             async with asyncio.timeout(CALL_TIMEOUT):
                 old = await self._acquire(keys=[self._keys(conversation)[1]], args=[self.process_id, self.ttl_ms])
         except (RedisError, OSError) as exc:  # TimeoutError is an OSError
