@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -17,7 +18,7 @@ from chatbot_server.keys import STORE_KEY
 
 from .helpers import make_settings, receive_json, receive_until
 from .redis_server import unique_prefix
-from .stream_bots import Page
+from .stream_bots import PacedBot, Page
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -244,3 +245,49 @@ async def test_a_reply_that_outlives_its_deadline_ends_failed(apps: Apps) -> Non
     final = await receive_until(ws, "reply", timeout=10)
     assert (final["id"], final["failed"], final["intent"]) == (start["id"], True, "bot_timeout")
     await ws.close()
+
+
+async def test_a_hundred_drops_mid_reply_lose_and_repeat_nothing(
+    request: pytest.FixtureRequest, aiohttp_client: Any
+) -> None:
+    """The page drops its socket every few frames while answers are written and comes back on
+    either of two servers on one Redis, sending again a question it saw no echo of (as the chat
+    page does): every answer ends once, whole, and what its deltas showed is the start of it.
+    (bench/stream_reconnect.py runs the same for 1,000 drops.)"""
+    rng = random.Random(18)
+    bot = PacedBot(interval=0.003, pieces=30)
+    url = request.getfixturevalue("redis_server")
+    sections: dict[str, Any] = {
+        "layer": {"backend": "redis", "redis": {"url": url, "prefix": unique_prefix()}},
+        "limits": {"rate_per_second": 1000, "rate_burst": 1000, "replay_per_ip": 10**6},
+    }
+    clients = []
+    for _ in range(2):
+        app = web.Application()
+        setup(app, make_settings(**sections), bot=bot)
+        clients.append(await aiohttp_client(app))
+    page, conversation, last_seq, asked = Page(), "", 0, 0
+    unconfirmed: dict[str, Any] | None = None  # the question sent, until its echo is seen
+    for _ in range(100):
+        query = f"?conversation={conversation}&last_seq={last_seq}" if conversation else ""
+        ws = await rng.choice(clients).ws_connect(f"/ws{query}")
+        if unconfirmed is not None and conversation:
+            await ws.send_json(unconfirmed)
+        for _ in range(rng.randint(1, 12)):
+            f = await receive_json(ws)
+            page.see(f)
+            conversation = f.get("conversation", conversation)
+            last_seq = max(last_seq, f.get("seq", 0))
+            if f["type"] == "user" and unconfirmed is not None and f.get("id") == unconfirmed["id"]:
+                unconfirmed = None
+            if f["type"] in ("greeting", "reply") and "seq" in f and not page.writing and unconfirmed is None:
+                asked += 1
+                unconfirmed = {"type": "message", "text": f"问{asked}", "id": f"m{asked}"}
+                await ws.send_json(unconfirmed)
+        await ws.close()
+    assert len(page.done) >= 5, "too few answers ended to say anything"
+    answered = [final["reply_to"] for final in page.done.values()]
+    assert len(answered) == len(set(answered)), "a question was answered twice"
+    for reply, final in page.done.items():
+        assert final["msg"] == "".join(bot.script(f"问{final['reply_to'][1:]}"))
+        assert final["msg"].startswith(page.streamed[reply]), f"deltas made {page.streamed[reply]!r}"
