@@ -42,6 +42,18 @@ def require_chromium() -> Path:
     pytest.skip(message)
 
 
+def playwright_expect() -> Any:
+    """Playwright's `expect`, for a browser test module; the module is skipped without playwright,
+    except in CI, which must run the browser tests rather than skip them."""
+    try:
+        from playwright import async_api
+    except ImportError:  # pragma: no cover - depends on the machine
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("browser tests need the playwright package (pip install playwright)", allow_module_level=True)
+    return async_api.expect
+
+
 async def launch_browser(playwright: Any) -> Any:
     """A headless chromium from the system package (never a downloaded one)."""
     return await playwright.chromium.launch(executable_path=str(require_chromium()), args=CHROMIUM_ARGS, headless=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,18 +23,13 @@ from .browser_support import (  # noqa: F401 - the browser fixture is used by na
     is_local,
     launch_browser,
     live_server,
+    playwright_expect,
     require_chromium,
     screenshot_path,
 )
 from .helpers import make_settings
 
-try:
-    from playwright import async_api as playwright_api
-except ImportError:  # pragma: no cover - depends on the machine
-    if os.environ.get("CI"):
-        raise  # CI must run the browser tests, not skip them
-    pytest.skip("browser tests need the playwright package (pip install playwright)", allow_module_level=True)
-expect = playwright_api.expect
+expect = playwright_expect()
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
 
 from .agent_support import PASSWORDS, HandoffBot, agent_section
-from .browser_support import browser, live_server  # noqa: F401 - the browser fixture is used by name
+from .browser_support import browser, live_server, playwright_expect  # noqa: F401 - the browser fixture is used by name
 from .helpers import make_settings
 
-try:
-    from playwright import async_api as playwright_api
-except ImportError:  # pragma: no cover - depends on the machine
-    if os.environ.get("CI"):
-        raise
-    pytest.skip("browser tests need the playwright package (pip install playwright)", allow_module_level=True)
-expect = playwright_api.expect
+expect = playwright_expect()
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 

@@ -31,17 +31,12 @@ from .browser_support import (  # noqa: F401 - the browser fixture is used by na
     browser,
     free_port,
     live_server,
+    playwright_expect,
     screenshot_path,
 )
 from .helpers import make_settings
 
-try:
-    from playwright import async_api as playwright_api
-except ImportError:  # pragma: no cover - depends on the machine
-    if os.environ.get("CI"):
-        raise  # CI must run the browser tests, not skip them
-    pytest.skip("browser tests need the playwright package (pip install playwright)", allow_module_level=True)
-expect = playwright_api.expect
+expect = playwright_expect()
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
 
