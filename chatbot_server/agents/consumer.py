@@ -137,12 +137,19 @@ class AgentConsumer(WebsocketConsumer):
         else:
             await self.send_json(delta)
 
-    async def send_transcript(self, conversation: str) -> None:
-        """The conversation as stored, and its verified customer if any (identity.py: the id and
-        name the host site signed); live frames follow through the watch group."""
-        frames = await self.store.transcript(conversation)
-        customer = await self.customers.customer_of(conversation)
+    async def send_transcript(self, conversation: str, frames: list[dict[str, Any]] | None = None) -> None:
+        """The conversation as stored (or `frames`, the holding process's copy) and its verified
+        customer if any (identity.py: the id and name the host site signed); live frames follow
+        through the watch group. Both copies name the customer: a console may keep either."""
+        if frames is None:
+            frames = await self.store.transcript(conversation)
         message: dict[str, Any] = {"type": "transcript", "conversation": conversation, "frames": frames}
+        try:
+            async with asyncio.timeout(DEADLINE):
+                customer = await self.customers.customer_of(conversation)
+        except _UNAVAILABLE as exc:  # the frames still go: the customer shows with the next copy
+            log.info("agent.customer_unavailable conversation=%s error=%s", conversation[:8], exc)
+            customer = None
         if customer is not None:
             message["customer"] = {"id": customer.id, "name": customer.name}
         await self.send_json(message)
@@ -256,9 +263,7 @@ class AgentConsumer(WebsocketConsumer):
     @message_handler
     async def agent_transcript(self, message: messages.AgentTranscript) -> None:
         """The holder's full transcript (the store may lag its write-behind by a moment)."""
-        await self.send_json(
-            {"type": "transcript", "conversation": message["conversation"], "frames": message["frames"]}
-        )
+        await self.send_transcript(message["conversation"], message["frames"])
 
 
 def _items(entries: list[QueueEntry]) -> list[dict[str, Any]]:
