@@ -33,8 +33,9 @@ class UnansweredNotes:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def note(self, asked: str, reply: Reply) -> None:
-        """Keep `asked` if the bot fell back or answered below `below` (a request for a human is no question)."""
-        if reply.handoff or not (reply.fallback or reply.confidence < self.below):
+        """Keep `asked` if the bot fell back, matched "out_of_scope" (Reply's "not ours") or answered
+        below `below` (a request for a human is no question)."""
+        if reply.handoff or not (reply.fallback or reply.confidence < self.below or reply.intent == "out_of_scope"):
             return
         if len(self._tasks) >= MAX_PENDING:
             self.stats.error("unanswered_dropped")
