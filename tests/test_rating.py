@@ -156,3 +156,51 @@ async def test_rating_without_agents_is_unsupported(aiohttp_client: Any) -> None
     await ws.send_json({"type": "rating", "score": 5})
     assert (await receive_json(ws))["code"] == "unsupported"
     await ws.close()
+
+
+def test_settings_are_checked() -> None:
+    from chatbot_server.config import settings_from_dict
+    from chatbot_server.errors import ConfigError
+
+    account = {"username": "li", "name": "小李", "password_hash": "pbkdf2_sha256$1$c2FsdA$aGFzaA"}
+    assert settings_from_dict({"agents": {"accounts": [account]}}).agents.accounts[0].role == "agent"
+    with pytest.raises(ConfigError, match="agent, supervisor") as error:
+        settings_from_dict({"agents": {"accounts": [{**account, "role": "boss"}]}})
+    assert error.value.key == "agents.accounts[0].role"
+    for key, bad in (("rating_comment_length", 0), ("unanswered_below", 1.5), ("unanswered_days", 0)):
+        with pytest.raises(ConfigError) as error:
+            settings_from_dict({"agents": {key: bad}})
+        assert error.value.key == f"agents.{key}"
+
+
+class _Socket:
+    """A chat socket's part the rating uses: what it sends and stores."""
+
+    def __init__(self) -> None:
+        from chatbot_server.ops.metrics import ServerStats
+
+        self.stats = ServerStats()
+        self.sent: list[Any] = []
+        self.emitted: list[Any] = []
+
+    async def send_json(self, payload: object) -> None:
+        self.sent.append(payload)
+
+    async def emit(self, out: Any) -> None:
+        self.emitted.append(out)
+
+
+async def test_a_store_that_fails_gets_a_clear_error_frame() -> None:
+    from chatbot_server.chat.rating import take_rating
+    from chatbot_server.ops.redis import redis_client
+    from chatbot_server.protocol import RatingAnswer
+    from chatbot_server.store.ratings_redis import RedisRatingStore
+
+    client = redis_client("redis://127.0.0.1:1/0", pool_size=2, connect_timeout=0.5, socket_timeout=0.5)
+    socket = _Socket()
+    try:
+        await take_rating(socket, RedisRatingStore(client), "c1", RatingAnswer(5, "好"), comment_length=200)
+    finally:
+        await client.aclose()
+    assert [(f["type"], f["code"]) for f in socket.sent] == [("error", "rating_unavailable")]
+    assert socket.emitted == [] and socket.stats.errors["rating_unavailable"] == 1

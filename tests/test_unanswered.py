@@ -156,3 +156,30 @@ def test_grouping_is_deterministic_and_keeps_the_best_confidence() -> None:
     assert group_questions(list(reversed(items))) == groups
     assert [(g.question, g.count, g.last_seen) for g in groups] == [("信用卡怎样分期还款", 2, 3), ("怎么养猫", 1, 1)]
     assert groups[0].intents == [("installment", 0.5), ("repayment", 0.3)]
+
+
+async def test_a_failing_store_never_fails_the_reply() -> None:
+    from chatbot_server.bots import Reply
+    from chatbot_server.chat.unanswered import UnansweredNotes
+    from chatbot_server.errors import StoreUnavailableError
+    from chatbot_server.ops.metrics import ServerStats
+    from chatbot_server.store.unanswered import MemoryUnansweredStore
+
+    class Failing(MemoryUnansweredStore):
+        async def add(self, item: Unanswered) -> None:
+            raise StoreUnavailableError("down")
+
+    stats = ServerStats()
+    notes = UnansweredNotes(Failing(), below=0.3, stats=stats)
+    notes.note("火星上能刷卡吗", Reply("抱歉", intent="out_of_scope", confidence=0.0, fallback=True))  # returns at once
+    notes.note("年费", Reply("…", intent="annual_fee", confidence=0.9))  # not unanswered: nothing to write
+    notes.note("转人工", Reply("好的", intent="human_agent", confidence=0.1, handoff=True))
+    await notes.settle()
+    assert stats.errors["unanswered_unavailable"] == 1
+    kept = MemoryUnansweredStore()
+    notes = UnansweredNotes(kept, below=0.3, stats=stats)
+    notes.note(f"卡号 {CARD} 丢了", Reply("?", intent="x", confidence=0.2, candidates=(("card_lost_report", 0.2),)))
+    await notes.settle()
+    assert [(q.text, q.candidates) for q in await kept.recent(1)] == [
+        ("卡号 **** **** **** 7878 丢了", (("card_lost_report", 0.2),))
+    ]
