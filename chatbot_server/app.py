@@ -30,6 +30,7 @@ from .keys import (
     HOLDERS_KEY,
     IDENTITY_KEY,
     LAYER_KEY,
+    NOTES_KEY,
     SETTINGS_KEY,
     STORE_KEY,
     TEMPLATES_KEY,
@@ -126,10 +127,15 @@ def setup(
     # The chat page shows its 转人工 button only when there are agents to hand off to.
     target[TEMPLATES_KEY].globals["handoff_enabled"] = handoff
     if handoff:
+        from .agents.feedback import setup_feedback
         from .agents.routes import make_queue, make_revocations, setup_agents
+        from .chat.unanswered import UnansweredNotes
 
         queue = make_queue(settings, store.backend, client=redis)
         setup_agents(target, settings, queue, make_revocations(settings, store.backend, client=redis))
+        _, unanswered = setup_feedback(target, settings, store.backend, client=redis)
+        below = settings.agents.unanswered_below
+        target[NOTES_KEY] = UnansweredNotes(unanswered, below=below, stats=registry.stats)
     if settings.api.tokens:  # without tokens nobody could call it: /api/v1 is not routed (404)
         from .api.routes import setup_api
 

@@ -15,12 +15,15 @@ if TYPE_CHECKING:
     from .chat.holding import Holders
     from .chat.identity import IdentityGate
     from .chat.turns import TurnRunner
+    from .chat.unanswered import UnansweredNotes
     from .config import Settings
     from .layers import ChannelLayer
     from .sockets.registry import ConnectionRegistry
     from .store.base import ConversationStore
     from .store.customers import CustomerDirectory
     from .store.handoff import HandoffQueue
+    from .store.ratings import RatingStore
+    from .store.unanswered import UnansweredStore
 
 SETTINGS_KEY: web.AppKey[Settings] = web.AppKey("chatbot_server.settings")
 LAYER_KEY: web.AppKey[ChannelLayer] = web.AppKey("chatbot_server.layer")
@@ -42,3 +45,7 @@ CUSTOMERS_KEY: web.AppKey[CustomerDirectory] = web.AppKey("chatbot_server.custom
 IDENTITY_KEY: web.AppKey[IdentityGate] = web.AppKey("chatbot_server.identity")
 # Our own Jinja environment, never the host application's default one.
 TEMPLATES_KEY: web.AppKey[Environment] = web.AppKey("chatbot_server.templates")
+# Ratings after a human chat and the bot's unanswered questions, set with the agents (agents/feedback.py).
+RATINGS_KEY: web.AppKey[RatingStore] = web.AppKey("chatbot_server.agents.ratings")
+UNANSWERED_KEY: web.AppKey[UnansweredStore] = web.AppKey("chatbot_server.agents.unanswered")
+NOTES_KEY: web.AppKey[UnansweredNotes] = web.AppKey("chatbot_server.unanswered_notes")

@@ -94,7 +94,16 @@ class StopRequest:
     reply: str | None = None
 
 
-Inbound = UserMessage | Resume | HistoryRequest | HandoffRequest | StopRequest
+@dataclass(frozen=True, slots=True)
+class RatingAnswer:
+    """The customer rates the human chat that just ended: {"type": "rating", "score": 1..5,
+    "comment": "..."}, or skips it: {"type": "rating", "skip": true} (score None)."""
+
+    score: int | None
+    comment: str = ""
+
+
+Inbound = UserMessage | Resume | HistoryRequest | HandoffRequest | StopRequest | RatingAnswer
 
 
 def now_ms() -> int:
@@ -119,6 +128,8 @@ def parse_inbound(raw: str, *, max_text_length: int) -> Inbound:
         return _parse_history(data)
     if kind == "handoff":
         return HandoffRequest()
+    if kind == "rating":
+        return _parse_rating(data, max_comment_length=max_text_length)
     if kind == "stop":
         reply = data.get("id")
         if reply is not None and (not isinstance(reply, str) or not 0 < len(reply) <= MAX_CLIENT_ID_LENGTH):
@@ -155,6 +166,21 @@ def _parse_resume(data: dict[str, Any]) -> Resume:
     if isinstance(last_seq, bool) or not isinstance(last_seq, int) or not 0 <= last_seq < 2**53:
         raise ProtocolError("bad_frame", "消息格式错误:last_seq 应为非负整数。")
     return Resume(conversation=conversation, last_seq=last_seq)
+
+
+def _parse_rating(data: dict[str, Any], *, max_comment_length: int) -> RatingAnswer:
+    # The comment's own limit (agents.rating_comment_length) is checked where the rating is taken.
+    if data.get("skip") is True:
+        return RatingAnswer(None)
+    score, comment = data.get("score"), data.get("comment", "")
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
+        raise ProtocolError("bad_rating", "请选择 1 到 5 星的评分。")
+    if not isinstance(comment, str):
+        raise ProtocolError("bad_rating", "评价内容应为文字。")
+    comment = comment.strip()
+    if len(comment) > max_comment_length:
+        raise ProtocolError("too_long", f"评价内容太长了,请控制在 {max_comment_length} 个字以内。")
+    return RatingAnswer(score, comment)
 
 
 def _parse_history(data: dict[str, Any]) -> HistoryRequest:

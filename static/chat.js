@@ -437,6 +437,8 @@
         if (f.event === "queued") setMode("queued", f.queue_position);
         if (f.event === "agent_joined") setMode("agent");
         if (f.event === "agent_left" || f.event === "agent_handback") setMode("bot");
+        if (window.chatbotRating && f.event === "rating_request") window.chatbotRating.show(f.agent, sendRating);
+        if (window.chatbotRating && f.event === "rating_done") window.chatbotRating.hide();
         break;
       case "error":
         setThinking(false);
@@ -517,6 +519,13 @@
     } else {
       addMessage("user", f.msg, f.ts);   // replayed after a page reload
     }
+  }
+
+  // The rating card's answer (rating.js): false if the socket is not open (the card stays).
+  function sendRating(data) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return false;
+    socket.send(JSON.stringify(data));
+    return true;
   }
 
   function send(text) {

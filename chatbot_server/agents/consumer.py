@@ -18,7 +18,7 @@ from aiohttp import web
 from .. import messages
 from ..chat.holding import deliver
 from ..errors import LayerUnavailableError, ProtocolError, StoreUnavailableError
-from ..keys import CUSTOMERS_KEY, DIRECTORY_KEY, QUEUE_KEY, STORE_KEY
+from ..keys import CUSTOMERS_KEY, DIRECTORY_KEY, QUEUE_KEY, RATINGS_KEY, STORE_KEY
 from ..masking import mask_sensitive
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
 from ..protocol import AgentClaim, AgentEnd, AgentOpen, AgentReply, Frame, error_frame, frame, parse_agent_inbound
@@ -28,6 +28,7 @@ from ..store.base import ConversationStore
 from ..store.customers import CustomerDirectory
 from ..store.handoff import DEADLINE, HandoffQueue, QueueEntry
 from .directory import Agent, AgentDirectory
+from .feedback import ask_rating
 from .sessions import COOKIE_NAME
 
 log = logging.getLogger("chatbot_server.agents")
@@ -57,6 +58,8 @@ class AgentConsumer(WebsocketConsumer):
         self.store: ConversationStore = request.config_dict[STORE_KEY]
         self.customers: CustomerDirectory = request.config_dict[CUSTOMERS_KEY]
         self.agent: Agent | None = self.directory.from_cookie(request.cookies.get(COOKIE_NAME))
+        # Where ratings are asked for after an ended chat (agents.ask_rating); None: not asked.
+        self.ratings = request.config_dict.get(RATINGS_KEY) if self.settings.agents.ask_rating else None
         # Queue deltas that arrive before the snapshot is sent wait here (None once it is sent).
         self._early: list[dict[str, Any]] | None = []
         self._retry: asyncio.Task[None] | None = None
@@ -216,6 +219,8 @@ class AgentConsumer(WebsocketConsumer):
         text, event = (_HANDED_BACK_TEXT, "agent_handback") if handback else (_ENDED_TEXT, "agent_left")
         await deliver(self.store, self.layer, conversation, frame("system", text, talk=False, event=event))
         await self.send_json({"type": "closed", "conversation": conversation, "reason": event})
+        if not handback and self.ratings is not None:
+            await ask_rating(self.ratings, self.store, self.layer, conversation, self.me.username, self.me.name)
         log.info("agent.%s agent=%s conversation=%s", event, self.me.username, conversation[:8])
 
     async def add_frame(self, conversation: str, out: Frame) -> None:

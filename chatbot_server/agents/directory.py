@@ -16,6 +16,11 @@ class Agent:
 
     username: str
     name: str
+    role: str = "agent"  # or "supervisor": also reads /agent/unanswered
+
+    @property
+    def supervisor(self) -> bool:
+        return self.role == "supervisor"
 
 
 class AgentDirectory:
@@ -36,7 +41,7 @@ class AgentDirectory:
     def get(self, username: str | None) -> Agent | None:
         """The agent with that username, if configured."""
         account = self._accounts.get(username or "")
-        return None if account is None else Agent(account.username, account.name or account.username)
+        return None if account is None else Agent(account.username, account.name or account.username, account.role)
 
     async def check_password(self, username: str, password: str) -> Agent | None:
         """The agent if the password matches its hash (off the event loop; unknown names cost the same)."""

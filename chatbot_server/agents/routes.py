@@ -19,6 +19,7 @@ from .consumer import AgentConsumer
 from .directory import AgentDirectory
 from .revocations import RESYNC, LocalRevocations, RedisRevocations, Revocations
 from .sessions import SESSIONS_GROUP, LiveSessions
+from .unanswered_views import unanswered_csv, unanswered_page
 from .views import console_page, login, login_page, logout
 
 log = logging.getLogger("chatbot_server.agents")
@@ -59,6 +60,8 @@ def setup_agents(
     app.router.add_post("/agent/login", login, name="chatbot_agent_login_post")
     app.router.add_post("/agent/logout", logout, name="chatbot_agent_logout")
     app.router.add_get("/agent/ws", AgentConsumer.as_handler(), name="chatbot_agent_ws")
+    app.router.add_get("/agent/unanswered", unanswered_page, name="chatbot_agent_unanswered")
+    app.router.add_get("/agent/unanswered.csv", unanswered_csv, name="chatbot_agent_unanswered_csv")
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         await queue.start()

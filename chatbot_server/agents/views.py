@@ -32,6 +32,7 @@ def _render(request: web.Request, template: str, context: dict[str, Any], *, sta
         "static": lambda path: f"{router['chatbot_static'].url_for(filename=path)}?v={__version__}",
         "login_url": _url(request, "chatbot_agent_login"),
         "logout_url": _url(request, "chatbot_agent_logout"),
+        "unanswered_url": _url(request, "chatbot_agent_unanswered"),
         **context,
     }
     response = aiohttp_jinja2.render_template(template, request, context, app_key=TEMPLATES_KEY, status=status)
@@ -41,6 +42,10 @@ def _render(request: web.Request, template: str, context: dict[str, Any], *, sta
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+#: For the other console pages (unanswered_views.py): the same headers and base context.
+render_page = _render
 
 
 def current_agent(request: web.Request) -> Agent | None:

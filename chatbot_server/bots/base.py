@@ -43,6 +43,9 @@ class Reply:
     handoff: bool = False
     # True when the bot could not match the question and answered with a fallback.
     fallback: bool = False
+    # The intents the bot came closest to, best first, with their confidence (the FAQ bot's
+    # ranking, already computed): shown to supervisors on the unanswered-questions page.
+    candidates: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,7 +92,7 @@ class Serial:
 class Answering:
     """One socket's bot turns."""
 
-    __slots__ = ("_stopping", "_turn", "_watch", "_yielding", "error_text", "serial", "socket", "turns")
+    __slots__ = ("_stopping", "_turn", "_watch", "_yielding", "error_text", "notes", "serial", "socket", "turns")
 
     def __init__(self, socket: AnsweringSocket, turns: TurnRunner, *, error_text: str) -> None:
         self.socket = socket
@@ -105,6 +105,8 @@ class Answering:
         self._stopping = False  # the user stopped it: keep what was written
         self._yielding = False  # another socket's turn answers the same message: keep nothing
         self._watch: asyncio.Task[None] | None = None  # watches writers elsewhere (watch_writers)
+        #: Told every question and reply, off the reply path (chat/unanswered.py); None: nobody.
+        self.notes: Callable[[str, Reply], None] | None = None
 
     async def answer(self, text: str, client_id: str | None = None) -> None:
         """Run the bot on one message within its deadline (if it can wait); apologise if it fails."""
@@ -117,12 +119,12 @@ class Answering:
         stream = _NOT_WRITING  # a sync bot writes no pieces: no list per message
         try:
             if turns.style == "sync":  # the common case: no coroutine, no timer
-                await self._on_reply(turns.bot.answer(turn), started, client_id, stream)  # type: ignore[arg-type]
+                await self._on_reply(turns.bot.answer(turn), started, client_id, stream, text)  # type: ignore[arg-type]
             else:
                 stream = []  # the reply being written, once the bot writes one
 
                 async def on_reply(reply: Reply) -> None:
-                    await self._on_reply(reply, started, client_id, stream)
+                    await self._on_reply(reply, started, client_id, stream, text)
 
                 async def on_delta(piece: str) -> None:
                     await self._on_delta(piece, client_id, stream)
@@ -242,9 +244,13 @@ class Answering:
         if not self.socket.emit_now(out):
             await self.socket.emit(out)
 
-    async def _on_reply(self, reply: Reply, started: float, client_id: str | None, stream: list[Stream]) -> None:
+    async def _on_reply(
+        self, reply: Reply, started: float, client_id: str | None, stream: list[Stream], asked: str
+    ) -> None:
         socket = self.socket
         socket.stats.bot_latency.observe(time.monotonic() - started)
+        if self.notes is not None:  # never waits, never raises
+            self.notes(asked, reply)
         handoff = socket.handoff
         if handoff is None and reply.handoff:  # no agents (#16): one answer naming the hotline instead
             reply = dataclasses.replace(reply, text=texts.NO_AGENTS, handoff=False)

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from .. import messages
 from ..bots import HistoryEntry
 from ..errors import ProtocolError, StoreUnavailableError
-from ..keys import BUDGETS_KEY, HOLDERS_KEY, IDENTITY_KEY, QUEUE_KEY, STORE_KEY, TURNS_KEY
+from ..keys import BUDGETS_KEY, HOLDERS_KEY, IDENTITY_KEY, NOTES_KEY, QUEUE_KEY, RATINGS_KEY, STORE_KEY, TURNS_KEY
 from ..layers import Message
 from ..masking import mask_sensitive
 from ..messages import USERS_GROUP
@@ -20,6 +20,7 @@ from ..protocol import (
     Frame,
     HandoffRequest,
     HistoryRequest,
+    RatingAnswer,
     Resume,
     StopRequest,
     UserMessage,
@@ -37,6 +38,7 @@ from .answering import Answering
 from .handoff import Handoff
 from .holding import Holding
 from .identity import Identified
+from .rating import take_rating
 from .replay import Replay, answer_orphans
 from .turns import TurnRunner, apology_frame, recent_history, reply_frame
 
@@ -50,7 +52,8 @@ class ChatConsumer(WebsocketConsumer):
     """Greets, answers each {"text": ...} with the configured bot, keeps the conversation's history."""
 
     __slots__ = (
-        "_warned_about_numbers", "answering", "handoff", "hold", "identity", "quota", "replay", "store", "turns",
+        "_warned_about_numbers", "answering", "handoff", "hold", "identity", "quota", "ratings", "replay", "store",
+        "turns",
     )  # fmt: skip
 
     groups: ClassVar[tuple[str, ...]] = (USERS_GROUP,)
@@ -78,6 +81,10 @@ class ChatConsumer(WebsocketConsumer):
             )  # fmt: skip
         self._warned_about_numbers = False
         self.answering = Answering(self, self.turns, error_text=self.settings.ui.error_text)
+        # With agents: ratings after their chats, and the bot's unanswered questions (agents/feedback.py).
+        self.ratings = config.get(RATINGS_KEY)
+        if (notes := config.get(NOTES_KEY)) is not None:
+            self.answering.notes = notes.note
         # Verified customers, where identity.secret is set (chat/identity.py).
         gate = config.get(IDENTITY_KEY)
         self.identity = None if gate is None else Identified(self, gate)
@@ -188,6 +195,12 @@ class ChatConsumer(WebsocketConsumer):
                 await self.replay.page(self.hold.conversation, inbound)
             case HandoffRequest():
                 await self.request_handoff()
+            case RatingAnswer():
+                if self.ratings is None:
+                    await self.send_json(error_frame("unsupported", texts.NO_AGENTS))
+                else:
+                    limit = self.settings.agents.rating_comment_length
+                    await take_rating(self, self.ratings, self.hold.conversation, inbound, comment_length=limit)
 
     async def on_rate_limited(self) -> None:
         await self.send_json(error_frame("rate_limited", texts.RATE_LIMITED))

@@ -199,6 +199,8 @@ class AgentAccount:
     username: str = ""
     name: str = ""
     password_hash: str = ""
+    # supervisor: also reads the unanswered-questions page (/agent/unanswered).
+    role: Literal["agent", "supervisor"] = "agent"
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,18 @@ class AgentSettings:
     max_queued_per_ip: int = 2
     # Seconds a queued request stays after its user has gone (no socket holds it); then it expires.
     queue_grace: float = 120.0
+    # After an agent ends a chat (not a handback), ask the customer for a 1-5 rating (docs/agents.md;
+    # off by default: pages and scripts that read the frames after "agent_left" see one more).
+    ask_rating: bool = False
+    # Characters of the rating's optional comment; longer ones are refused.
+    rating_comment_length: int = 200
+    # Days ratings and unanswered questions are kept.
+    rating_days: int = 30
+    unanswered_days: int = 30
+    # Bot answers below this confidence (0..1) count as unanswered, besides fallbacks; 0: fallbacks only.
+    unanswered_below: float = 0.3
+    # Unanswered questions kept per day at most (the oldest go first).
+    unanswered_per_day: int = 5000
 
 
 @dataclass(frozen=True)

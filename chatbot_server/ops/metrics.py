@@ -54,6 +54,8 @@ class ServerStats:
         self.frames_replayed = 0  # stored frames sent again by resumes and history pages
         self.errors: Counter[str] = Counter()
         self.api_requests: Counter[tuple[str, int]] = Counter()  # (endpoint, status) of /api/v1 (api/)
+        # (score, agent username) of ratings after human chats: bounded by the configured accounts.
+        self.ratings: Counter[tuple[str, str]] = Counter()
         self.registry = CollectorRegistry(auto_describe=True)
         self.bot_latency = LatencyHistogram((0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 
@@ -64,6 +66,10 @@ class ServerStats:
     def api_request(self, endpoint: str, status: int) -> None:
         """Count one HTTP API request by its endpoint (a route name: a bounded set) and status."""
         self.api_requests[endpoint, status] += 1
+
+    def rating(self, score: int, agent: str) -> None:
+        """Count one customer rating (1..5) of an agent's chat."""
+        self.ratings[str(score), agent] += 1
 
     def bind(
         self,
@@ -184,6 +190,22 @@ class _StatsCollector(Collector):
         for (endpoint, status), count in sorted(s.api_requests.items()):
             api.add_metric([endpoint, str(status)], count)
         yield api
+        yield from _rating_families(s.ratings)
+
+
+def _rating_families(ratings: Counter[tuple[str, str]]) -> Iterator[Metric]:
+    by_score = CounterMetricFamily("chatbot_ratings", "Customer ratings after human chats by score", labels=["score"])
+    per_agent = CounterMetricFamily(
+        "chatbot_agent_ratings", "Customer ratings after human chats by agent and score", labels=["agent", "score"]
+    )
+    totals: Counter[str] = Counter()
+    for (score, agent), count in sorted(ratings.items()):
+        totals[score] += count
+        per_agent.add_metric([agent, score], count)
+    for score in "12345":
+        by_score.add_metric([score], totals[score])
+    yield by_score
+    yield per_agent
 
 
 class GuardStats:

@@ -34,6 +34,7 @@ def compose_reply(matcher: Matcher, text: str, *, agents: bool = False) -> Reply
 def reply_for(matcher: Matcher, ranking: Ranking, *, agents: bool = False) -> Reply:
     """The reply to a ranking: its top entry if it clears the ranking's threshold, else the fallback."""
     matches, threshold = ranking.matches, ranking.threshold
+    candidates = tuple((m.intent, round(m.confidence, 4)) for m in matches[:MAX_SUGGESTIONS])
     top = matches[0] if matches else None
     if top is not None and top.intent in _SOCIAL:
         floor = max(threshold, SOCIAL_YIELD)
@@ -48,6 +49,7 @@ def reply_for(matcher: Matcher, ranking: Ranking, *, agents: bool = False) -> Re
             confidence=round(top.confidence, 4),
             suggestions=follow_ups,
             handoff=entry.id == HANDOFF_INTENT,
+            candidates=candidates,
         )
     suggestions = tuple(m.question for m in ranking.offered if m.intent not in _NOT_SUGGESTED)[:MAX_SUGGESTIONS]
     lines = [FALLBACK_TEXT]
@@ -62,4 +64,5 @@ def reply_for(matcher: Matcher, ranking: Ranking, *, agents: bool = False) -> Re
         confidence=round(top.confidence, 4) if top is not None else 0.0,
         suggestions=suggestions,
         fallback=True,
+        candidates=candidates,
     )
