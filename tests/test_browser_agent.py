@@ -71,7 +71,8 @@ async def test_user_hands_off_and_an_agent_answers(browser: Any) -> None:
         assert bot.answered == answered  # the bot stayed silent
 
         await agent.locator("#end").click()
-        await expect(user.locator("#messages .msg-system .bubble").last).to_contain_text("人工服务已结束")
+        await expect(user.locator("#messages .msg-system .bubble").nth(-2)).to_contain_text("人工服务已结束")
+        await expect(user.locator("#rating-card")).to_be_visible()  # agents.ask_rating: tests/test_rating.py
         await expect(user.locator("#handoff")).to_be_enabled()
         await expect(agent.locator("#conversations li")).to_have_count(0)
     assert errors == []

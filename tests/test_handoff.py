@@ -117,6 +117,7 @@ async def test_user_and_agent_talk_and_the_bot_stays_silent(
     await li.send(type="end", conversation=conversation)
     assert (await li.next("closed"))["reason"] == "agent_left"
     assert (await receive_json(ws))["event"] == "agent_left"
+    assert (await receive_json(ws))["event"] == "rating_request"  # agents.ask_rating (tests/test_rating.py)
     await say(ws, "还有个问题", "m3")
     await receive_json(ws)
     assert (await receive_json(ws))["msg"] == "答:还有个问题"  # the bot answers again

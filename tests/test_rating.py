@@ -106,7 +106,7 @@ async def test_no_rating_after_a_handback_nor_without_an_ended_chat(
 async def test_not_asked_when_turned_off(
     deploy: Callable[..., Awaitable[Deployment]], agents: list[AgentSocket]
 ) -> None:
-    one, two, _ = await deploy()  # agents.ask_rating is false by default
+    one, two, _ = await deploy(ask_rating=False)
     ws, conversation, li = await talk_to_agent(one, two, agents)
     await li.send(type="end", conversation=conversation)
     await system_event(ws, "agent_left")

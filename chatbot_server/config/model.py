@@ -220,7 +220,7 @@ class AgentSettings:
     queue_grace: float = 120.0
     # After an agent ends a chat (not a handback), ask the customer for a 1-5 rating (docs/agents.md;
     # off by default: pages and scripts that read the frames after "agent_left" see one more).
-    ask_rating: bool = False
+    ask_rating: bool = True
     # Characters of the rating's optional comment; longer ones are refused.
     rating_comment_length: int = 200
     # Days ratings and unanswered questions are kept.
