@@ -19,6 +19,7 @@ from ..redis_url import parse_redis_url
 from .model import (
     AgentAccount,
     AgentSettings,
+    CannedReply,
     ApiSettings,
     ApiToken,
     BotSettings,
@@ -41,6 +42,7 @@ __all__ = [
     "ENV_OVERRIDES",
     "AgentAccount",
     "AgentSettings",
+    "CannedReply",
     "ApiSettings",
     "ApiToken",
     "BotSettings",
