@@ -278,3 +278,17 @@ async def test_suggestions_off(aiohttp_client: Any, agents: list[AgentSocket]) -
             kinds.append(data["frame"]["type"] if data["type"] == "frame" else data["type"])
     assert "suggestion" not in kinds
     await ws.close()
+
+
+async def test_the_pages_carry_the_tools_stable_ids(aiohttp_client: Any) -> None:
+    app = web.Application()
+    setup(app, make_settings(agents=agent_section()))
+    client = await aiohttp_client(app)
+    chat = await (await client.get("/")).text()
+    assert 'id="typing"' in chat and "客服正在输入…" in chat
+    cookie = await session_cookie(client, "li")
+    console = await (await client.get("/agent", headers={"Cookie": f"chatbot_agent={cookie}"})).text()
+    for element in ("canned-list", "export-transcript", "suggestion", "use-suggestion", "notify-toggle"):
+        assert f'id="{element}"' in console
+    assert "agent_tools.js" in console
+    assert (await client.get("/static/agent_tools.js")).status == 200
