@@ -22,9 +22,10 @@ from chatbot_server.agents.export import transcript_lines
 from chatbot_server.agents.typing import TypingGate
 from chatbot_server.config.canned import expand
 from chatbot_server.errors import ConfigError
+from chatbot_server.identity import sign_identity
 from chatbot_server.keys import STORE_KEY
 
-from .agent_support import AgentSocket, Deployment, agent_section, agents, deploy, session_cookie  # noqa: F401
+from .agent_support import AgentSocket, Deployment, HandoffBot, agent_section, agents, deploy, session_cookie  # noqa: F401
 from .helpers import make_settings, receive_json, receive_until
 from .redis_server import unique_prefix
 
@@ -292,3 +293,25 @@ async def test_the_pages_carry_the_tools_stable_ids(aiohttp_client: Any) -> None
         assert f'id="{element}"' in console
     assert "agent_tools.js" in console
     assert (await client.get("/static/agent_tools.js")).status == 200
+
+
+async def test_export_names_the_verified_customer(aiohttp_client: Any, agents: list[AgentSocket]) -> None:
+    secret = "identity-secret-of-at-least-32-characters"
+    app = web.Application()
+    setup(app, make_settings(agents=agent_section(), identity={"secret": secret}), bot=HandoffBot())
+    client = await aiohttp_client(app)
+    ws = await client.ws_connect(f"/ws?identity={sign_identity(secret, 'cust-7', name='李四')}")
+    conversation = (await receive_json(ws))["conversation"]
+    await ws.send_json({"type": "handoff"})
+    await receive_until(ws, "system")
+    li = await AgentSocket.open(client, "li")
+    agents.append(li)
+    await claimed(li, ws, conversation)
+    cookie = {"Cookie": f"chatbot_agent={await session_cookie(client, 'li')}"}
+    path = f"/agent/conversations/{conversation}/transcript"
+    assert "客户 李四(客户号 cust-7)\n" in await (await client.get(f"{path}.txt", headers=cookie)).text()
+    assert (await (await client.get(f"{path}.json", headers=cookie)).json())["customer"] == {
+        "id": "cust-7",
+        "name": "李四",
+    }
+    await ws.close()

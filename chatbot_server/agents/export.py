@@ -80,15 +80,16 @@ async def export_transcript(request: web.Request) -> web.StreamResponse:
         request.config_dict[CONNECTIONS_KEY].stats.error("store_unavailable")
         raise web.HTTPServiceUnavailable(text="会话记录暂时无法读取,请稍后再试。") from None
     lines = transcript_lines(frames)
-    who = f"{mask_sensitive(customer.name or '')}(客户号 {mask_sensitive(customer.id)})" if customer else ""
+    named = {"id": mask_sensitive(customer.id), "name": mask_sensitive(customer.name)} if customer else None
     log.info("agent.export agent=%s conversation=%s lines=%d", agent.username, conversation[:8], len(lines))
     if kind == "json":
         payload: dict[str, Any] = {"conversation": conversation, "lines": lines}
-        if customer is not None:
-            payload["customer"] = who
+        if named is not None:
+            payload["customer"] = named
         body, content_type = dumps(payload), "application/json"
     else:
-        head = [f"会话 {conversation}"] + ([f"客户 {who}"] if who else []) + [""]
+        who = [f"客户 {named['name'] or '未提供姓名'}(客户号 {named['id']})"] if named else []
+        head = [f"会话 {conversation}", *who, ""]
         body = "\n".join(head + [f"[{x['time']}] {x['speaker']}:{x['text']}" for x in lines]) + "\n"
         content_type = "text/plain"
     response = web.Response(text=body, content_type=content_type, charset="utf-8")

@@ -99,7 +99,7 @@ class Suggester:
         except Exception:  # a bot's fault must not take the console down; the customer's turn logs it too
             log.exception("agent.suggestion_failed conversation=%s", conversation[:8])
             return
-        if reply is None or not reply.text:
+        if reply is None or not reply.text or reply.handoff:  # "为您转人工" is no answer for the agent
             return
         await self.send(
             {
