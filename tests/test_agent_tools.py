@@ -19,7 +19,9 @@ from aiohttp.test_utils import TestClient
 
 from chatbot_server import Bot, Reply, Turn, setup
 from chatbot_server.agents.export import transcript_lines
+from chatbot_server.agents.suggest import suggests
 from chatbot_server.agents.typing import TypingGate
+from chatbot_server.bots import build_bot
 from chatbot_server.config.canned import expand
 from chatbot_server.errors import ConfigError
 from chatbot_server.identity import sign_identity
@@ -242,7 +244,7 @@ class SlowBot(Bot):
 async def test_a_slow_suggestion_does_not_hold_up_the_console(aiohttp_client: Any, agents: list[AgentSocket]) -> None:
     bot = SlowBot()
     app = web.Application()
-    setup(app, make_settings(agents=agent_section()), bot=bot)
+    setup(app, make_settings(agents=agent_section(suggestions=True)), bot=bot)  # a custom bot: only when asked
     client = await aiohttp_client(app)
     ws, conversation = await queued_user(client)
     await ws.send_json({"type": "message", "text": "慢问题", "id": "m1"})
@@ -258,6 +260,15 @@ async def test_a_slow_suggestion_does_not_hold_up_the_console(aiohttp_client: An
     suggestion = await li.next("suggestion")
     assert (suggestion["question"], suggestion["answer"], suggestion["intent"]) == ("慢问题", "答:慢问题", "slow")
     await ws.close()
+
+
+def test_auto_suggestions_ask_only_the_offline_builtin_bots() -> None:
+    assert suggests(build_bot("echo", {}), "auto") and suggests(build_bot("faq", {"watch": False}), "auto")
+    assert not suggests(
+        build_bot("llm", {"base_url": "http://127.0.0.1:9/v1", "model": "m", "faq": {"watch": False}}), "auto"
+    )
+    assert not suggests(SlowBot(), "auto") and suggests(SlowBot(), True)
+    assert not suggests(build_bot("echo", {}), False)
 
 
 async def test_suggestions_off(aiohttp_client: Any, agents: list[AgentSocket]) -> None:

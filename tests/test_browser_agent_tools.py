@@ -27,7 +27,7 @@ async def new_page(browser: Any, errors: list[str]) -> Any:
 
 async def test_canned_reply_typing_suggestion_and_export(browser: Any) -> None:
     errors: list[str] = []
-    async with live_server(make_settings(agents=agent_section()), bot=HandoffBot()) as server:
+    async with live_server(make_settings(agents=agent_section(suggestions=True)), bot=HandoffBot()) as server:
         user = await new_page(browser, errors)
         await user.goto(server.url)
         await expect(user.locator("body")).to_have_attribute("data-connection", "connected")

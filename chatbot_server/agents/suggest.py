@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Literal, TypedDict
 
 from ..bots import Bot, Delta, Reply, Turn
-from ..bots.llm import LlmBot
+from ..bots.echo import EchoBot
+from ..bots.faq import FaqBot
 from ..masking import mask_sensitive
 
 log = logging.getLogger("chatbot_server.agents")
@@ -31,10 +32,11 @@ class SuggestionFrame(TypedDict):
 
 
 def suggests(bot: Bot, setting: Literal["auto", True, False]) -> bool:
-    """agents.suggestions: "auto" asks bots that answer offline (not a model behind an API: one
-    more paid call per customer line), true every bot, false none."""
+    """agents.suggestions: "auto" asks the built-in bots that answer offline (faq, echo; not the llm
+    bot, a model behind an API: one more paid call per customer line, nor a custom bot, which may
+    count or bill its calls), true every bot, false none."""
     if setting == "auto":
-        return not isinstance(bot, LlmBot)
+        return isinstance(bot, (FaqBot, EchoBot))
     return bool(setting)
 
 

@@ -236,8 +236,8 @@ class AgentSettings:
     queue_grace: float = 120.0
     # The console's canned replies (docs/agents.md, "Canned replies").
     canned: tuple[CannedReply, ...] = DEFAULT_CANNED
-    # The bot's suggested answer in the console: "auto" for bots that answer offline (faq, echo),
-    # true for every bot (an LLM bot: one more model call per customer line), false for none.
+    # The bot's suggested answer in the console: "auto" for the built-in bots that answer offline
+    # (faq, echo), true for every bot (an LLM bot: one more model call per customer line), false for none.
     suggestions: Literal["auto", True, False] = "auto"
 
 
