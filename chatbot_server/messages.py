@@ -36,6 +36,7 @@ __all__ = [
     "ConvMode",
     "ConvReleased",
     "ConvTakeover",
+    "ConvTyping",
     "QueueChanged",
     "QueueItem",
     "agent_frame",
@@ -50,6 +51,7 @@ __all__ = [
     "conv_mode",
     "conv_released",
     "conv_takeover",
+    "conv_typing",
     "conversation_group",
     "queue_changed",
     "watch_group",
@@ -110,6 +112,14 @@ class ConvMode(TypedDict):
     conversation: str
     mode: Literal["bot", "agent"]
     agent: NotRequired[str]
+
+
+class ConvTyping(TypedDict):
+    """The holding agent is typing: the page shows 客服正在输入… for a moment (never stored).
+    Sent by agents.tools to conversation_group; handled by ChatConsumer.conv_typing."""
+
+    type: Literal["conv.typing"]
+    conversation: str
 
 
 class ConvHandoff(TypedDict):
@@ -203,6 +213,7 @@ ChatMessage = (
     | ConvDeliver
     | ConvMode
     | ConvHandoff
+    | ConvTyping
     | AgentsQueue
     | AgentsQueueAdded
     | AgentsQueueChanged
@@ -243,6 +254,11 @@ def conv_mode(conversation: str, mode: Literal["bot", "agent"], agent: str | Non
 def conv_handoff(conversation: str) -> ConvHandoff:
     """A ConvHandoff."""
     return {"type": "conv.handoff", "conversation": conversation}
+
+
+def conv_typing(conversation: str) -> ConvTyping:
+    """A ConvTyping."""
+    return {"type": "conv.typing", "conversation": conversation}
 
 
 def agents_queue() -> AgentsQueue:

@@ -231,7 +231,14 @@ class AgentOpen:
     conversation: str
 
 
-AgentInbound = AgentClaim | AgentReply | AgentEnd | AgentOpen
+@dataclass(frozen=True, slots=True)
+class AgentTyping:
+    """The agent is typing a reply: {"type": "typing", "conversation": id} (docs/agents.md, "Typing indicator")."""
+
+    conversation: str
+
+
+AgentInbound = AgentClaim | AgentReply | AgentEnd | AgentOpen | AgentTyping
 
 # The agent's reply may be longer than a user's message: this many times limits.max_text_length.
 AGENT_TEXT_LENGTH_FACTOR: Final = 4
@@ -268,6 +275,8 @@ def parse_agent_inbound(raw: str, *, max_text_length: int) -> AgentInbound:
             return AgentEnd(conversation, handback=True)
         case "open":
             return AgentOpen(conversation)
+        case "typing":
+            return AgentTyping(conversation)
         case _:
             raise ProtocolError("unknown_type", "不支持的消息类型。")
 

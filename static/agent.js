@@ -137,6 +137,7 @@
     renderConversations();
     renderTranscript();
     if (open) input.focus();
+    document.dispatchEvent(new CustomEvent("agent:select", { detail: open ? id : null }));  // agent_tools.js
   }
 
   function drop(id) {
@@ -170,6 +171,7 @@
       case "closed": drop(m.conversation); break;
       case "error": setStatus("connected", m.msg); break;
     }
+    document.dispatchEvent(new CustomEvent("agent:frame", { detail: m }));  // agent_tools.js
   }
 
   function connect() {
@@ -214,5 +216,12 @@
   document.getElementById("handback").addEventListener("click", function () {
     if (selected) send({ type: "handback", conversation: selected });
   });
+  // What agent_tools.js (canned replies, typing, notifications, export, suggestions) may use.
+  window.agentConsole = {
+    config: config,
+    send: send,
+    selected: function () { return selected; },
+    conversation: function (id) { return conversations[id]; }
+  };
   connect();
 }());

@@ -273,6 +273,20 @@
     if (!thinkingEl.hidden && stick) scrollDown();
   }
 
+  // 客服正在输入…: shown while the agent types; gone when their line arrives or after 5 s.
+  var typingEl = document.getElementById("typing");
+  var typingTimer = null;
+  function agentTyping(on) {
+    if (!typingEl) return;  // a custom template without the indicator
+    clearTimeout(typingTimer);
+    var stick = isNearBottom();
+    typingEl.hidden = !on;
+    if (on) {
+      typingTimer = setTimeout(function () { typingEl.hidden = true; }, 5000);
+      if (stick) scrollDown();
+    }
+  }
+
   function clearThinking() { waitingReplies = 0; thinkingEl.hidden = true; }
 
   function connect() {
@@ -399,6 +413,7 @@
         confirmUser(f);
         break;
       case "typing":
+        if (f.who === "agent") { agentTyping(true); break; }  // the holding agent types (transient)
         settleDoubt();  // live: a replay has no typing frames
         showThinking(Math.max(1, waitingReplies));
         break;
@@ -416,6 +431,7 @@
         break;
       case "agent":
         setThinking(false);
+        agentTyping(false);
         addMessage("agent", f.msg, f.ts, { agent: f.agent || "人工客服" });
         if (news) announce("agent", f.msg);
         break;

@@ -18,10 +18,20 @@ from aiohttp import web
 from .. import messages
 from ..chat.holding import deliver
 from ..errors import LayerUnavailableError, ProtocolError, StoreUnavailableError
-from ..keys import CUSTOMERS_KEY, DIRECTORY_KEY, QUEUE_KEY, RATINGS_KEY, STORE_KEY
+from ..keys import BOT_KEY, CUSTOMERS_KEY, DIRECTORY_KEY, QUEUE_KEY, RATINGS_KEY, STORE_KEY
 from ..masking import mask_sensitive
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
-from ..protocol import AgentClaim, AgentEnd, AgentOpen, AgentReply, Frame, error_frame, frame, parse_agent_inbound
+from ..protocol import (
+    AgentClaim,
+    AgentEnd,
+    AgentOpen,
+    AgentReply,
+    AgentTyping,
+    Frame,
+    error_frame,
+    frame,
+    parse_agent_inbound,
+)
 from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..sockets.origin import origin_allowed
 from ..store.base import ConversationStore
@@ -30,6 +40,7 @@ from ..store.handoff import DEADLINE, HandoffQueue, QueueEntry
 from .directory import Agent, AgentDirectory
 from .feedback import ask_rating
 from .sessions import COOKIE_NAME
+from .tools import AgentTools
 
 log = logging.getLogger("chatbot_server.agents")
 
@@ -63,6 +74,8 @@ class AgentConsumer(WebsocketConsumer):
         # Queue deltas that arrive before the snapshot is sent wait here (None once it is sent).
         self._early: list[dict[str, Any]] | None = []
         self._retry: asyncio.Task[None] | None = None
+        bot = request.config_dict[BOT_KEY]
+        self.tools = AgentTools(bot, self.settings, self.layer, self.send_json, self.require_mine)
 
     def refuse(self) -> web.StreamResponse | None:
         if self.agent is None:
@@ -89,6 +102,7 @@ class AgentConsumer(WebsocketConsumer):
 
     async def on_disconnect(self, code: int | None) -> None:
         self.directory.sessions.detach(self)
+        self.tools.close()
         if self._retry is not None:
             self._retry.cancel()
 
@@ -156,6 +170,7 @@ class AgentConsumer(WebsocketConsumer):
         if customer is not None:
             message["customer"] = {"id": customer.id, "name": customer.name}
         await self.send_json(message)
+        self.tools.seen(conversation, frames)
 
     async def on_receive_text(self, text: str) -> None:
         try:
@@ -169,6 +184,8 @@ class AgentConsumer(WebsocketConsumer):
                 case AgentOpen(conversation):
                     await self.require_mine(conversation)
                     await self.send_transcript(conversation)
+                case AgentTyping(conversation):
+                    await self.tools.typing(conversation)
         except ProtocolError as exc:
             await self.send_json(error_frame(exc.code, str(exc)))
         except _UNAVAILABLE as exc:
@@ -215,6 +232,7 @@ class AgentConsumer(WebsocketConsumer):
         if not await self.queue.finish(conversation, self.me.username):
             raise ProtocolError("not_yours", "这个会话不由您接待。")
         await self.group_discard(watch_group(conversation))
+        self.tools.dropped(conversation)
         await self.layer.group_send(conversation_group(conversation), messages.conv_mode(conversation, "bot"))
         text, event = (_HANDED_BACK_TEXT, "agent_handback") if handback else (_ENDED_TEXT, "agent_left")
         await deliver(self.store, self.layer, conversation, frame("system", text, talk=False, event=event))
@@ -264,6 +282,7 @@ class AgentConsumer(WebsocketConsumer):
     async def agent_frame(self, message: messages.AgentFrame) -> None:
         """A new frame of a conversation this agent holds."""
         await self.send_json({"type": "frame", "conversation": message["conversation"], "frame": message["frame"]})
+        self.tools.seen(message["conversation"], [dict(message["frame"])])
 
     @message_handler
     async def agent_transcript(self, message: messages.AgentTranscript) -> None:

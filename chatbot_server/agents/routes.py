@@ -17,6 +17,7 @@ from ..layers import ChannelLayer
 from ..store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 from .consumer import AgentConsumer
 from .directory import AgentDirectory
+from .export import export_transcript
 from .revocations import RESYNC, LocalRevocations, RedisRevocations, Revocations
 from .sessions import SESSIONS_GROUP, LiveSessions
 from .unanswered_views import unanswered_csv, unanswered_page
@@ -50,7 +51,7 @@ def make_revocations(settings: Settings, backend: str, *, client: RedisClient | 
 def setup_agents(
     app: web.Application, settings: Settings, queue: HandoffQueue, revocations: Revocations | None = None
 ) -> None:
-    """Add /agent, /agent/login, /agent/logout and /agent/ws; `queue` is started and closed with the app."""
+    """Add /agent, /agent/login, /agent/logout, /agent/ws and the transcript export; `queue` is started and closed with the app."""
     app[QUEUE_KEY] = queue
     queue.publish_to(app[LAYER_KEY])  # where its keeper announces lapsed entries
     app[DIRECTORY_KEY] = directory = AgentDirectory(settings.agents)
@@ -62,6 +63,11 @@ def setup_agents(
     app.router.add_get("/agent/ws", AgentConsumer.as_handler(), name="chatbot_agent_ws")
     app.router.add_get("/agent/unanswered", unanswered_page, name="chatbot_agent_unanswered")
     app.router.add_get("/agent/unanswered.csv", unanswered_csv, name="chatbot_agent_unanswered_csv")
+    app.router.add_get(
+        r"/agent/conversations/{conversation}/transcript.{kind:txt|json}",
+        export_transcript,
+        name="chatbot_agent_export",
+    )
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         await queue.start()

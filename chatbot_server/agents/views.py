@@ -11,6 +11,7 @@ from ..keys import DIRECTORY_KEY, LAYER_KEY, SETTINGS_KEY, TEMPLATES_KEY
 from ..sockets.origin import origin_allowed
 from ..sockets.ratelimit import client_ip, forwarded_proto
 from ..version import __version__
+from .canned import console_config
 from .directory import Agent, AgentDirectory
 from .sessions import COOKIE_NAME, SESSIONS_GROUP, session_ended
 
@@ -75,6 +76,9 @@ async def console_page(request: web.Request) -> web.StreamResponse:
         "wsPath": _url(request, "chatbot_agent_ws"),
         "agent": {"username": agent.username, "name": agent.name},
         "maxTextLength": request.config_dict[SETTINGS_KEY].limits.max_text_length,
+        # The console's tools (agent_tools.js): canned replies, the export link ("{id}" replaced).
+        **console_config(request.config_dict[SETTINGS_KEY]),
+        "exportPath": _url(request, "chatbot_agent_export", conversation="ID", kind="txt").replace("/ID/", "/{id}/"),
     }
     return _render(request, "agent.html", {"agent": agent, "client_config": config})
 

@@ -375,6 +375,12 @@ class ChatConsumer(WebsocketConsumer):
             await self.handoff.on_queue_changed(self.hold.conversation, self.hold.holding)
 
     @message_handler
+    async def conv_typing(self, message: messages.ConvTyping) -> None:
+        """The holding agent is typing: shown on the page for a moment, never stored."""
+        if message.get("conversation") == self.hold.conversation and self.hold.holding:
+            await self.send_json(frame("typing", "", talk=False, who="agent"))
+
+    @message_handler
     async def conv_handoff(self, message: messages.ConvHandoff) -> None:
         """The host's back end asks for a human (api/): as if the user pressed 转人工."""
         if message.get("conversation") == self.hold.conversation and self.hold.holding:

@@ -86,6 +86,8 @@ class UISettings:
     connected_text: str = "已连接"
     disconnected_text: str = "连接已断开,正在重连…"
     error_text: str = "抱歉,系统暂时无法回答,请稍后再试。"
+    # The hotline named by agents' canned replies ({hotline}).
+    hotline: str = "95516"
     quick_questions: tuple[str, ...] = (
         "银行卡丢了怎么挂失?",
         "新卡怎么激活?",
@@ -204,6 +206,22 @@ class AgentAccount:
 
 
 @dataclass(frozen=True)
+class CannedReply:
+    """A reply the agent inserts by typing its shortcut; {name}, {agent} and {hotline} are filled in."""
+
+    shortcut: str = ""
+    title: str = ""
+    text: str = ""
+
+
+DEFAULT_CANNED: tuple[CannedReply, ...] = (
+    CannedReply("/hello", "问候", "您好{name},我是{agent},很高兴为您服务。请问有什么可以帮您?"),
+    CannedReply("/wait", "请稍候", "好的,请您稍候,我马上为您查询。"),
+    CannedReply("/bye", "结束语", "感谢您的耐心。如还有问题,欢迎随时联系我们,或拨打客服热线 {hotline}。祝您生活愉快!"),
+)
+
+
+@dataclass(frozen=True)
 class AgentSettings:
     """Handoff to human agents and their console."""
 
@@ -218,8 +236,7 @@ class AgentSettings:
     max_queued_per_ip: int = 2
     # Seconds a queued request stays after its user has gone (no socket holds it); then it expires.
     queue_grace: float = 120.0
-    # After an agent ends a chat (not a handback), ask the customer for a 1-5 rating (docs/agents.md;
-    # off by default: pages and scripts that read the frames after "agent_left" see one more).
+    # After an agent ends a chat (not a handback), ask the customer for a 1-5 rating (docs/agents.md).
     ask_rating: bool = True
     # Characters of the rating's optional comment; longer ones are refused.
     rating_comment_length: int = 200
@@ -230,6 +247,11 @@ class AgentSettings:
     unanswered_below: float = 0.3
     # Unanswered questions kept per day at most (the oldest go first).
     unanswered_per_day: int = 5000
+    # The console's canned replies (docs/agents.md, "Canned replies").
+    canned: tuple[CannedReply, ...] = DEFAULT_CANNED
+    # The bot's suggested answer in the console: "auto" for the built-in bots that answer offline
+    # (faq, echo), true for every bot (an LLM bot: one more model call per customer line), false for none.
+    suggestions: Literal["auto", True, False] = "auto"
 
 
 @dataclass(frozen=True)

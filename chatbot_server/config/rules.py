@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import ConfigError
+from .canned import check_canned
 from .model import Settings
 
 
@@ -94,5 +95,6 @@ def check_together(settings: Settings, *, source: str) -> None:
                 key=f"api.tokens[{n}]",
                 source=source,
             )
+    check_canned(agents.canned, source=source)
     if settings.api.rate_per_minute < 1:
         raise ConfigError("must be at least 1", key="api.rate_per_minute", source=source)
