@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import ipaddress
 import os
 import re
@@ -23,6 +24,7 @@ from .model import (
     ApiToken,
     BotSettings,
     HistorySettings,
+    HoursSettings,
     IdentitySettings,
     LayerBackend,
     LayerSettings,
@@ -45,6 +47,7 @@ __all__ = [
     "ApiToken",
     "BotSettings",
     "HistorySettings",
+    "HoursSettings",
     "IdentitySettings",
     "LayerBackend",
     "LayerSettings",
@@ -128,6 +131,8 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "history.quota_per_ip": (lambda v: v >= 1024, "bytes >= 1024"),
     "agents.max_queued_per_ip": (lambda v: v >= 1, "an integer >= 1"),
     "agents.queue_grace": (lambda v: v > 0, "a number of seconds > 0"),
+    "agents.left_messages_per_ip": (lambda v: v >= 1, "an integer >= 1"),
+    "agents.left_messages_max": (lambda v: 1 <= v <= 100_000, "an integer 1..100000"),
     "history.backend": (lambda v: v in ("auto", "memory", "redis"), "auto, memory or redis"),
     "history.ttl": (lambda v: v > 0, "a number of seconds > 0"),
     "history.max_frames": (lambda v: 1 <= v <= 100_000, "an integer 1..100000"),
@@ -307,6 +312,8 @@ def _convert(hint: Any, value: Any, *, key: str, source: str) -> Any:
             raise ConfigError(f"must be a number, got {value!r}", key=key, source=source)
         return float(value)
     if hint is str:
+        if isinstance(value, datetime.date):  # YAML reads 2026-10-01 as a date (agents.hours.holidays)
+            return value.isoformat()
         if not isinstance(value, str):
             raise ConfigError(f"must be a string, got {_kind(value)} {value!r}", key=key, source=source)
         return value
