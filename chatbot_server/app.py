@@ -126,10 +126,13 @@ def setup(
     # The chat page shows its 转人工 button only when there are agents to hand off to.
     target[TEMPLATES_KEY].globals["handoff_enabled"] = handoff
     if handoff:
+        from .agents.left_messages import make_left_messages
         from .agents.routes import make_queue, make_revocations, setup_agents
 
         queue = make_queue(settings, store.backend, client=redis)
-        setup_agents(target, settings, queue, make_revocations(settings, store.backend, client=redis))
+        revocations = make_revocations(settings, store.backend, client=redis)
+        left = make_left_messages(settings, store.backend, client=redis)
+        setup_agents(target, settings, queue, revocations, left)
     if settings.api.tokens:  # without tokens nobody could call it: /api/v1 is not routed (404)
         from .api.routes import setup_api
 

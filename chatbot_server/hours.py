@@ -1,6 +1,7 @@
 """Business hours of the human agents (agents.hours): open or not at a moment, and the next opening.
 
-Pure: no I/O, no clock of its own (callers pass `at`). Weekly hours per weekday in one IANA time
+BusinessHours is pure: no I/O, no clock of its own (callers pass `at`); Availability adds the
+clock and whether anyone is online. Weekly hours per weekday in one IANA time
 zone, holidays (closed all day) and extra working days (调休: dates open with their own hours,
 which Chinese banks have on some weekends). A date that is both is a working day.
 """
@@ -10,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
@@ -188,3 +189,50 @@ def from_settings(settings: HoursConfig) -> BusinessHours | None:
             raise ConfigError("must be set when opening hours, holidays or workdays are", key="agents.hours.timezone")
         return None
     return BusinessHours.build(settings.timezone, weekly, settings.holidays, settings.workdays)
+
+
+async def _always() -> bool:
+    return True
+
+
+class Availability:
+    """Whether a handoff can be served now: business hours (None: always open) and anyone online.
+
+    `anyone_online` is an async callable (default: always True; agent presence plugs in here);
+    `clock` gives the aware "now" (tests set it instead of waiting for Monday)."""
+
+    OFFLINE_TEXT = "当前暂无人工客服在线,您可以给我们留言,我们会尽快与您联系。"
+
+    def __init__(
+        self,
+        hours: BusinessHours | None = None,
+        *,
+        anyone_online: Callable[[], Awaitable[bool]] = _always,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.hours = hours
+        self.anyone_online = anyone_online
+        self.clock = clock
+
+    def closed_text(self) -> str | None:
+        """The sentence for a handoff outside business hours, or None while open."""
+        hours = self.hours
+        if hours is None:
+            return None
+        now = self.clock()
+        if hours.is_open(now):
+            return None
+        text = f"人工客服服务时间为{hours.describe()}"
+        opening = hours.next_opening(now)
+        if opening is not None:
+            text += f",下次服务时间:{hours.describe_moment(opening)}"
+        return text + "。您可以给我们留言,我们会在服务时间内尽快与您联系。"
+
+    async def unavailable(self) -> tuple[Literal["hours", "offline"], str] | None:
+        """Why no human can take a handoff now, and what to tell the user; None if one can."""
+        text = self.closed_text()
+        if text is not None:
+            return "hours", text
+        if not await self.anyone_online():
+            return "offline", self.OFFLINE_TEXT
+        return None

@@ -18,16 +18,27 @@ from aiohttp import web
 from .. import messages
 from ..chat.holding import deliver
 from ..errors import LayerUnavailableError, ProtocolError, StoreUnavailableError
-from ..keys import CUSTOMERS_KEY, DIRECTORY_KEY, QUEUE_KEY, STORE_KEY
+from ..keys import CUSTOMERS_KEY, DIRECTORY_KEY, LEFT_MESSAGES_KEY, QUEUE_KEY, STORE_KEY
 from ..masking import mask_sensitive
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
-from ..protocol import AgentClaim, AgentEnd, AgentOpen, AgentReply, Frame, error_frame, frame, parse_agent_inbound
+from ..protocol import (
+    AgentClaim,
+    AgentCloseMessage,
+    AgentEnd,
+    AgentOpen,
+    AgentReply,
+    Frame,
+    error_frame,
+    frame,
+    parse_agent_inbound,
+)  # fmt: skip
 from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..sockets.origin import origin_allowed
 from ..store.base import ConversationStore
 from ..store.customers import CustomerDirectory
 from ..store.handoff import DEADLINE, HandoffQueue, QueueEntry
 from .directory import Agent, AgentDirectory
+from .left_messages import close_message, listing
 from .sessions import COOKIE_NAME
 
 log = logging.getLogger("chatbot_server.agents")
@@ -56,6 +67,7 @@ class AgentConsumer(WebsocketConsumer):
         self.queue: HandoffQueue = request.config_dict[QUEUE_KEY]
         self.store: ConversationStore = request.config_dict[STORE_KEY]
         self.customers: CustomerDirectory = request.config_dict[CUSTOMERS_KEY]
+        self.left_messages = request.config_dict[LEFT_MESSAGES_KEY]
         self.agent: Agent | None = self.directory.from_cookie(request.cookies.get(COOKIE_NAME))
         # Queue deltas that arrive before the snapshot is sent wait here (None once it is sent).
         self._early: list[dict[str, Any]] | None = []
@@ -96,6 +108,7 @@ class AgentConsumer(WebsocketConsumer):
         try:
             active = await self.queue.active(self.me.username)
             entries = await self.queue.waiting()
+            left = await listing(self.left_messages)
         except _UNAVAILABLE as exc:
             log.info("agent.load_unavailable agent=%s error=%s", self.me.username, exc)
             self.stats.error("queue_unavailable")
@@ -108,6 +121,7 @@ class AgentConsumer(WebsocketConsumer):
             {"type": "hello", "agent": {"username": self.me.username, "name": self.me.name}, "active": active}
         )
         await self.send_json({"type": "queue", "items": _items(entries)})
+        await self.send_json(left)
         early, self._early = self._early or [], None
         for delta in early:  # changes made while the snapshot was read: applying them again is harmless
             await self.send_json(delta)
@@ -166,6 +180,8 @@ class AgentConsumer(WebsocketConsumer):
                 case AgentOpen(conversation):
                     await self.require_mine(conversation)
                     await self.send_transcript(conversation)
+                case AgentCloseMessage(message_id):
+                    await close_message(self, self.left_messages, message_id, self.me.username)
         except ProtocolError as exc:
             await self.send_json(error_frame(exc.code, str(exc)))
         except _UNAVAILABLE as exc:
@@ -254,6 +270,16 @@ class AgentConsumer(WebsocketConsumer):
         """Conversations left the queue (claimed or lapsed)."""
         if isinstance(gone := message.get("conversations"), list):
             await self.send_delta({"type": "queue_removed", "conversations": gone})
+
+    @message_handler
+    async def agents_left_message_added(self, message: messages.LeftMessageAdded) -> None:
+        """A customer left a message (the deltas after the snapshot, as for the queue)."""
+        await self.send_delta({"type": "left_message_added", "item": message["item"]})
+
+    @message_handler
+    async def agents_left_message_closed(self, message: messages.LeftMessageClosed) -> None:
+        """An agent (on any process) closed a left message."""
+        await self.send_delta({"type": "left_message_closed", "id": message["id"]})
 
     @message_handler
     async def agent_frame(self, message: messages.AgentFrame) -> None:

@@ -12,14 +12,16 @@ from typing import Any, ClassVar
 from .. import messages
 from ..bots import HistoryEntry
 from ..errors import ProtocolError, StoreUnavailableError
-from ..keys import BUDGETS_KEY, HOLDERS_KEY, IDENTITY_KEY, QUEUE_KEY, STORE_KEY, TURNS_KEY
+from ..keys import AVAILABILITY_KEY, BUDGETS_KEY, HOLDERS_KEY, IDENTITY_KEY, QUEUE_KEY, STORE_KEY, TURNS_KEY
 from ..layers import Message
 from ..masking import mask_sensitive
 from ..messages import USERS_GROUP
 from ..protocol import (
+    CancelHandoff,
     Frame,
     HandoffRequest,
     HistoryRequest,
+    LeaveMessage,
     Resume,
     StopRequest,
     UserMessage,
@@ -37,6 +39,7 @@ from .answering import Answering
 from .handoff import Handoff
 from .holding import Holding
 from .identity import Identified
+from .leave_message import leave_message
 from .replay import Replay, answer_orphans
 from .turns import TurnRunner, apology_frame, recent_history, reply_frame
 
@@ -74,7 +77,7 @@ class ChatConsumer(WebsocketConsumer):
         if queue is not None:
             self.handoff = Handoff(
                 self, queue=queue, layer=self.layer, store=self.store,
-                fallback_limit=self.settings.agents.fallback_handoff,
+                fallback_limit=self.settings.agents.fallback_handoff, availability=config.get(AVAILABILITY_KEY),
             )  # fmt: skip
         self._warned_about_numbers = False
         self.answering = Answering(self, self.turns, error_text=self.settings.ui.error_text)
@@ -188,6 +191,12 @@ class ChatConsumer(WebsocketConsumer):
                 await self.replay.page(self.hold.conversation, inbound)
             case HandoffRequest():
                 await self.request_handoff()
+            case CancelHandoff() if self.handoff is not None:
+                await self.handoff.cancel(self.hold.conversation)
+            case CancelHandoff():
+                await self.send_json(error_frame("unsupported", texts.NO_AGENTS))
+            case LeaveMessage():
+                await leave_message(self, self.hold.conversation, inbound)
 
     async def on_rate_limited(self) -> None:
         await self.send_json(error_frame("rate_limited", texts.RATE_LIMITED))
