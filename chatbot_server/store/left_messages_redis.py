@@ -1,7 +1,8 @@
 """Left messages in Redis, shared by every process on the same Redis and key prefix.
 
 Keys under `<prefix>:{<prefix>:messages}:` (one hash tag: one slot on a cluster, so each script is
-atomic): `open` (sorted set, id → time left, ms), `items` (hash id → JSON), `ip:<address>`
+atomic): `open` (sorted set, id → arrival number from `seq`, so messages of one millisecond keep
+their order), `seq` (counter), `items` (hash id → JSON), `ip:<address>`
 (the address's count in the current hour, expiring with it). Every call has a deadline and fails
 with StoreUnavailableError.
 """
@@ -25,13 +26,13 @@ T = TypeVar("T")
 #: Seconds a call may take (a user's form, an agent's click) before it counts as failed.
 DEADLINE = 2.0
 
-# KEYS: open, items, ip counter. ARGV: id, ts, json, per ip, max open, window ms.
+# KEYS: open, items, seq, ip counter. ARGV: id, ts, json, per ip, max open, window ms.
 _ADD = """
-local count = tonumber(redis.call('GET', KEYS[3]) or '0')
+local count = tonumber(redis.call('GET', KEYS[4]) or '0')
 if count >= tonumber(ARGV[4]) then return 'ip_limit' end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then return 'full' end
-if redis.call('INCR', KEYS[3]) == 1 then redis.call('PEXPIRE', KEYS[3], ARGV[6]) end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+if redis.call('INCR', KEYS[4]) == 1 then redis.call('PEXPIRE', KEYS[4], ARGV[6]) end
+redis.call('ZADD', KEYS[1], redis.call('INCR', KEYS[3]), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 return 'ok'
 """
@@ -73,7 +74,7 @@ class RedisLeftMessages(LeftMessages):
     async def add(self, contact: str, text: str, *, conversation: str, ip: str, now: float | None = None) -> Added:
         now = time.time() if now is None else now
         message = LeftMessage(new_id(), int(now * 1000), contact, text, conversation)
-        keys = [*self._keys, f"{self._base}:ip:{ip}"]
+        keys = [*self._keys, f"{self._base}:seq", f"{self._base}:ip:{ip}"]
         args: list[Any] = [
             message.id, message.ts, orjson.dumps(message.item()), self.per_ip, self.max_open, int(WINDOW * 1000),
         ]  # fmt: skip
