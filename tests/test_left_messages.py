@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -247,3 +248,22 @@ async def test_without_agents_nothing_is_offered(aiohttp_client: Any) -> None:
     await ws.send_json({"type": "cancel_handoff"})
     assert (await receive_until(ws, "error"))["code"] == "unsupported"
     await ws.close()
+
+
+async def test_with_agents_the_page_has_the_form_and_the_cancel_button(aiohttp_client: Any) -> None:
+    from .agent_support import agent_section
+
+    app = web.Application()
+    setup(app, make_settings(agents=agent_section()))
+    client = await aiohttp_client(app)
+    response = await client.get("/")
+    page = await response.text()
+    for marker in ('id="leave-message-form"', 'id="leave-contact"', 'id="leave-text"', 'id="cancel-handoff"'):
+        assert marker in page
+    script = re.search(r'<script src="([^"]*leave_message\.js[^"]*)"', page)
+    assert script is not None and "script-src 'self'" in response.headers["Content-Security-Policy"]
+    served = await client.get(script.group(1))
+    assert served.status == 200
+    source = re.sub(r"//[^\n]*", "", await served.text())
+    for banned in ("innerHTML", "insertAdjacentHTML", "eval(", "new Function", "document.write", "onclick"):
+        assert banned not in source
