@@ -24,6 +24,8 @@ from chatbot_server.masking import mask_sensitive
 
 from .agent_support import AgentSocket, Deployment, agents, deploy  # noqa: F401 (fixtures)
 from .helpers import make_settings, receive_json, receive_until
+from .redis_server import RedisProcess
+from .test_handoff_faults import chat_app, out_of_memory
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -267,3 +269,34 @@ async def test_with_agents_the_page_has_the_form_and_the_cancel_button(aiohttp_c
     source = re.sub(r"//[^\n]*", "", await served.text())
     for banned in ("innerHTML", "insertAdjacentHTML", "eval(", "new Function", "document.write", "onclick"):
         assert banned not in source
+
+
+async def test_a_redis_refusing_writes_gets_a_clear_error_and_the_chat_goes_on(
+    aiohttp_client: Any, redis_process: RedisProcess
+) -> None:
+    client = await chat_app(aiohttp_client, redis_process.url)
+    ws, _ = await user(client)
+    async with out_of_memory(redis_process.url):
+        await ws.send_json({"type": "leave_message", "contact": "a@example.com", "text": "你好"})
+        error = await receive_until(ws, "error")
+        assert (error["code"], error["msg"]) == ("message_unavailable", "抱歉,留言暂时无法提交,请稍后再试。")
+        metrics = await (await client.get("/metrics")).text()
+        assert 'chatbot_errors_total{code="message_unavailable"} 1.0' in metrics
+    await ws.send_json({"type": "message", "text": "还在吗", "id": "m1"})
+    assert (await receive_until(ws, "reply"))["msg"] == "答:还在吗"
+    await ws.send_json({"type": "leave_message", "contact": "a@example.com", "text": "你好"})
+    assert (await system(ws))["event"] == "message_left"  # Redis is back: it works again
+    await ws.close()
+
+
+async def test_a_failing_presence_check_queues_as_before(deploy: Callable[..., Awaitable[Deployment]]) -> None:
+    one, _, _ = await deploy()
+
+    async def broken() -> bool:
+        raise RuntimeError("presence is down")
+
+    one.app[AVAILABILITY_KEY].anyone_online = broken
+    ws, _ = await user(one)
+    await ws.send_json({"type": "handoff"})
+    assert (await system(ws))["event"] == "queued"
+    await ws.close()
