@@ -43,6 +43,8 @@ __all__ = [
     "QueueItem",
     "agent_frame",
     "agent_transcript",
+    "agents_left_message_added",
+    "agents_left_message_closed",
     "agents_queue",
     "agents_queue_added",
     "agents_queue_changed",
@@ -54,8 +56,6 @@ __all__ = [
     "conv_released",
     "conv_takeover",
     "conversation_group",
-    "left_message_added",
-    "left_message_closed",
     "queue_changed",
     "watch_group",
 ]
@@ -318,11 +318,11 @@ def chat_broadcast(text: str) -> ChatBroadcast:
     return {"type": "chat.broadcast", "text": text}
 
 
-def left_message_added(item: LeftMessageItem) -> LeftMessageAdded:
+def agents_left_message_added(item: LeftMessageItem) -> LeftMessageAdded:
     """A LeftMessageAdded of one message."""
     return {"type": "agents.left_message_added", "item": item}
 
 
-def left_message_closed(message_id: str) -> LeftMessageClosed:
+def agents_left_message_closed(message_id: str) -> LeftMessageClosed:
     """A LeftMessageClosed of one message."""
     return {"type": "agents.left_message_closed", "id": message_id}

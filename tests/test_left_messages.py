@@ -300,3 +300,27 @@ async def test_a_failing_presence_check_queues_as_before(deploy: Callable[..., A
     await ws.send_json({"type": "handoff"})
     assert (await system(ws))["event"] == "queued"
     await ws.close()
+
+
+def test_layer_messages_name_their_handler_and_constructor() -> None:
+    from chatbot_server import messages
+    from chatbot_server.agents.consumer import AgentConsumer
+
+    item: messages.LeftMessageItem = {"id": "m", "ts": 1, "contact": "c", "text": "t", "conversation": "v"}
+    added, closed = messages.agents_left_message_added(item), messages.agents_left_message_closed("m")
+    assert added == {"type": "agents.left_message_added", "item": item}
+    assert closed == {"type": "agents.left_message_closed", "id": "m"}
+    for built in (added, closed):
+        name = built["type"].replace(".", "_")
+        assert callable(getattr(AgentConsumer, name)) and callable(getattr(messages, name))
+
+
+async def test_the_hourly_window_of_an_address_ends() -> None:
+    from chatbot_server.store.left_messages import WINDOW, MemoryLeftMessages
+
+    box = MemoryLeftMessages(per_ip=1, max_open=10)
+    assert (await box.add("c", "一", conversation="v", ip="1.2.3.4", now=1000.0)).message is not None
+    assert (await box.add("c", "二", conversation="v", ip="1.2.3.4", now=1000.0 + WINDOW - 1)).refused == "ip_limit"
+    assert (await box.add("c", "三", conversation="v", ip="5.6.7.8", now=1001.0)).message is not None
+    assert (await box.add("c", "四", conversation="v", ip="1.2.3.4", now=1000.0 + WINDOW)).message is not None
+    assert [m.text for m in await box.open()] == ["一", "三", "四"]

@@ -52,4 +52,4 @@ async def close_message(console: Console, box: LeftMessages, message_id: str, ag
     if not await box.close(message_id):
         raise ProtocolError("unknown_message", "这条留言已处理或不存在。")
     log.info("left_message.closed id=%s agent=%s", message_id, agent)
-    await console.layer.group_send(AGENTS_GROUP, messages.left_message_closed(message_id))
+    await console.layer.group_send(AGENTS_GROUP, messages.agents_left_message_closed(message_id))

@@ -62,6 +62,6 @@ async def leave_message(socket: LeaveSocket, conversation: str, request: LeaveMe
     log.info("left_message.added conversation=%s id=%s", conversation[:8], added.message.id)
     await socket.emit(frame("system", _THANKS_TEXT, talk=False, event="message_left"))
     try:
-        await layer.group_send(AGENTS_GROUP, messages.left_message_added(added.message.item()))
+        await layer.group_send(AGENTS_GROUP, messages.agents_left_message_added(added.message.item()))
     except ChatbotServerError as exc:  # kept all the same: consoles list it when they next load
         log.warning("left_message.publish_failed error=%s", exc)
