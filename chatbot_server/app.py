@@ -128,11 +128,14 @@ def setup(
     target[TEMPLATES_KEY].globals["handoff_enabled"] = handoff
     if handoff:
         from .agents.feedback import setup_feedback
+        from .agents.left_messages import make_left_messages
         from .agents.routes import make_queue, make_revocations, setup_agents
         from .chat.unanswered import UnansweredNotes
 
         queue = make_queue(settings, store.backend, client=redis)
-        setup_agents(target, settings, queue, make_revocations(settings, store.backend, client=redis))
+        revocations = make_revocations(settings, store.backend, client=redis)
+        left = make_left_messages(settings, store.backend, client=redis)
+        setup_agents(target, settings, queue, revocations, left)
         _, unanswered = setup_feedback(target, settings, store.backend, client=redis)
         below = settings.agents.unanswered_below
         target[NOTES_KEY] = UnansweredNotes(unanswered, below=below, stats=registry.stats)

@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from .chat.turns import TurnRunner
     from .chat.unanswered import UnansweredNotes
     from .config import Settings
+    from .hours import Availability
     from .layers import ChannelLayer
     from .sockets.registry import ConnectionRegistry
     from .store.base import ConversationStore
     from .store.customers import CustomerDirectory
     from .store.handoff import HandoffQueue
+    from .store.left_messages import LeftMessages
     from .store.ratings import RatingStore
     from .store.unanswered import UnansweredStore
 
@@ -37,6 +39,10 @@ TURNS_KEY: web.AppKey[TurnRunner] = web.AppKey("chatbot_server.turns")
 HOLDERS_KEY: web.AppKey[Holders] = web.AppKey("chatbot_server.holders")
 # What each client address may still replay and store (limits.replay_per_ip, history.quota_per_ip).
 BUDGETS_KEY: web.AppKey[ClientBudgets] = web.AppKey("chatbot_server.budgets")
+# Business hours and whether anyone is online (hours.py), and messages left outside them: set by
+# setup_agents() when agents are configured.
+AVAILABILITY_KEY: web.AppKey[Availability] = web.AppKey("chatbot_server.agents.availability")
+LEFT_MESSAGES_KEY: web.AppKey[LeftMessages] = web.AppKey("chatbot_server.agents.left_messages")
 # The agents' accounts and sessions, set by app.setup() when agents are configured.
 DIRECTORY_KEY: web.AppKey[AgentDirectory] = web.AppKey("chatbot_server.agents.directory")
 # Verified customers and their conversations (identity.py); always set by app.setup().

@@ -37,10 +37,15 @@ __all__ = [
     "ConvReleased",
     "ConvTakeover",
     "ConvTyping",
+    "LeftMessageAdded",
+    "LeftMessageClosed",
+    "LeftMessageItem",
     "QueueChanged",
     "QueueItem",
     "agent_frame",
     "agent_transcript",
+    "agents_left_message_added",
+    "agents_left_message_closed",
     "agents_queue",
     "agents_queue_added",
     "agents_queue_changed",
@@ -207,6 +212,32 @@ class ChatBroadcast(TypedDict):
     text: str
 
 
+class LeftMessageItem(TypedDict):
+    """A message left outside business hours (store/left_messages.py), as consoles show it."""
+
+    id: str
+    ts: int
+    contact: str
+    text: str
+    conversation: str
+
+
+class LeftMessageAdded(TypedDict):
+    """A customer left a message. Sent by chat/leave_message.py to AGENTS_GROUP; handled by
+    AgentConsumer.agents_left_message_added."""
+
+    type: Literal["agents.left_message_added"]
+    item: LeftMessageItem
+
+
+class LeftMessageClosed(TypedDict):
+    """An agent closed a left message. Sent by AgentConsumer to AGENTS_GROUP; handled by
+    AgentConsumer.agents_left_message_closed (every console drops it)."""
+
+    type: Literal["agents.left_message_closed"]
+    id: str
+
+
 ChatMessage = (
     ConvTakeover
     | ConvReleased
@@ -222,6 +253,8 @@ ChatMessage = (
     | AgentFrame
     | AgentTranscript
     | ChatBroadcast
+    | LeftMessageAdded
+    | LeftMessageClosed
 )
 
 
@@ -299,3 +332,13 @@ def agent_transcript(conversation: str, frames: list[dict[str, Any]]) -> AgentTr
 def chat_broadcast(text: str) -> ChatBroadcast:
     """A ChatBroadcast of one notice."""
     return {"type": "chat.broadcast", "text": text}
+
+
+def agents_left_message_added(item: LeftMessageItem) -> LeftMessageAdded:
+    """A LeftMessageAdded of one message."""
+    return {"type": "agents.left_message_added", "item": item}
+
+
+def agents_left_message_closed(message_id: str) -> LeftMessageClosed:
+    """A LeftMessageClosed of one message."""
+    return {"type": "agents.left_message_closed", "id": message_id}

@@ -5,6 +5,7 @@ See docs/protocol.md and docs/agents.md.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NotRequired, TypedDict
@@ -103,7 +104,22 @@ class RatingAnswer:
     comment: str = ""
 
 
-Inbound = UserMessage | Resume | HistoryRequest | HandoffRequest | StopRequest | RatingAnswer
+class CancelHandoff:
+    """The user stops waiting for a human (the 取消排队 button)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveMessage:
+    """A message for the agents, left outside their hours: {"type": "leave_message", "contact", "text"}
+    (stripped, not masked yet)."""
+
+    contact: str
+    text: str
+
+
+Inbound = (
+    UserMessage | Resume | HistoryRequest | HandoffRequest | StopRequest | RatingAnswer | CancelHandoff | LeaveMessage
+)
 
 
 def now_ms() -> int:
@@ -130,6 +146,10 @@ def parse_inbound(raw: str, *, max_text_length: int) -> Inbound:
         return HandoffRequest()
     if kind == "rating":
         return _parse_rating(data, max_comment_length=max_text_length)
+    if kind == "cancel_handoff":
+        return CancelHandoff()
+    if kind == "leave_message":
+        return parse_leave_message(data, max_text_length=max_text_length)
     if kind == "stop":
         reply = data.get("id")
         if reply is not None and (not isinstance(reply, str) or not 0 < len(reply) <= MAX_CLIENT_ID_LENGTH):
@@ -138,6 +158,28 @@ def parse_inbound(raw: str, *, max_text_length: int) -> Inbound:
     if not isinstance(kind, str):
         raise ProtocolError("bad_frame", "消息格式错误:type 应为字符串。")
     raise ProtocolError("unknown_type", f"不支持的消息类型:{kind[:32]}")
+
+
+MAX_CONTACT_LENGTH: Final = 100
+_PHONE = re.compile(r"\+?[0-9][0-9 ()-]{4,24}")
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+")
+
+
+def parse_leave_message(data: dict[str, Any], *, max_text_length: int) -> LeaveMessage:
+    """A left message: a phone number or e-mail address, and a text within the message limit."""
+    contact, text = data.get("contact"), data.get("text")
+    if not isinstance(contact, str) or not isinstance(text, str):
+        raise ProtocolError("bad_frame", "消息格式错误:contact 和 text 应为字符串。")
+    contact, text = contact.strip(), text.strip()
+    if not contact:
+        raise ProtocolError("empty_contact", "请留下您的手机号码或电子邮箱,以便我们与您联系。")
+    if len(contact) > MAX_CONTACT_LENGTH or not (_PHONE.fullmatch(contact) or _EMAIL.fullmatch(contact)):
+        raise ProtocolError("bad_contact", "请填写正确的手机号码或电子邮箱。")
+    if not text:
+        raise ProtocolError("empty_text", "请输入留言内容后再提交。")
+    if len(text) > max_text_length:
+        raise ProtocolError("too_long", f"留言太长了,请控制在 {max_text_length} 个字以内。")
+    return LeaveMessage(contact, text)
 
 
 def _parse_message(data: dict[str, Any], *, max_text_length: int) -> UserMessage:
@@ -238,7 +280,14 @@ class AgentTyping:
     conversation: str
 
 
-AgentInbound = AgentClaim | AgentReply | AgentEnd | AgentOpen | AgentTyping
+@dataclass(frozen=True, slots=True)
+class AgentCloseMessage:
+    """The agent closes a left message: {"type": "close_message", "id": id}."""
+
+    id: str
+
+
+AgentInbound = AgentClaim | AgentReply | AgentEnd | AgentOpen | AgentTyping | AgentCloseMessage
 
 # The agent's reply may be longer than a user's message: this many times limits.max_text_length.
 AGENT_TEXT_LENGTH_FACTOR: Final = 4
@@ -256,6 +305,11 @@ def parse_agent_inbound(raw: str, *, max_text_length: int) -> AgentInbound:
         raise ProtocolError("bad_json", "不是合法的 JSON。") from None
     if not isinstance(data, dict):
         raise ProtocolError("bad_frame", "应为 JSON 对象。")
+    if data.get("type") == "close_message":
+        message_id = data.get("id")
+        if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_CLIENT_ID_LENGTH:
+            raise ProtocolError("bad_frame", "缺少留言编号。")
+        return AgentCloseMessage(message_id)
     conversation = data.get("conversation")
     if not isinstance(conversation, str) or not 0 < len(conversation) <= MAX_CONVERSATION_ID_LENGTH:
         raise ProtocolError("bad_frame", "缺少会话编号。")

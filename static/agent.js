@@ -19,6 +19,9 @@
   var retry = 0;
   var conversations = {};   // id -> {frames: {seq: frame}, preview}
   var waiting = {};         // the queue: id -> {conversation, since, preview}
+  var left = {};            // open left messages (留言): id -> {id, ts, contact, text, conversation}
+  var leftEl = document.getElementById("left-messages");
+  var leftCount = document.getElementById("left-count");
   var selected = null;
 
   function setStatus(kind, text) {
@@ -62,6 +65,32 @@
       li.appendChild(text);
       li.appendChild(claim);
       queueEl.appendChild(li);
+    });
+  }
+
+  // Messages left outside business hours, oldest first; 处理完成 closes one for every console.
+  function renderLeft() {
+    var items = Object.keys(left).map(function (id) { return left[id]; }).sort(function (a, b) { return a.ts - b.ts; });
+    leftEl.textContent = "";
+    leftCount.textContent = String(items.length);
+    items.forEach(function (item) {
+      var li = document.createElement("li");
+      li.setAttribute("data-message", item.id);
+      var meta = document.createElement("span");
+      meta.className = "left-meta";
+      meta.textContent = new Date(item.ts).toLocaleString("zh-CN") + " · " + item.contact + " · 会话 " + short(item.conversation);
+      var text = document.createElement("span");
+      text.className = "preview";
+      text.textContent = item.text;
+      var close = document.createElement("button");
+      close.type = "button";
+      close.className = "close-message";
+      close.textContent = "处理完成";
+      close.addEventListener("click", function () { send({ type: "close_message", id: item.id }); });
+      li.appendChild(meta);
+      li.appendChild(text);
+      li.appendChild(close);
+      leftEl.appendChild(li);
     });
   }
 
@@ -161,6 +190,13 @@
         m.conversations.forEach(function (id) { delete waiting[id]; });
         renderQueue();
         break;
+      case "left_messages":
+        left = {};
+        m.items.forEach(function (item) { left[item.id] = item; });
+        renderLeft();
+        break;
+      case "left_message_added": left[m.item.id] = m.item; renderLeft(); break;
+      case "left_message_closed": delete left[m.id]; renderLeft(); break;
       case "claimed": ensure(m.conversation); select(m.conversation); break;
       case "claim_failed": setStatus("connected", "该用户已被其他客服接入"); break;
       case "transcript":

@@ -400,6 +400,8 @@
       news = f.seq > announcedSeq;
       if (news) announcedSeq = f.seq;
     }
+    // For static/leave_message.js (the 留言 form, 取消排队): the frame, and whether it is news.
+    document.dispatchEvent(new CustomEvent("chatbot:frame", { detail: { frame: f, news: news } }));
     saveState();
     switch (f.type) {
       case "greeting":
@@ -452,9 +454,9 @@
         if (f.event === "resumed") { doubt = null; resendPending(); }
         if (f.event === "queued") setMode("queued", f.queue_position);
         if (f.event === "agent_joined") setMode("agent");
-        if (f.event === "agent_left" || f.event === "agent_handback") setMode("bot");
         if (window.chatbotRating && f.event === "rating_request") window.chatbotRating.show(f.agent, sendRating);
         if (window.chatbotRating && f.event === "rating_done") window.chatbotRating.hide();
+        if (f.event === "agent_left" || f.event === "agent_handback" || f.event === "handoff_cancelled") setMode("bot");
         break;
       case "error":
         setThinking(false);
@@ -514,6 +516,7 @@
     mode = next;
     if (next !== "bot") clearThinking();
     if (handoffButton) handoffButton.disabled = next !== "bot";
+    document.dispatchEvent(new CustomEvent("chatbot:mode", { detail: { mode: next } }));
     if (next === "queued" && position) {
       queueStatusEl.textContent = "正在等待人工客服," + (position > 1 ? "您前面还有 " + (position - 1) + " 位用户" : "您是下一位");
       queueStatusEl.hidden = false;
@@ -608,6 +611,13 @@
       }
     });
   }
+
+  // static/leave_message.js sends through this page's socket: detail.sent says whether it went.
+  document.addEventListener("chatbot:send", function (event) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify(event.detail.payload));
+    event.detail.sent = true;
+  });
 
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState === "visible" && !socket && stopped && !refused) connect();

@@ -18,11 +18,12 @@ from aiohttp import web
 from .. import messages
 from ..chat.holding import deliver
 from ..errors import LayerUnavailableError, ProtocolError, StoreUnavailableError
-from ..keys import BOT_KEY, CUSTOMERS_KEY, DIRECTORY_KEY, QUEUE_KEY, RATINGS_KEY, STORE_KEY
+from ..keys import BOT_KEY, CUSTOMERS_KEY, DIRECTORY_KEY, LEFT_MESSAGES_KEY, QUEUE_KEY, RATINGS_KEY, STORE_KEY
 from ..masking import mask_sensitive
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
 from ..protocol import (
     AgentClaim,
+    AgentCloseMessage,
     AgentEnd,
     AgentOpen,
     AgentReply,
@@ -39,6 +40,7 @@ from ..store.customers import CustomerDirectory
 from ..store.handoff import DEADLINE, HandoffQueue, QueueEntry
 from .directory import Agent, AgentDirectory
 from .feedback import ask_rating
+from .left_messages import close_message, listing
 from .sessions import COOKIE_NAME
 from .tools import AgentTools
 
@@ -68,6 +70,7 @@ class AgentConsumer(WebsocketConsumer):
         self.queue: HandoffQueue = request.config_dict[QUEUE_KEY]
         self.store: ConversationStore = request.config_dict[STORE_KEY]
         self.customers: CustomerDirectory = request.config_dict[CUSTOMERS_KEY]
+        self.left_messages = request.config_dict[LEFT_MESSAGES_KEY]
         self.agent: Agent | None = self.directory.from_cookie(request.cookies.get(COOKIE_NAME))
         # Where ratings are asked for after an ended chat (agents.ask_rating); None: not asked.
         self.ratings = request.config_dict.get(RATINGS_KEY) if self.settings.agents.ask_rating else None
@@ -113,6 +116,7 @@ class AgentConsumer(WebsocketConsumer):
         try:
             active = await self.queue.active(self.me.username)
             entries = await self.queue.waiting()
+            left = await listing(self.left_messages)
         except _UNAVAILABLE as exc:
             log.info("agent.load_unavailable agent=%s error=%s", self.me.username, exc)
             self.stats.error("queue_unavailable")
@@ -125,6 +129,7 @@ class AgentConsumer(WebsocketConsumer):
             {"type": "hello", "agent": {"username": self.me.username, "name": self.me.name}, "active": active}
         )
         await self.send_json({"type": "queue", "items": _items(entries)})
+        await self.send_json(left)
         early, self._early = self._early or [], None
         for delta in early:  # changes made while the snapshot was read: applying them again is harmless
             await self.send_json(delta)
@@ -186,6 +191,8 @@ class AgentConsumer(WebsocketConsumer):
                     await self.send_transcript(conversation)
                 case AgentTyping(conversation):
                     await self.tools.typing(conversation)
+                case AgentCloseMessage(message_id):
+                    await close_message(self, self.left_messages, message_id, self.me.username)
         except ProtocolError as exc:
             await self.send_json(error_frame(exc.code, str(exc)))
         except _UNAVAILABLE as exc:
@@ -277,6 +284,16 @@ class AgentConsumer(WebsocketConsumer):
         """Conversations left the queue (claimed or lapsed)."""
         if isinstance(gone := message.get("conversations"), list):
             await self.send_delta({"type": "queue_removed", "conversations": gone})
+
+    @message_handler
+    async def agents_left_message_added(self, message: messages.LeftMessageAdded) -> None:
+        """A customer left a message (the deltas after the snapshot, as for the queue)."""
+        await self.send_delta({"type": "left_message_added", "item": message["item"]})
+
+    @message_handler
+    async def agents_left_message_closed(self, message: messages.LeftMessageClosed) -> None:
+        """An agent (on any process) closed a left message."""
+        await self.send_delta({"type": "left_message_closed", "id": message["id"]})
 
     @message_handler
     async def agent_frame(self, message: messages.AgentFrame) -> None:

@@ -12,9 +12,11 @@ from aiohttp import web
 
 from ..config import Settings
 from ..errors import ChatbotServerError
-from ..keys import DIRECTORY_KEY, LAYER_KEY, QUEUE_KEY
+from ..hours import Availability, from_settings
+from ..keys import AVAILABILITY_KEY, DIRECTORY_KEY, LAYER_KEY, LEFT_MESSAGES_KEY, QUEUE_KEY
 from ..layers import ChannelLayer
 from ..store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
+from ..store.left_messages import LeftMessages, MemoryLeftMessages
 from .consumer import AgentConsumer
 from .directory import AgentDirectory
 from .export import export_transcript
@@ -49,10 +51,19 @@ def make_revocations(settings: Settings, backend: str, *, client: RedisClient | 
 
 
 def setup_agents(
-    app: web.Application, settings: Settings, queue: HandoffQueue, revocations: Revocations | None = None
+    app: web.Application,
+    settings: Settings,
+    queue: HandoffQueue,
+    revocations: Revocations | None = None,
+    left_messages: LeftMessages | None = None,
 ) -> None:
     """Add /agent, /agent/login, /agent/logout, /agent/ws and the transcript export; `queue` is started and closed with the app."""
     app[QUEUE_KEY] = queue
+    # Business hours (agents.hours) and messages left outside them (docs/agents.md).
+    app[AVAILABILITY_KEY] = Availability(from_settings(settings.agents.hours))
+    app[LEFT_MESSAGES_KEY] = left_messages or MemoryLeftMessages(
+        per_ip=settings.agents.left_messages_per_ip, max_open=settings.agents.left_messages_max
+    )
     queue.publish_to(app[LAYER_KEY])  # where its keeper announces lapsed entries
     app[DIRECTORY_KEY] = directory = AgentDirectory(settings.agents)
     directory.revocations = revocations or LocalRevocations()

@@ -12,14 +12,25 @@ from typing import Any, ClassVar
 from .. import messages
 from ..bots import HistoryEntry
 from ..errors import ProtocolError, StoreUnavailableError
-from ..keys import BUDGETS_KEY, HOLDERS_KEY, IDENTITY_KEY, NOTES_KEY, QUEUE_KEY, RATINGS_KEY, STORE_KEY, TURNS_KEY
+from ..keys import (
+    AVAILABILITY_KEY,
+    BUDGETS_KEY,
+    HOLDERS_KEY,
+    IDENTITY_KEY,
+    NOTES_KEY,
+    QUEUE_KEY,
+    STORE_KEY,
+    TURNS_KEY,
+)  # fmt: skip
 from ..layers import Message
 from ..masking import mask_sensitive
 from ..messages import USERS_GROUP
 from ..protocol import (
+    CancelHandoff,
     Frame,
     HandoffRequest,
     HistoryRequest,
+    LeaveMessage,
     RatingAnswer,
     Resume,
     StopRequest,
@@ -38,8 +49,8 @@ from .answering import Answering
 from .handoff import Handoff
 from .holding import Holding
 from .identity import Identified
-from .rating import take_rating
 from .replay import Replay, answer_orphans
+from .service import serve
 from .turns import TurnRunner, apology_frame, recent_history, reply_frame
 
 log = logging.getLogger("chatbot_server.chat")
@@ -52,8 +63,7 @@ class ChatConsumer(WebsocketConsumer):
     """Greets, answers each {"text": ...} with the configured bot, keeps the conversation's history."""
 
     __slots__ = (
-        "_warned_about_numbers", "answering", "handoff", "hold", "identity", "quota", "ratings", "replay", "store",
-        "turns",
+        "_warned_about_numbers", "answering", "handoff", "hold", "identity", "quota", "replay", "store", "turns",
     )  # fmt: skip
 
     groups: ClassVar[tuple[str, ...]] = (USERS_GROUP,)
@@ -72,17 +82,15 @@ class ChatConsumer(WebsocketConsumer):
             takeover_timeout=self.settings.history.takeover_timeout,
         )
         queue = config.get(QUEUE_KEY)
-        # Only where agents are configured: otherwise the bot always answers.
-        self.handoff: Handoff | None = None
+        self.handoff: Handoff | None = None  # only where agents are configured: else the bot always answers
         if queue is not None:
             self.handoff = Handoff(
                 self, queue=queue, layer=self.layer, store=self.store,
-                fallback_limit=self.settings.agents.fallback_handoff,
+                fallback_limit=self.settings.agents.fallback_handoff, availability=config.get(AVAILABILITY_KEY),
             )  # fmt: skip
         self._warned_about_numbers = False
         self.answering = Answering(self, self.turns, error_text=self.settings.ui.error_text)
-        # With agents: ratings after their chats, and the bot's unanswered questions (agents/feedback.py).
-        self.ratings = config.get(RATINGS_KEY)
+        # With agents: the bot's unanswered questions for supervisors (agents/feedback.py).
         if (notes := config.get(NOTES_KEY)) is not None:
             self.answering.notes = notes.note
         # Verified customers, where identity.secret is set (chat/identity.py).
@@ -195,12 +203,8 @@ class ChatConsumer(WebsocketConsumer):
                 await self.replay.page(self.hold.conversation, inbound)
             case HandoffRequest():
                 await self.request_handoff()
-            case RatingAnswer():
-                if self.ratings is None:
-                    await self.send_json(error_frame("unsupported", texts.NO_AGENTS))
-                else:
-                    limit = self.settings.agents.rating_comment_length
-                    await take_rating(self, self.ratings, self.hold.conversation, inbound, comment_length=limit)
+            case RatingAnswer() | CancelHandoff() | LeaveMessage():
+                await serve(self, inbound, self.hold.conversation, self.handoff)
 
     async def on_rate_limited(self) -> None:
         await self.send_json(error_frame("rate_limited", texts.RATE_LIMITED))

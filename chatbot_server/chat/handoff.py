@@ -14,6 +14,7 @@ from aiohttp import web
 from .. import messages
 from ..bots import Reply
 from ..errors import ChatbotServerError
+from ..hours import Availability
 from ..layers import ChannelLayer
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, watch_group
 from ..ops.metrics import ServerStats
@@ -28,6 +29,9 @@ _QUEUE_MOVED_TEXT = "{ahead},请稍候。"
 _UNAVAILABLE_TEXT = "抱歉,转人工服务暂时不可用,请稍后再试。"
 _ALREADY_TEXT = "您已在排队中,请勿重复提交。"
 _TOO_MANY_TEXT = "您的网络中排队的请求过多,请稍后再试。"
+_CANCELLED_TEXT = "已为您取消人工排队,智能客服将继续为您服务。"
+_NOT_QUEUED_TEXT = "您当前没有在排队。"
+_CLAIMED_TEXT = "人工客服已接入,无法取消排队。"
 
 
 def _question(recent: list[StoredFrame], asked_with: str | None, typed: bool) -> str:
@@ -73,7 +77,8 @@ class Handoff:
     """The handoff state of one chat socket; while queued, it keeps the queue entry alive."""
 
     __slots__ = (
-        "_asked_with", "_fallbacks", "_position", "_since", "_waiting_for", "fallback_limit", "layer", "mode", "queue", "socket", "store",
+        "_asked_with", "_fallbacks", "_position", "_since", "_waiting_for", "availability", "fallback_limit", "layer", "mode",
+        "queue", "socket", "store",
     )  # fmt: skip
 
     def __init__(
@@ -84,12 +89,15 @@ class Handoff:
         layer: ChannelLayer,
         store: FrameLog,
         fallback_limit: int,
+        availability: Availability | None = None,
     ) -> None:
         self.socket = socket
         self.queue = queue
         self.layer = layer
         self.store = store
         self.fallback_limit = fallback_limit
+        # Business hours and agents online (hours.py): outside them, 转人工 offers to leave a message.
+        self.availability = availability or Availability()
         self.mode: Mode = "bot"
         self._fallbacks = 0
         self._asked_with: str | None = None  # the intent of the bot's handoff replies, once seen
@@ -130,6 +138,8 @@ class Handoff:
         deadline; the socket stays open and the bot keeps answering."""
         if self.mode == "agent":
             return
+        if self.mode == "bot" and since is None and await self._closed():
+            return
         try:
             recent = await self.store.recent(conversation, 10)
         except ChatbotServerError:
@@ -150,6 +160,42 @@ class Handoff:
             await self.socket.send_json(error_frame("queue_limit", _TOO_MANY_TEXT))
             return
         await self._queued(conversation, result)
+
+    async def _closed(self) -> bool:
+        """Outside business hours or nobody online: say so and offer to leave a message (no queue)."""
+        try:
+            why = await self.availability.unavailable()
+        except Exception as exc:  # presence is a plug-in: if it fails, try the queue as before
+            log.warning("handoff.availability_failed error=%s", exc)
+            return False
+        if why is None:
+            return False
+        reason, text = why
+        await self.socket.emit(frame("system", text, talk=False, event="handoff_closed", reason=reason))
+        return True
+
+    async def cancel(self, conversation: str) -> None:
+        """The user stops waiting (取消排队): the entry goes, the consoles and the queue hear it,
+        the bot answers again."""
+        if self.mode != "queued":
+            await self.socket.send_json(error_frame("not_queued", _NOT_QUEUED_TEXT))
+            return
+        try:
+            removed = await self.queue.cancel(conversation)
+            if not removed and (await self.queue.mode(conversation))[0] == "agent":
+                await self.socket.send_json(error_frame("already_claimed", _CLAIMED_TEXT))
+                return  # conv.mode tells this socket the agent's name
+        except QueueUnavailableError:
+            self.socket.stats.error("handoff_unavailable")
+            await self.socket.send_json(error_frame("handoff_unavailable", _UNAVAILABLE_TEXT))
+            return
+        self.mode, self._position, self._waiting_for = "bot", None, None
+        if self.socket.in_group(QUEUE_GROUP):
+            await self.socket.group_discard(QUEUE_GROUP)
+        if removed:
+            await self._publish(AGENTS_GROUP, messages.agents_queue_removed([conversation]))
+            await self._publish(QUEUE_GROUP, messages.queue_changed())
+        await self.socket.emit(frame("system", _CANCELLED_TEXT, talk=False, event="handoff_cancelled", mode="bot"))
 
     async def _queued(self, conversation: str, result: Enqueued) -> None:
         entry = result.entry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import ipaddress
 import os
 import re
@@ -24,6 +25,7 @@ from .model import (
     BotSettings,
     CannedReply,
     HistorySettings,
+    HoursSettings,
     IdentitySettings,
     LayerBackend,
     LayerSettings,
@@ -47,6 +49,7 @@ __all__ = [
     "BotSettings",
     "CannedReply",
     "HistorySettings",
+    "HoursSettings",
     "IdentitySettings",
     "LayerBackend",
     "LayerSettings",
@@ -135,6 +138,8 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "agents.unanswered_days": (lambda v: 1 <= v <= 366, "an integer 1..366"),
     "agents.unanswered_below": (lambda v: 0 <= v <= 1, "a number 0..1"),
     "agents.unanswered_per_day": (lambda v: 1 <= v <= 1_000_000, "an integer 1..1000000"),
+    "agents.left_messages_per_ip": (lambda v: v >= 1, "an integer >= 1"),
+    "agents.left_messages_max": (lambda v: 1 <= v <= 100_000, "an integer 1..100000"),
     "history.backend": (lambda v: v in ("auto", "memory", "redis"), "auto, memory or redis"),
     "history.ttl": (lambda v: v > 0, "a number of seconds > 0"),
     "history.max_frames": (lambda v: 1 <= v <= 100_000, "an integer 1..100000"),
@@ -314,6 +319,8 @@ def _convert(hint: Any, value: Any, *, key: str, source: str) -> Any:
             raise ConfigError(f"must be a number, got {value!r}", key=key, source=source)
         return float(value)
     if hint is str:
+        if isinstance(value, datetime.date):  # YAML reads 2026-10-01 as a date (agents.hours.holidays)
+            return value.isoformat()
         if not isinstance(value, str):
             raise ConfigError(f"must be a string, got {_kind(value)} {value!r}", key=key, source=source)
         return value

@@ -222,6 +222,23 @@ DEFAULT_CANNED: tuple[CannedReply, ...] = (
 
 
 @dataclass(frozen=True)
+class HoursSettings:
+    """When agents work (chatbot_server/hours.py); no timezone: always open."""
+
+    timezone: str = ""  # IANA name, e.g. Asia/Shanghai; empty turns business hours off
+    # Opening ranges per weekday ("09:00-12:00"); a day left out is closed.
+    mon: tuple[str, ...] = ()
+    tue: tuple[str, ...] = ()
+    wed: tuple[str, ...] = ()
+    thu: tuple[str, ...] = ()
+    fri: tuple[str, ...] = ()
+    sat: tuple[str, ...] = ()
+    sun: tuple[str, ...] = ()
+    holidays: tuple[str, ...] = ()  # dates closed all day (2026-10-01)
+    workdays: Mapping[str, Any] = field(default_factory=dict)  # 调休: date -> its ranges
+
+
+@dataclass(frozen=True)
 class AgentSettings:
     """Handoff to human agents and their console."""
 
@@ -252,6 +269,10 @@ class AgentSettings:
     # The bot's suggested answer in the console: "auto" for the built-in bots that answer offline
     # (faq, echo), true for every bot (an LLM bot: one more model call per customer line), false for none.
     suggestions: Literal["auto", True, False] = "auto"
+    hours: HoursSettings = field(default_factory=HoursSettings)
+    # Messages left outside hours: per client address per hour, and open ones in all.
+    left_messages_per_ip: int = 3
+    left_messages_max: int = 1000
 
 
 @dataclass(frozen=True)

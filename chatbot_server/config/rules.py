@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import ConfigError
+from ..hours import from_settings
 from .canned import check_canned
 from .model import Settings
 
@@ -69,6 +70,10 @@ def check_together(settings: Settings, *, source: str) -> None:
             key="agents.session_secret",
             source=source,
         )
+    try:
+        from_settings(agents.hours)  # agents.hours: times, overlaps, time zone, dates
+    except ConfigError as exc:
+        raise ConfigError(str(exc).split(": ", 1)[-1], key=exc.key, source=source) from None
     if agents.session_secret and len(agents.session_secret) < 16:
         raise ConfigError("must be at least 16 characters", key="agents.session_secret", source=source)
     identity = settings.identity

@@ -139,3 +139,9 @@ class MemoryHandoffQueue(HandoffQueue):
         del self._claims[conversation]
         self._claim_ids.pop(conversation, None)
         return True
+
+    async def cancel(self, conversation: str) -> bool:
+        if conversation not in self._waiting:
+            return False
+        self._drop(conversation)
+        return True

@@ -224,6 +224,10 @@ class HandoffQueue(abc.ABC):
     async def finish(self, conversation: str, agent: str) -> bool:
         """`agent` lets go of the conversation (ended or handed back to the bot)."""
 
+    @abc.abstractmethod
+    async def cancel(self, conversation: str) -> bool:
+        """The user no longer waits (取消排队): remove the entry; False if it was not waiting."""
+
     async def mode(self, conversation: str) -> tuple[Mode, str | None]:
         """Who answers the conversation now: the bot, nobody yet (queued) or an agent."""
         agent = await self.agent_of(conversation)

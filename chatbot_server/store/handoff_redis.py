@@ -147,6 +147,16 @@ end
 return out
 """
 
+# ARGV: conversation. The user cancels: the entry goes, its address's count with it.
+_CANCEL = (
+    _SWEEP_FUNCTIONS
+    + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+drop(ARGV[1])
+return 1
+"""
+)
+
 
 def _text(value: bytes | str) -> str:
     # Replies are bytes on the shared client; a host's own client may decode them already.
@@ -264,3 +274,7 @@ class RedisHandoffQueue(HandoffQueue):
     async def finish(self, conversation: str, agent: str) -> bool:
         keys = [*self._keys, self._agent_prefix + agent]
         return bool(await self._call(self._finish(keys=keys, args=[conversation, agent])))
+
+    async def cancel(self, conversation: str) -> bool:
+        script = self._client.register_script(_CANCEL)  # kept apart from __init__ (issue #16)
+        return bool(await self._call(script(keys=self._keys, args=[conversation])))
