@@ -144,6 +144,7 @@ async def test_consoles_get_a_delta_not_the_whole_queue(
     await li.next("hello")
     full = await li.ws.receive()
     assert (full.json()["type"], len(full.json()["items"])) == ("queue", 30)
+    await li.next("left_messages")  # sent right after the queue (docs/agents.md)
 
     late, late_id, _ = await queued_user(users)
     sockets.append(late)
@@ -154,6 +155,7 @@ async def test_consoles_get_a_delta_not_the_whole_queue(
     wang = await AgentSocket.open(console, "wang")
     agents.append(wang)
     await wang.next("queue")
+    await wang.next("left_messages")
     await li.send(type="claim", conversation=late_id)
     await li.next("claimed")
     assert await wang.next() == {"type": "queue_removed", "conversations": [late_id]}
