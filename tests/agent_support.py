@@ -28,7 +28,9 @@ def agent_section(**extra: Any) -> dict[str, Any]:
         {"username": u, "name": NAMES[u], "password_hash": hash_password(p, iterations=1000)}
         for u, p in PASSWORDS.items()
     ]
-    return {"accounts": accounts, "session_secret": SECRET, **extra}
+    # Manual routing unless a test asks for auto: the handoff tests claim by hand (test_routing.py
+    # covers auto-assignment).
+    return {"accounts": accounts, "session_secret": SECRET, "routing": "manual", **extra}
 
 
 class HandoffBot(Bot):

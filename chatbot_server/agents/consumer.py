@@ -18,7 +18,7 @@ from aiohttp import web
 from .. import messages
 from ..chat.holding import deliver
 from ..errors import LayerUnavailableError, ProtocolError, StoreUnavailableError
-from ..keys import CUSTOMERS_KEY, DIRECTORY_KEY, QUEUE_KEY, STORE_KEY
+from ..keys import CUSTOMERS_KEY, DIRECTORY_KEY, QUEUE_KEY, ROUTER_KEY, STORE_KEY
 from ..masking import mask_sensitive
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
 from ..protocol import AgentClaim, AgentEnd, AgentOpen, AgentReply, Frame, error_frame, frame, parse_agent_inbound
@@ -28,6 +28,7 @@ from ..store.base import ConversationStore
 from ..store.customers import CustomerDirectory
 from ..store.handoff import DEADLINE, HandoffQueue, QueueEntry
 from .directory import Agent, AgentDirectory
+from .routing import AgentAssigned, AgentClosed, AgentsPresence, Router, agent_group, parse_routing
 from .sessions import COOKIE_NAME
 
 log = logging.getLogger("chatbot_server.agents")
@@ -56,6 +57,8 @@ class AgentConsumer(WebsocketConsumer):
         self.queue: HandoffQueue = request.config_dict[QUEUE_KEY]
         self.store: ConversationStore = request.config_dict[STORE_KEY]
         self.customers: CustomerDirectory = request.config_dict[CUSTOMERS_KEY]
+        self.router: Router = request.config_dict[ROUTER_KEY]
+        self._present = False  # counted in the router's presence
         self.agent: Agent | None = self.directory.from_cookie(request.cookies.get(COOKIE_NAME))
         # Queue deltas that arrive before the snapshot is sent wait here (None once it is sent).
         self._early: list[dict[str, Any]] | None = []
@@ -81,11 +84,14 @@ class AgentConsumer(WebsocketConsumer):
     async def on_connect(self) -> None:
         # Sign-out (on any process) or the session's expiry closes this socket with 4003.
         self.directory.watch(self.request.cookies.get(COOKIE_NAME), self)
+        await self.group_add(agent_group(self.me.username))  # assignments and transfers reach every console
         if not await self.load():
             self._retry = asyncio.create_task(self._load_later(), name=f"agent-load-{self.connection_id}")
 
     async def on_disconnect(self, code: int | None) -> None:
         self.directory.sessions.detach(self)
+        if self._present:
+            await self.router.closed(self.me.username)
         if self._retry is not None:
             self._retry.cancel()
 
@@ -108,6 +114,10 @@ class AgentConsumer(WebsocketConsumer):
             {"type": "hello", "agent": {"username": self.me.username, "name": self.me.name}, "active": active}
         )
         await self.send_json({"type": "queue", "items": _items(entries)})
+        if not self._present:  # online once the console has loaded: it can be given conversations
+            self._present = True
+            await self.router.opened(self.me.username)
+        await self.send_json(await self.router.presence_frame())
         early, self._early = self._early or [], None
         for delta in early:  # changes made while the snapshot was read: applying them again is harmless
             await self.send_json(delta)
@@ -156,6 +166,9 @@ class AgentConsumer(WebsocketConsumer):
 
     async def on_receive_text(self, text: str) -> None:
         try:
+            if (routing := parse_routing(text)) is not None:
+                await self.route(*routing)
+                return
             match parse_agent_inbound(text, max_text_length=self.settings.limits.max_text_length):
                 case AgentClaim(conversation):
                     await self.claim(conversation)
@@ -173,6 +186,14 @@ class AgentConsumer(WebsocketConsumer):
             self.stats.error("queue_unavailable")
             await self.send_json(error_frame("queue_unavailable", "排队服务暂时不可用,请稍后再试。"))
 
+    async def route(self, kind: str, value: str, to: str) -> None:
+        """status (value: online | away) or transfer (value: the conversation) (agents/routing.py)."""
+        if kind == "status":
+            await self.router.set_status(self.me.username, "away" if value == "away" else "online")
+            await self.send_json({"type": "status", "status": value})
+        else:
+            await self.router.transfer(self, value, self.me.username, to)
+
     async def require_mine(self, conversation: str) -> None:
         """Only the agent holding a conversation may read or write it."""
         if await self.queue.agent_of(conversation) != self.me.username:
@@ -181,7 +202,7 @@ class AgentConsumer(WebsocketConsumer):
     async def claim(self, conversation: str) -> None:
         """Take a waiting conversation; exactly one agent wins a race."""
         # One id per claim: a run the Redis client retries (its reply lost) answers as the first did.
-        if not await self.queue.claim(conversation, self.me.username, request_id=secrets.token_hex(8)):
+        if not await self.router.claim(self, conversation, self.me.username, secrets.token_hex(8)):
             await self.send_json({"type": "claim_failed", "conversation": conversation})
             await self.send_delta({"type": "queue_removed", "conversations": [conversation]})
             return
@@ -205,6 +226,7 @@ class AgentConsumer(WebsocketConsumer):
         await self.require_mine(conversation)
         out = frame("agent", mask_sensitive(text), talk=True, agent=self.me.name, id=secrets.token_hex(8))
         await self.add_frame(conversation, out)
+        await self.router.replied(conversation)
 
     async def let_go(self, conversation: str, *, handback: bool) -> None:
         """End the human chat, or hand the conversation back to the bot."""
@@ -217,6 +239,7 @@ class AgentConsumer(WebsocketConsumer):
         await deliver(self.store, self.layer, conversation, frame("system", text, talk=False, event=event))
         await self.send_json({"type": "closed", "conversation": conversation, "reason": event})
         log.info("agent.%s agent=%s conversation=%s", event, self.me.username, conversation[:8])
+        await self.router.changed()  # a free slot: presence, and maybe the next conversation
 
     async def add_frame(self, conversation: str, out: Frame) -> None:
         """Append through the conversation's holder; if none, here, and show it to the consoles."""
@@ -254,6 +277,27 @@ class AgentConsumer(WebsocketConsumer):
         """Conversations left the queue (claimed or lapsed)."""
         if isinstance(gone := message.get("conversations"), list):
             await self.send_delta({"type": "queue_removed", "conversations": gone})
+
+    @message_handler
+    async def agent_assigned(self, message: AgentAssigned) -> None:
+        """A conversation was given to this agent (auto-assignment or a transfer)."""
+        conversation = message["conversation"]
+        await self.group_add(watch_group(conversation))
+        await self.send_json({"type": "assigned", "conversation": conversation})
+        await self.send_transcript(conversation)
+
+    @message_handler
+    async def agent_closed(self, message: AgentClosed) -> None:
+        """A conversation was taken from this agent (reassigned on silence, or transferred)."""
+        await self.group_discard(watch_group(message["conversation"]))
+        await self.send_json({"type": "closed", "conversation": message["conversation"], "reason": message["reason"]})
+        if message["reason"] == "reassigned":  # set away by the store: the console says so
+            await self.send_json({"type": "status", "status": "away"})
+
+    @message_handler
+    async def agents_presence(self, message: AgentsPresence) -> None:
+        """Who is online now (for the status and transfer controls)."""
+        await self.send_json({"type": "agents", "agents": message["agents"]})
 
     @message_handler
     async def agent_frame(self, message: messages.AgentFrame) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -12,12 +13,15 @@ from aiohttp import web
 
 from ..config import Settings
 from ..errors import ChatbotServerError
-from ..keys import DIRECTORY_KEY, LAYER_KEY, QUEUE_KEY
+from ..keys import DIRECTORY_KEY, LAYER_KEY, QUEUE_KEY, ROUTER_KEY, STORE_KEY
 from ..layers import ChannelLayer
 from ..store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
+from ..store.routing import AgentRouting, MemoryRouting
+from ..store.routing_redis import RedisRouting
 from .consumer import AgentConsumer
 from .directory import AgentDirectory
 from .revocations import RESYNC, LocalRevocations, RedisRevocations, Revocations
+from .routing import Router
 from .sessions import SESSIONS_GROUP, LiveSessions
 from .views import console_page, login, login_page, logout
 
@@ -39,6 +43,17 @@ def make_queue(settings: Settings, backend: str, *, client: RedisClient | None =
     return MemoryHandoffQueue(grace=grace, max_per_ip=cap)
 
 
+def make_routing(settings: Settings, queue: HandoffQueue) -> AgentRouting:
+    """Presence and assignment where the queue is (its Redis client and key prefix)."""
+    process = secrets.token_hex(6)  # names this process's presence renewals
+    ttl = settings.agents.presence_ttl
+    if isinstance(queue, RedisHandoffQueue):
+        return RedisRouting(queue.client, settings.layer.redis.prefix, grace=queue.grace, ttl=ttl, process=process)
+    if isinstance(queue, MemoryHandoffQueue):
+        return MemoryRouting(queue, ttl=ttl, process=process)
+    raise TypeError(f"no routing for the queue {type(queue).__name__}")
+
+
 def make_revocations(settings: Settings, backend: str, *, client: RedisClient | None) -> Revocations:
     """Where sign-outs are kept for processes that were not listening: Redis when it is shared."""
     if backend == "redis" and client is not None:
@@ -54,6 +69,11 @@ def setup_agents(
     queue.publish_to(app[LAYER_KEY])  # where its keeper announces lapsed entries
     app[DIRECTORY_KEY] = directory = AgentDirectory(settings.agents)
     directory.revocations = revocations or LocalRevocations()
+    routing = make_routing(settings, queue)
+    queue.estimator = routing  # the users' "预计等待" (chat/handoff.py)
+    app[ROUTER_KEY] = router = Router(
+        routing, settings=settings.agents, queue=queue, directory=directory, store=app[STORE_KEY], layer=app[LAYER_KEY]
+    )
     app.router.add_get("/agent", console_page, name="chatbot_agent_console")
     app.router.add_get("/agent/login", login_page, name="chatbot_agent_login")
     app.router.add_post("/agent/login", login, name="chatbot_agent_login_post")
@@ -73,8 +93,10 @@ def setup_agents(
 
     async def listen(app: web.Application) -> None:
         await listener.start(app[LAYER_KEY])
+        await router.start()
 
     async def stop_listening(_: web.Application) -> None:
+        await router.stop()
         await listener.stop()
 
     # on_startup runs after every cleanup context started, so the layer is up by then; on_shutdown

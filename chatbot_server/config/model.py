@@ -199,6 +199,8 @@ class AgentAccount:
     username: str = ""
     name: str = ""
     password_hash: str = ""
+    # Concurrent chats this agent may hold; 0: agents.capacity.
+    capacity: int = 0
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,14 @@ class AgentSettings:
     max_queued_per_ip: int = 2
     # Seconds a queued request stays after its user has gone (no socket holds it); then it expires.
     queue_grace: float = 120.0
+    # Routing (agents/routing.py): concurrent chats per agent, "auto" (waiting conversations are
+    # given to the least-busy online agent) or "manual" (agents claim), seconds an auto-assigned
+    # conversation may wait for its agent's first reply before it goes to another (0: never), and
+    # seconds an agent stays online after their last console socket's process stopped renewing it.
+    capacity: int = 3
+    routing: Literal["auto", "manual"] = "auto"
+    assign_timeout: float = 60.0
+    presence_ttl: float = 30.0
 
 
 @dataclass(frozen=True)
