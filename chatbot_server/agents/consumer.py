@@ -59,6 +59,7 @@ class AgentConsumer(WebsocketConsumer):
         self.customers: CustomerDirectory = request.config_dict[CUSTOMERS_KEY]
         self.router: Router = request.config_dict[ROUTER_KEY]
         self._present = False  # counted in the router's presence
+        self._roster: list[dict[str, Any]] | None = None  # the `agents` list this console has
         self.agent: Agent | None = self.directory.from_cookie(request.cookies.get(COOKIE_NAME))
         # Queue deltas that arrive before the snapshot is sent wait here (None once it is sent).
         self._early: list[dict[str, Any]] | None = []
@@ -102,6 +103,10 @@ class AgentConsumer(WebsocketConsumer):
         try:
             active = await self.queue.active(self.me.username)
             entries = await self.queue.waiting()
+            if not self._present:  # online once the console loads; assignments wait for the snapshot
+                await self.router.opened(self.me.username, assign=False)
+                self._present = True
+            self._roster = await self.router.roster_rows()
         except _UNAVAILABLE as exc:
             log.info("agent.load_unavailable agent=%s error=%s", self.me.username, exc)
             self.stats.error("queue_unavailable")
@@ -110,17 +115,14 @@ class AgentConsumer(WebsocketConsumer):
             return False
         for conversation in active:
             await self.group_add(watch_group(conversation))
-        await self.send_json(
-            {"type": "hello", "agent": {"username": self.me.username, "name": self.me.name}, "active": active}
-        )
+        me = {"username": self.me.username, "name": self.me.name, "capacity": self.router.capacity(self.me.username)}
+        hello = {"type": "hello", "agent": me, "active": active, "agents": self._roster, "routing": self.router.mode}
+        await self.send_json(hello)
         await self.send_json({"type": "queue", "items": _items(entries)})
-        if not self._present:  # online once the console has loaded: it can be given conversations
-            self._present = True
-            await self.router.opened(self.me.username)
-        await self.send_json(await self.router.presence_frame())
         early, self._early = self._early or [], None
         for delta in early:  # changes made while the snapshot was read: applying them again is harmless
             await self.send_json(delta)
+        await self.router.kick()
         for conversation in active:
             try:
                 async with asyncio.timeout(DEADLINE):
@@ -220,6 +222,7 @@ class AgentConsumer(WebsocketConsumer):
             ),
         )
         await self.queue_moved(conversation)
+        await self.router.publish_presence()  # one more chat: its load
 
     async def reply(self, conversation: str, text: str) -> None:
         """The agent's answer (checked by parse_agent_inbound) reaches the user as an "agent" frame."""
@@ -296,8 +299,10 @@ class AgentConsumer(WebsocketConsumer):
 
     @message_handler
     async def agents_presence(self, message: AgentsPresence) -> None:
-        """Who is online now (for the status and transfer controls)."""
-        await self.send_json({"type": "agents", "agents": message["agents"]})
+        """Who is online now (for the status and transfer controls); not what hello said already."""
+        if message["agents"] != self._roster:
+            self._roster = message["agents"]
+            await self.send_json({"type": "agents", "agents": message["agents"]})
 
     @message_handler
     async def agent_frame(self, message: messages.AgentFrame) -> None:

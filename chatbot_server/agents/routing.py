@@ -117,6 +117,7 @@ class Router:
         self.directory = directory
         self.store = store
         self.layer = layer
+        self.mode = settings.routing
         self.auto = settings.routing == "auto"
         self._capacity = {a.username: a.capacity or settings.capacity for a in settings.accounts}
         self._consoles: dict[str, int] = {}  # username -> consoles open here
@@ -185,10 +186,10 @@ class Router:
         await self.kick()
 
     # ------------------------------------------------------------ presence
-    async def opened(self, username: str) -> None:
-        self._consoles[username] = self._consoles.get(username, 0) + 1
+    async def opened(self, username: str, *, assign: bool = True) -> None:
         await self.routing.connect(username, self.capacity(username))
-        await self.changed()
+        self._consoles[username] = self._consoles.get(username, 0) + 1
+        await self.changed(assign=assign)
 
     async def closed(self, username: str) -> None:
         left = self._consoles.get(username, 0) - 1
@@ -212,9 +213,9 @@ class Router:
         if assign:
             await self.kick()
 
-    async def presence_frame(self) -> dict[str, Any]:
-        """The console frame `agents`: every present agent with their status and load."""
-        return {"type": "agents", "agents": self._rows(await self.routing.roster())}
+    async def roster_rows(self) -> list[dict[str, Any]]:
+        """Every present agent with their name, status, load and capacity (the `agents` list)."""
+        return self._rows(await self.routing.roster())
 
     def _rows(self, roster: list[AgentLoad]) -> list[dict[str, Any]]:
         return [

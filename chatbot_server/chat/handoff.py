@@ -47,10 +47,11 @@ def _question(recent: list[StoredFrame], asked_with: str | None, typed: bool) ->
 
 
 def _wait(seconds: int | None) -> tuple[str, dict[str, int]]:
-    """", 预计等待约 N 分钟" and the frame's `estimated_wait` when the queue has an estimate."""
+    """ ", 预计等待约 N 分钟" and the frame's `estimated_wait` when the queue has an estimate."""
     if seconds is None:
         return "", {}
-    return f",预计等待约 {max(1, -(-seconds // 60))} 分钟", {"estimated_wait": seconds}
+    minutes = round(seconds / 60)  # under half a minute the page hears no minutes, only the field
+    return (f",预计等待约 {minutes} 分钟" if minutes else ""), {"estimated_wait": seconds}
 
 
 def _ahead(position: int) -> str:

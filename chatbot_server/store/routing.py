@@ -227,7 +227,8 @@ class MemoryRouting(AgentRouting):
             del self.queue._claims[conversation]
             self.queue._claim_ids.pop(conversation, None)
             self.queue._waiting[conversation] = entry
-            self.queue._waiting = dict(sorted(self.queue._waiting.items(), key=lambda item: item[1].since))
+            # Its old place; equal times by id, as Redis orders equal scores.
+            self.queue._waiting = dict(sorted(self.queue._waiting.items(), key=lambda i: (i[1].since, i[0])))
             self.queue._deadline[conversation] = now_ms() + int(self.queue.grace * 1000)
             self._status[agent] = "away"
             taken.append(Reassigned(conversation, agent, entry))
