@@ -60,6 +60,8 @@ class AgentConsumer(WebsocketConsumer):
         self.router: Router = request.config_dict[ROUTER_KEY]
         self._present = False  # counted in the router's presence
         self._roster: list[dict[str, Any]] | None = None  # the `agents` list this console has
+        self._hello = False
+        self._later: list[dict[str, Any]] | None = None  # a roster heard before hello went out
         self.agent: Agent | None = self.directory.from_cookie(request.cookies.get(COOKIE_NAME))
         # Queue deltas that arrive before the snapshot is sent wait here (None once it is sent).
         self._early: list[dict[str, Any]] | None = []
@@ -115,9 +117,12 @@ class AgentConsumer(WebsocketConsumer):
             return False
         for conversation in active:
             await self.group_add(watch_group(conversation))
-        me = {"username": self.me.username, "name": self.me.name, "capacity": self.router.capacity(self.me.username)}
+        me = {"username": self.me.username, "name": self.me.name}
         hello = {"type": "hello", "agent": me, "active": active, "agents": self._roster, "routing": self.router.mode}
-        await self.send_json(hello)
+        await self.send_json(dict(hello, capacity=self.router.capacity(self.me.username)))
+        self._hello = True
+        if self._later is not None:  # heard while hello was on its way: it may be newer
+            await self.agents_presence({"type": "agents.presence", "agents": self._later})
         await self.send_json({"type": "queue", "items": _items(entries)})
         early, self._early = self._early or [], None
         for delta in early:  # changes made while the snapshot was read: applying them again is harmless
@@ -300,7 +305,9 @@ class AgentConsumer(WebsocketConsumer):
     @message_handler
     async def agents_presence(self, message: AgentsPresence) -> None:
         """Who is online now (for the status and transfer controls); not what hello said already."""
-        if message["agents"] != self._roster:
+        if not self._hello:
+            self._later = message["agents"]
+        elif message["agents"] != self._roster:
             self._roster = message["agents"]
             await self.send_json({"type": "agents", "agents": message["agents"]})
 

@@ -70,7 +70,7 @@ def setup_agents(
     app[DIRECTORY_KEY] = directory = AgentDirectory(settings.agents)
     directory.revocations = revocations or LocalRevocations()
     routing = make_routing(settings, queue)
-    queue.estimator = routing  # the users' "预计等待" (chat/handoff.py)
+    queue.routing = routing  # anyone_online() and the users' "预计等待" (chat/handoff.py)
     app[ROUTER_KEY] = router = Router(
         routing, settings=settings.agents, queue=queue, directory=directory, store=app[STORE_KEY], layer=app[LAYER_KEY]
     )

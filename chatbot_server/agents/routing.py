@@ -239,7 +239,7 @@ class Router:
         if not self.auto:
             return
         try:
-            assigned = await self.routing.assign()
+            assigned = await self.routing.assign(track=self.settings.assign_timeout > 0)
         except QueueUnavailableError as exc:
             log.info("routing.assign_unavailable error=%s", exc)
             return

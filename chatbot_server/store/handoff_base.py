@@ -78,10 +78,12 @@ class Waiter(Protocol):
         """The queue lost the entry this waiter waits on: ask for a human again."""
 
 
-class WaitEstimator(Protocol):
-    """What estimates a waiting user's wait (store/routing.py's AgentRouting)."""
+class RoutingView(Protocol):
+    """What the chat side may ask of agent routing (store/routing.py's AgentRouting)."""
 
     async def estimated_wait(self, position: int) -> int | None: ...
+
+    async def anyone_online(self) -> bool: ...
 
 
 class Publisher(Protocol):
@@ -127,17 +129,22 @@ class HandoffQueue(abc.ABC):
         self._waiters: dict[str, list[Waiter]] = {}
         self._publisher: Publisher | None = None
         self._keeper: asyncio.Task[None] | None = None
-        # Set by setup_agents when routing is on: "预计等待约 N 分钟" for waiting users.
-        self.estimator: WaitEstimator | None = None
+        # Agent presence and the wait estimate, set by setup_agents (agents/routes.py).
+        self.routing: RoutingView | None = None
 
     async def estimated_wait(self, position: int) -> int | None:
         """Seconds a user at `position` may still wait, or None when there is no estimate."""
-        if self.estimator is None:
+        if self.routing is None:
             return None
         try:
-            return await self.estimator.estimated_wait(position)
+            return await self.routing.estimated_wait(position)
         except QueueUnavailableError:
             return None  # an estimate is a courtesy: the position still goes out
+
+    async def anyone_online(self) -> bool:
+        """Whether an agent is online now (True without routing: every console sees the queue).
+        Raises QueueUnavailableError when presence cannot be read."""
+        return True if self.routing is None else await self.routing.anyone_online()
 
     def publish_to(self, publisher: Publisher) -> None:
         """Announce swept entries through `publisher` (set once by the composition root)."""

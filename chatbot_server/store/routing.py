@@ -100,8 +100,9 @@ class AgentRouting(abc.ABC):
         return bool(await self.available())
 
     @abc.abstractmethod
-    async def assign(self) -> list[Assignment]:
-        """Give waiting conversations to online agents with free slots (atomic)."""
+    async def assign(self, *, track: bool = True) -> list[Assignment]:
+        """Give waiting conversations to online agents with free slots (atomic); `track`: remember
+        them until their agent's first reply, for silent() (off when nothing is reassigned)."""
 
     @abc.abstractmethod
     async def claim(self, conversation: str, agent: str, capacity: int, request_id: str = "") -> bool | None:
@@ -183,7 +184,7 @@ class MemoryRouting(AgentRouting):
     async def roster(self) -> list[AgentLoad]:
         return self._present()
 
-    async def assign(self) -> list[Assignment]:
+    async def assign(self, *, track: bool = True) -> list[Assignment]:
         now = now_ms()
         agents = {a.username: a for a in self._present()}
         done = []
@@ -195,7 +196,8 @@ class MemoryRouting(AgentRouting):
                 break
             self.queue._drop(conversation)
             self.queue._claims[conversation] = chosen.username
-            self._assigned[conversation] = (chosen.username, now, entry)
+            if track:
+                self._assigned[conversation] = (chosen.username, now, entry)
             self._last[chosen.username] = now
             self._waited(entry.since)
             agents[chosen.username] = AgentLoad(chosen.username, "online", chosen.load + 1, chosen.capacity)

@@ -65,6 +65,7 @@ end
 return out
 """
 )
+# ARGV: now, sets, "1" to remember each assignment for silent().
 _ASSIGN = (
     _FUNCTIONS
     + """
@@ -92,7 +93,7 @@ for i = 1, #entries, 2 do
     drop(c)
     redis.call('HSET', KEYS[6], c, best.name)
     redis.call('SADD', sets .. best.name, c)
-    redis.call('HSET', KEYS[12], c, cjson.encode({best.name, ARGV[1], since, preview}))
+    if ARGV[3] == '1' then redis.call('HSET', KEYS[12], c, cjson.encode({best.name, ARGV[1], since, preview})) end
     redis.call('HSET', KEYS[11], best.name, ARGV[1])
     waited(since)
     best.load, best.last = best.load + 1, now
@@ -238,8 +239,9 @@ class RedisRouting(AgentRouting):
             AgentLoad(_text(r[0]), "away" if _text(r[1]) == "away" else "online", int(r[2]), int(r[3])) for r in rows
         ]
 
-    async def assign(self) -> list[Assignment]:
-        flat: list[Any] = await self._call(self._assign(keys=self._keys, args=[now_ms(), self._sets]))
+    async def assign(self, *, track: bool = True) -> list[Assignment]:
+        args: list[str | int] = [now_ms(), self._sets, "1" if track else "0"]
+        flat: list[Any] = await self._call(self._assign(keys=self._keys, args=args))
         return [Assignment(_text(flat[i]), _text(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def claim(self, conversation: str, agent: str, capacity: int, request_id: str = "") -> bool | None:
