@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
+from chatbot_server import ConfigError, load_settings
 from chatbot_server.store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 from chatbot_server.store.routing import AgentRouting, MemoryRouting, estimate
 from chatbot_server.store.routing_redis import RedisRouting
@@ -276,3 +278,72 @@ async def test_status_selector_and_manual_mode_capacity(
     assert (await li.next("error"))["code"] == "at_capacity"
     await wang.send(type="claim", conversation=ids[1])
     assert (await wang.next("claimed"))["conversation"] == ids[1]
+
+
+async def test_away_agents_get_nothing_until_online(
+    deploy: Callable[..., Awaitable[Deployment]], agents: list[AgentSocket]
+) -> None:
+    one, two, _ = await deploy(routing="auto")
+    li = await AgentSocket.open(two, "li")
+    agents.append(li)
+    await li.next("hello")
+    await li.send(type="status", status="away")
+    assert (await li.next("status"))["status"] == "away"
+    ws, conversation = await user(one)
+    await ws.send_json({"type": "handoff"})
+    queued = await receive_until(ws, "system")
+    assert queued["event"] == "queued"
+    assert "estimated_wait" not in queued  # nobody online: no estimate
+    assert (await li.next("queue_added"))["item"]["conversation"] == conversation  # offered, not given
+    await li.send(type="status", status="online")
+    assert (await li.next("assigned"))["conversation"] == conversation
+    await ws.close()
+
+
+async def test_waiting_users_hear_an_estimate_once_a_wait_was_measured(
+    deploy: Callable[..., Awaitable[Deployment]], agents: list[AgentSocket]
+) -> None:
+    one, two, _ = await deploy()  # manual: the first claim measures a wait
+    li = await AgentSocket.open(two, "li")
+    agents.append(li)
+    await li.next("hello")
+    first, first_id = await user(one)
+    await first.send_json({"type": "handoff"})
+    assert "estimated_wait" not in await receive_until(first, "system")  # nothing measured yet
+    await li.send(type="claim", conversation=first_id)
+    await li.next("claimed")
+    second, _ = await user(one)
+    await second.send_json({"type": "handoff"})
+    queued = await receive_until(second, "system")
+    # A wait of well under a second (0 ms is possible), shared by li's two free slots: too short
+    # to say in minutes.
+    assert queued["event"] == "queued"
+    assert queued["estimated_wait"] in (0, 1)
+    assert queued["msg"] == "正在为您转接人工客服,您是下一位,请稍候。"
+    await first.close()
+    await second.close()
+
+
+@pytest.mark.parametrize(
+    ("section", "key"),
+    [
+        ("capacity: 0", "agents.capacity"),
+        ("routing: round_robin", "agents.routing"),
+        ("assign_timeout: -1", "agents.assign_timeout"),
+        ("presence_ttl: 0", "agents.presence_ttl"),
+        ("accounts: [{username: li, name: 小李, password_hash: x, capacity: -1}]", "agents.accounts[0].capacity"),
+    ],
+)
+def test_routing_settings_are_checked(tmp_path: Path, section: str, key: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"agents: {{{section}}}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, env={})
+    assert error.value.key == key
+
+
+def test_routing_defaults_and_a_per_account_capacity(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("agents: {accounts: [{username: li, name: 小李, password_hash: x, capacity: 5}]}\n", "utf-8")
+    agents = load_settings(path, env={}).agents
+    assert (agents.capacity, agents.routing, agents.assign_timeout, agents.accounts[0].capacity) == (3, "auto", 60.0, 5)
