@@ -247,6 +247,7 @@ class AgentConsumer(WebsocketConsumer):
         await deliver(self.store, self.layer, conversation, frame("system", text, talk=False, event=event))
         await self.send_json({"type": "closed", "conversation": conversation, "reason": event})
         log.info("agent.%s agent=%s conversation=%s", event, self.me.username, conversation[:8])
+        await self.router.replied(conversation)  # over: never "silent" (if claimed again later)
         await self.router.changed()  # a free slot: presence, and maybe the next conversation
 
     async def add_frame(self, conversation: str, out: Frame) -> None:

@@ -243,13 +243,18 @@ class Router:
         except QueueUnavailableError as exc:
             log.info("routing.assign_unavailable error=%s", exc)
             return
-        for a in assigned:
-            log.info("routing.assigned agent=%s conversation=%s", a.agent, a.conversation[:8])
-            await self._give(a.conversation, a.agent)
-        if assigned:
-            await self.layer.group_send(AGENTS_GROUP, messages.agents_queue_removed([a.conversation for a in assigned]))
-            await self.layer.group_send(QUEUE_GROUP, messages.queue_changed())
-            await self.publish_presence()
+        try:
+            for a in assigned:
+                log.info("routing.assigned agent=%s conversation=%s", a.agent, a.conversation[:8])
+                await self._give(a.conversation, a.agent)
+            if assigned:
+                gone = [a.conversation for a in assigned]
+                await self.layer.group_send(AGENTS_GROUP, messages.agents_queue_removed(gone))
+                await self.layer.group_send(QUEUE_GROUP, messages.queue_changed())
+                await self.publish_presence()
+        except ChatbotServerError as exc:
+            # Assigned all the same: the agent's console lists it at its next load (hello.active).
+            log.warning("routing.announce_failed error=%s", exc)
 
     async def _give(self, conversation: str, username: str, *, joined: bool = True) -> None:
         name = self.name(username)
