@@ -31,9 +31,10 @@ Pair = tuple[HandoffQueue, list[AgentRouting]]
 _extra: dict[int, Callable[[float, str], AgentRouting]] = {}
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
-    """One queue and two routings on it: the same object in memory, two "processes" on one Redis."""
+    """One queue and two routings on it: the same object in memory, two "processes" on one Redis
+    (or one Redis Cluster)."""
     if request.param == "memory":
         queue = MemoryHandoffQueue()
         shared = MemoryRouting(queue, ttl=5, process="a")
@@ -46,7 +47,9 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
         yield queue, [shared, shared]
         _extra.pop(id(queue))
         return
-    url, prefix = request.getfixturevalue("redis_server"), unique_prefix()
+    # On a cluster every key is in the queue's slot (one hash tag), the agents' sets too.
+    url = request.getfixturevalue("redis_server" if request.param == "redis" else "redis_cluster_url")
+    prefix = unique_prefix()
     queues = [RedisHandoffQueue(url=url, prefix=prefix) for _ in range(2)]
     client = queues[0].client
     _extra[id(queues[0])] = lambda ttl, process: RedisRouting(client, prefix, ttl=ttl, process=process)
@@ -98,12 +101,12 @@ async def test_least_busy_then_idle_longest_and_away_gets_nothing(pair: Pair) ->
 
 async def test_presence_lapses_without_renewal_and_ends_on_disconnect(pair: Pair) -> None:
     queue, (a, b) = pair
-    short = _extra[id(queue)](0.2, "dead")
+    short = _extra[id(queue)](0.6, "dead")
     await short.connect("li", 3)  # a process that will die: nobody renews
     await b.connect("wang", 3)
     await b.renew(["wang"])
     assert {x.username for x in await b.available()} == {"li", "wang"}
-    await asyncio.sleep(0.3)  # the time passing is what is tested: the TTL lapses
+    await asyncio.sleep(0.7)  # the time passing is what is tested: the TTL lapses
     await b.renew(["wang"])
     assert [x.username for x in await a.available()] == ["wang"]
     await queue.enqueue("c1", "")
