@@ -11,18 +11,21 @@ import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp import web
 
-from chatbot_server import ConfigError, load_settings
+from chatbot_server import ConfigError, load_settings, setup
 from chatbot_server.store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 from chatbot_server.store.routing import AgentRouting, MemoryRouting, estimate
 from chatbot_server.store.routing_redis import RedisRouting
 
-from .agent_support import AgentSocket, Deployment, agents, deploy  # noqa: F401 (fixtures)
-from .helpers import receive_until
-from .redis_server import unique_prefix
+from .agent_support import AgentSocket, Deployment, HandoffBot, agent_section, agents, deploy  # noqa: F401 (fixtures)
+from .helpers import make_settings, receive_until
+from .redis_server import RedisProcess, unique_prefix
 from .test_handoff import user
+from .test_handoff_faults import out_of_memory
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -350,3 +353,29 @@ def test_routing_defaults_and_a_per_account_capacity(tmp_path: Path) -> None:
     path.write_text("agents: {accounts: [{username: li, name: 小李, password_hash: x, capacity: 5}]}\n", "utf-8")
     agents = load_settings(path, env={}).agents
     assert (agents.capacity, agents.routing, agents.assign_timeout, agents.accounts[0].capacity) == (3, "auto", 60.0, 5)
+
+
+async def test_routing_actions_while_redis_refuses_writes(aiohttp_client: Any, redis_process: RedisProcess) -> None:
+    settings = make_settings(
+        agents=agent_section(routing="auto"),
+        layer={"backend": "redis", "redis": {"url": redis_process.url, "prefix": unique_prefix()}},
+    )
+    app = web.Application()
+    setup(app, settings, bot=HandoffBot())
+    client = await aiohttp_client(app)
+    li = await AgentSocket.open(client, "li")
+    try:
+        await li.next("hello")
+        async with out_of_memory(redis_process.url):
+            await li.send(type="status", status="away")
+            error = await li.next("error")
+            assert (error["code"], error["msg"]) == ("queue_unavailable", "排队服务暂时不可用,请稍后再试。")
+            # A transfer's checks only read: refused for its reason, not for the outage.
+            await li.send(type="transfer", conversation="c" * 32, to="wang")
+            assert (await li.next("error"))["reason"] == "not_yours"
+            metrics = await (await client.get("/metrics")).text()
+            assert 'chatbot_errors_total{code="queue_unavailable"} 1.0' in metrics
+        await li.send(type="status", status="away")  # the socket stayed open, and works again
+        assert (await li.next("status"))["status"] == "away"
+    finally:
+        await li.close()

@@ -187,9 +187,14 @@ class Router:
 
     # ------------------------------------------------------------ presence
     async def opened(self, username: str, *, assign: bool = True) -> None:
+        """A console of `username` loaded here (raises QueueUnavailableError if presence could
+        not be written: the console retries, and nothing was counted)."""
         await self.routing.connect(username, self.capacity(username))
         self._consoles[username] = self._consoles.get(username, 0) + 1
-        await self.changed(assign=assign)
+        try:
+            await self.changed(assign=assign)
+        except ChatbotServerError as exc:  # counted and present: the others hear at the next change
+            log.info("routing.presence_unannounced agent=%s error=%s", username, exc)
 
     async def closed(self, username: str) -> None:
         left = self._consoles.get(username, 0) - 1
