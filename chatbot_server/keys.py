@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from jinja2 import Environment
 
     from .agents.directory import AgentDirectory
+    from .agents.routing import Router
     from .bots import Bot
     from .chat.budgets import ClientBudgets
     from .chat.holding import Holders
@@ -45,6 +46,8 @@ AVAILABILITY_KEY: web.AppKey[Availability] = web.AppKey("chatbot_server.agents.a
 LEFT_MESSAGES_KEY: web.AppKey[LeftMessages] = web.AppKey("chatbot_server.agents.left_messages")
 # The agents' accounts and sessions, set by app.setup() when agents are configured.
 DIRECTORY_KEY: web.AppKey[AgentDirectory] = web.AppKey("chatbot_server.agents.directory")
+# Presence, capacity and assignment of agents (agents/routing.py), set with DIRECTORY_KEY.
+ROUTER_KEY: web.AppKey[Router] = web.AppKey("chatbot_server.agents.router")
 # Verified customers and their conversations (identity.py); always set by app.setup().
 CUSTOMERS_KEY: web.AppKey[CustomerDirectory] = web.AppKey("chatbot_server.customers")
 # The identity gate (chat/identity.py), set by app.setup() only when identity.secret is set.

@@ -13,6 +13,10 @@
   var actionsEl = document.getElementById("actions");
   var form = document.getElementById("reply-form");
   var input = document.getElementById("reply-input");
+  var agentStatus = document.getElementById("agent-status");
+  var transferTo = document.getElementById("transfer-to");
+  var transferBtn = document.getElementById("transfer");
+  var noticeEl = document.getElementById("notice");
   var ROLE = { user: "用户", reply: "智能客服", greeting: "智能客服", agent: "客服", system: "系统" };
 
   var socket = null;
@@ -23,6 +27,40 @@
   var leftEl = document.getElementById("left-messages");
   var leftCount = document.getElementById("left-count");
   var selected = null;
+  var roster = [];          // present agents: {username, name, status, load, capacity}
+  var CLOSED = {
+    reassigned: "您未在规定时间内回复,该会话已转给其他客服;您的状态已设为暂离。",
+    transferred: "会话已转接给同事。"
+  };
+
+  function notice(text) {
+    noticeEl.textContent = text;
+    noticeEl.hidden = !text;
+  }
+
+  function showStatus(status) {
+    agentStatus.value = status;
+    agentStatus.setAttribute("data-status", status);
+  }
+
+  // Who is online: my status, and the colleagues a conversation can be transferred to.
+  function setRoster(agents) {
+    roster = agents || [];
+    var keep = transferTo.value;
+    while (transferTo.options.length > 1) transferTo.remove(1);
+    roster.forEach(function (a) {
+      if (a.username === config.agent.username) { showStatus(a.status); return; }
+      if (a.status !== "online") return;
+      var option = document.createElement("option");
+      option.value = a.username;
+      option.textContent = a.name + "(" + a.load + "/" + a.capacity + ")";
+      option.disabled = a.load >= a.capacity;
+      transferTo.appendChild(option);
+    });
+    transferTo.value = keep;
+    if (transferTo.value !== keep) transferTo.value = "";
+    transferBtn.disabled = !transferTo.value;
+  }
 
   function setStatus(kind, text) {
     statusEl.className = "status status-" + kind;
@@ -182,6 +220,20 @@
         m.active.forEach(function (id) { ensure(id); });
         renderConversations();
         if (!selected && m.active.length) select(m.active[0]);
+        agentStatus.disabled = false;
+        setRoster(m.agents);
+        break;
+      case "agents": setRoster(m.agents); break;
+      case "status":
+        showStatus(m.status);
+        if (m.status === "away" && !noticeEl.textContent) notice("您已设为暂离,不会再为您分配新会话。");
+        if (m.status === "online") notice("");
+        break;
+      case "assigned":
+        ensure(m.conversation);
+        notice("已为您分配新会话(用户 " + short(m.conversation) + "),请尽快回复。");
+        if (!selected) select(m.conversation);
+        else renderConversations();
         break;
       case "queue": setQueue(m.items); break;
       case "queue_added":
@@ -204,7 +256,10 @@
         merge(m.conversation, m.frames);
         break;
       case "frame": merge(m.conversation, [m.frame]); break;
-      case "closed": drop(m.conversation); break;
+      case "closed":
+        if (CLOSED[m.reason]) notice(CLOSED[m.reason]);
+        drop(m.conversation);
+        break;
       case "error": setStatus("connected", m.msg); break;
     }
     document.dispatchEvent(new CustomEvent("agent:frame", { detail: m }));  // agent_tools.js
@@ -245,6 +300,14 @@
       event.preventDefault();
       form.requestSubmit();
     }
+  });
+  agentStatus.addEventListener("change", function () {
+    notice("");
+    send({ type: "status", status: agentStatus.value });
+  });
+  transferTo.addEventListener("change", function () { transferBtn.disabled = !transferTo.value; });
+  transferBtn.addEventListener("click", function () {
+    if (selected && transferTo.value) send({ type: "transfer", conversation: selected, to: transferTo.value });
   });
   document.getElementById("end").addEventListener("click", function () {
     if (selected) send({ type: "end", conversation: selected });

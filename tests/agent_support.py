@@ -28,7 +28,11 @@ def agent_section(**extra: Any) -> dict[str, Any]:
         {"username": u, "name": NAMES[u], "password_hash": hash_password(p, iterations=1000)}
         for u, p in PASSWORDS.items()
     ]
-    return {"accounts": accounts, "session_secret": SECRET, **extra}
+    # Manual routing unless a test asks for auto: the handoff tests claim by hand (test_routing.py
+    # covers auto-assignment). They also queue users before any console is open, so nobody online
+    # still queues (test_left_messages.py covers the offer of a message instead).
+    sections = {"accounts": accounts, "session_secret": SECRET, "routing": "manual", "queue_when_offline": True}
+    return {**sections, **extra}
 
 
 class HandoffBot(Bot):

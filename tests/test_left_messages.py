@@ -89,20 +89,29 @@ async def test_within_hours_the_request_is_queued(deploy: Callable[..., Awaitabl
 
 
 async def test_nobody_online_is_like_outside_hours_with_its_own_text(
-    deploy: Callable[..., Awaitable[Deployment]],
+    deploy: Callable[..., Awaitable[Deployment]], agents: list[AgentSocket]
 ) -> None:
-    one, two, _ = await deploy()  # no hours: always open
-
-    async def nobody() -> bool:
-        return False
-
-    one.app[AVAILABILITY_KEY].anyone_online = nobody
+    """Real presence (agents/routing.py): no console open, then one online, then away."""
+    one, two, _ = await deploy(queue_when_offline=False)  # no hours: always open
     ws, conversation = await user(one)
     await ws.send_json({"type": "message", "text": "我要转人工", "id": "m1"})  # the bot's handoff intent
     closed = await system(ws)
     assert (closed["event"], closed["reason"]) == ("handoff_closed", "offline")
     assert closed["msg"].startswith("当前暂无人工客服在线")
     assert await two.app[QUEUE_KEY].position(conversation) is None
+
+    li = await AgentSocket.open(two, "li")  # online on the other process
+    agents.append(li)
+    await li.next("left_messages")  # loaded: present
+    await ws.send_json({"type": "handoff"})
+    assert (await system(ws))["event"] == "queued"
+    await ws.send_json({"type": "cancel_handoff"})
+    assert (await system(ws))["event"] == "handoff_cancelled"
+
+    await li.send(type="status", status="away")  # away counts as nobody
+    await li.next("agents")
+    await ws.send_json({"type": "handoff"})
+    assert (await system(ws))["reason"] == "offline"
     await ws.close()
 
 

@@ -18,7 +18,16 @@ from aiohttp import web
 from .. import messages
 from ..chat.holding import deliver
 from ..errors import LayerUnavailableError, ProtocolError, StoreUnavailableError
-from ..keys import BOT_KEY, CUSTOMERS_KEY, DIRECTORY_KEY, LEFT_MESSAGES_KEY, QUEUE_KEY, RATINGS_KEY, STORE_KEY
+from ..keys import (
+    BOT_KEY,
+    CUSTOMERS_KEY,
+    DIRECTORY_KEY,
+    LEFT_MESSAGES_KEY,
+    QUEUE_KEY,
+    RATINGS_KEY,
+    ROUTER_KEY,
+    STORE_KEY,
+)
 from ..masking import mask_sensitive
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group, watch_group
 from ..protocol import (
@@ -41,6 +50,7 @@ from ..store.handoff import DEADLINE, HandoffQueue, QueueEntry
 from .directory import Agent, AgentDirectory
 from .feedback import ask_rating
 from .left_messages import close_message, listing
+from .routing import AgentAssigned, AgentClosed, AgentsPresence, Router, agent_group, parse_routing
 from .sessions import COOKIE_NAME
 from .tools import AgentTools
 
@@ -71,6 +81,11 @@ class AgentConsumer(WebsocketConsumer):
         self.store: ConversationStore = request.config_dict[STORE_KEY]
         self.customers: CustomerDirectory = request.config_dict[CUSTOMERS_KEY]
         self.left_messages = request.config_dict[LEFT_MESSAGES_KEY]
+        self.router: Router = request.config_dict[ROUTER_KEY]
+        self._present = False  # counted in the router's presence
+        self._roster: list[dict[str, Any]] | None = None  # the `agents` list this console has
+        self._hello = False
+        self._later: list[dict[str, Any]] | None = None  # a roster heard before hello went out
         self.agent: Agent | None = self.directory.from_cookie(request.cookies.get(COOKIE_NAME))
         # Where ratings are asked for after an ended chat (agents.ask_rating); None: not asked.
         self.ratings = request.config_dict.get(RATINGS_KEY) if self.settings.agents.ask_rating else None
@@ -100,12 +115,15 @@ class AgentConsumer(WebsocketConsumer):
     async def on_connect(self) -> None:
         # Sign-out (on any process) or the session's expiry closes this socket with 4003.
         self.directory.watch(self.request.cookies.get(COOKIE_NAME), self)
+        await self.group_add(agent_group(self.me.username))  # assignments and transfers reach every console
         if not await self.load():
             self._retry = asyncio.create_task(self._load_later(), name=f"agent-load-{self.connection_id}")
 
     async def on_disconnect(self, code: int | None) -> None:
         self.directory.sessions.detach(self)
         self.tools.close()
+        if self._present:
+            await self.router.closed(self.me.username)
         if self._retry is not None:
             self._retry.cancel()
 
@@ -117,6 +135,10 @@ class AgentConsumer(WebsocketConsumer):
             active = await self.queue.active(self.me.username)
             entries = await self.queue.waiting()
             left = await listing(self.left_messages)
+            if not self._present:  # online once the console loads; assignments wait for the snapshot
+                await self.router.opened(self.me.username, assign=False)
+                self._present = True
+            self._roster = await self.router.roster_rows()
         except _UNAVAILABLE as exc:
             log.info("agent.load_unavailable agent=%s error=%s", self.me.username, exc)
             self.stats.error("queue_unavailable")
@@ -125,14 +147,18 @@ class AgentConsumer(WebsocketConsumer):
             return False
         for conversation in active:
             await self.group_add(watch_group(conversation))
-        await self.send_json(
-            {"type": "hello", "agent": {"username": self.me.username, "name": self.me.name}, "active": active}
-        )
+        me = {"username": self.me.username, "name": self.me.name}
+        hello = {"type": "hello", "agent": me, "active": active, "agents": self._roster, "routing": self.router.mode}
+        await self.send_json(dict(hello, capacity=self.router.capacity(self.me.username)))
+        self._hello = True
+        if self._later is not None:  # heard while hello was on its way: it may be newer
+            await self.agents_presence({"type": "agents.presence", "agents": self._later})
         await self.send_json({"type": "queue", "items": _items(entries)})
         await self.send_json(left)
         early, self._early = self._early or [], None
         for delta in early:  # changes made while the snapshot was read: applying them again is harmless
             await self.send_json(delta)
+        await self.router.kick()
         for conversation in active:
             try:
                 async with asyncio.timeout(DEADLINE):
@@ -179,6 +205,9 @@ class AgentConsumer(WebsocketConsumer):
 
     async def on_receive_text(self, text: str) -> None:
         try:
+            if (routing := parse_routing(text)) is not None:
+                await self.route(*routing)
+                return
             match parse_agent_inbound(text, max_text_length=self.settings.limits.max_text_length):
                 case AgentClaim(conversation):
                     await self.claim(conversation)
@@ -200,6 +229,14 @@ class AgentConsumer(WebsocketConsumer):
             self.stats.error("queue_unavailable")
             await self.send_json(error_frame("queue_unavailable", "排队服务暂时不可用,请稍后再试。"))
 
+    async def route(self, kind: str, value: str, to: str) -> None:
+        """status (value: online | away) or transfer (value: the conversation) (agents/routing.py)."""
+        if kind == "status":
+            await self.router.set_status(self.me.username, "away" if value == "away" else "online")
+            await self.send_json({"type": "status", "status": value})
+        else:
+            await self.router.transfer(self, value, self.me.username, to)
+
     async def require_mine(self, conversation: str) -> None:
         """Only the agent holding a conversation may read or write it."""
         if await self.queue.agent_of(conversation) != self.me.username:
@@ -208,7 +245,7 @@ class AgentConsumer(WebsocketConsumer):
     async def claim(self, conversation: str) -> None:
         """Take a waiting conversation; exactly one agent wins a race."""
         # One id per claim: a run the Redis client retries (its reply lost) answers as the first did.
-        if not await self.queue.claim(conversation, self.me.username, request_id=secrets.token_hex(8)):
+        if not await self.router.claim(self, conversation, self.me.username, secrets.token_hex(8)):
             await self.send_json({"type": "claim_failed", "conversation": conversation})
             await self.send_delta({"type": "queue_removed", "conversations": [conversation]})
             return
@@ -226,12 +263,14 @@ class AgentConsumer(WebsocketConsumer):
             ),
         )
         await self.queue_moved(conversation)
+        await self.router.publish_presence()  # one more chat: its load
 
     async def reply(self, conversation: str, text: str) -> None:
         """The agent's answer (checked by parse_agent_inbound) reaches the user as an "agent" frame."""
         await self.require_mine(conversation)
         out = frame("agent", mask_sensitive(text), talk=True, agent=self.me.name, id=secrets.token_hex(8))
         await self.add_frame(conversation, out)
+        await self.router.replied(conversation)
 
     async def let_go(self, conversation: str, *, handback: bool) -> None:
         """End the human chat, or hand the conversation back to the bot."""
@@ -247,6 +286,8 @@ class AgentConsumer(WebsocketConsumer):
         if not handback and self.ratings is not None:
             await ask_rating(self.ratings, self.store, self.layer, conversation, self.me.username, self.me.name)
         log.info("agent.%s agent=%s conversation=%s", event, self.me.username, conversation[:8])
+        await self.router.replied(conversation)  # over: never "silent" (if claimed again later)
+        await self.router.changed()  # a free slot: presence, and maybe the next conversation
 
     async def add_frame(self, conversation: str, out: Frame) -> None:
         """Append through the conversation's holder; if none, here, and show it to the consoles."""
@@ -294,6 +335,30 @@ class AgentConsumer(WebsocketConsumer):
     async def agents_left_message_closed(self, message: messages.LeftMessageClosed) -> None:
         """An agent (on any process) closed a left message."""
         await self.send_delta({"type": "left_message_closed", "id": message["id"]})
+
+    async def agent_assigned(self, message: AgentAssigned) -> None:
+        """A conversation was given to this agent (auto-assignment or a transfer)."""
+        conversation = message["conversation"]
+        await self.group_add(watch_group(conversation))
+        await self.send_json({"type": "assigned", "conversation": conversation})
+        await self.send_transcript(conversation)
+
+    @message_handler
+    async def agent_closed(self, message: AgentClosed) -> None:
+        """A conversation was taken from this agent (reassigned on silence, or transferred)."""
+        await self.group_discard(watch_group(message["conversation"]))
+        await self.send_json({"type": "closed", "conversation": message["conversation"], "reason": message["reason"]})
+        if message["reason"] == "reassigned":  # set away by the store: the console says so
+            await self.send_json({"type": "status", "status": "away"})
+
+    @message_handler
+    async def agents_presence(self, message: AgentsPresence) -> None:
+        """Who is online now (for the status and transfer controls); not what hello said already."""
+        if not self._hello:
+            self._later = message["agents"]
+        elif message["agents"] != self._roster:
+            self._roster = message["agents"]
+            await self.send_json({"type": "agents", "agents": message["agents"]})
 
     @message_handler
     async def agent_frame(self, message: messages.AgentFrame) -> None:

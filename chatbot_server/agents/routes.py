@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -13,14 +14,17 @@ from aiohttp import web
 from ..config import Settings
 from ..errors import ChatbotServerError
 from ..hours import Availability, from_settings
-from ..keys import AVAILABILITY_KEY, DIRECTORY_KEY, LAYER_KEY, LEFT_MESSAGES_KEY, QUEUE_KEY
+from ..keys import AVAILABILITY_KEY, DIRECTORY_KEY, LAYER_KEY, LEFT_MESSAGES_KEY, QUEUE_KEY, ROUTER_KEY, STORE_KEY
 from ..layers import ChannelLayer
 from ..store.handoff import HandoffQueue, MemoryHandoffQueue, RedisHandoffQueue
 from ..store.left_messages import LeftMessages, MemoryLeftMessages
+from ..store.routing import AgentRouting, MemoryRouting
+from ..store.routing_redis import RedisRouting
 from .consumer import AgentConsumer
 from .directory import AgentDirectory
 from .export import export_transcript
 from .revocations import RESYNC, LocalRevocations, RedisRevocations, Revocations
+from .routing import Router
 from .sessions import SESSIONS_GROUP, LiveSessions
 from .unanswered_views import unanswered_csv, unanswered_page
 from .views import console_page, login, login_page, logout
@@ -43,6 +47,17 @@ def make_queue(settings: Settings, backend: str, *, client: RedisClient | None =
     return MemoryHandoffQueue(grace=grace, max_per_ip=cap)
 
 
+def make_routing(settings: Settings, queue: HandoffQueue) -> AgentRouting:
+    """Presence and assignment where the queue is (its Redis client and key prefix)."""
+    process = secrets.token_hex(6)  # names this process's presence renewals
+    ttl = settings.agents.presence_ttl
+    if isinstance(queue, RedisHandoffQueue):
+        return RedisRouting(queue.client, settings.layer.redis.prefix, grace=queue.grace, ttl=ttl, process=process)
+    if isinstance(queue, MemoryHandoffQueue):
+        return MemoryRouting(queue, ttl=ttl, process=process)
+    raise TypeError(f"no routing for the queue {type(queue).__name__}")
+
+
 def make_revocations(settings: Settings, backend: str, *, client: RedisClient | None) -> Revocations:
     """Where sign-outs are kept for processes that were not listening: Redis when it is shared."""
     if backend == "redis" and client is not None:
@@ -60,13 +75,20 @@ def setup_agents(
     """Add /agent, /agent/login, /agent/logout, /agent/ws and the transcript export; `queue` is started and closed with the app."""
     app[QUEUE_KEY] = queue
     # Business hours (agents.hours) and messages left outside them (docs/agents.md).
-    app[AVAILABILITY_KEY] = Availability(from_settings(settings.agents.hours))
+    app[AVAILABILITY_KEY] = availability = Availability(from_settings(settings.agents.hours))
     app[LEFT_MESSAGES_KEY] = left_messages or MemoryLeftMessages(
         per_ip=settings.agents.left_messages_per_ip, max_open=settings.agents.left_messages_max
     )
     queue.publish_to(app[LAYER_KEY])  # where its keeper announces lapsed entries
     app[DIRECTORY_KEY] = directory = AgentDirectory(settings.agents)
     directory.revocations = revocations or LocalRevocations()
+    routing = make_routing(settings, queue)
+    queue.routing = routing  # anyone_online() and the users' "预计等待" (chat/handoff.py)
+    if not settings.agents.queue_when_offline:  # nobody online: say so and offer 留言, as outside hours
+        availability.anyone_online = queue.anyone_online
+    app[ROUTER_KEY] = router = Router(
+        routing, settings=settings.agents, queue=queue, directory=directory, store=app[STORE_KEY], layer=app[LAYER_KEY]
+    )
     app.router.add_get("/agent", console_page, name="chatbot_agent_console")
     app.router.add_get("/agent/login", login_page, name="chatbot_agent_login")
     app.router.add_post("/agent/login", login, name="chatbot_agent_login_post")
@@ -93,8 +115,10 @@ def setup_agents(
 
     async def listen(app: web.Application) -> None:
         await listener.start(app[LAYER_KEY])
+        await router.start()
 
     async def stop_listening(_: web.Application) -> None:
+        await router.stop()
         await listener.stop()
 
     # on_startup runs after every cleanup context started, so the layer is up by then; on_shutdown

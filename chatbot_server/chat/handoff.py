@@ -50,6 +50,14 @@ def _question(recent: list[StoredFrame], asked_with: str | None, typed: bool) ->
     return ""
 
 
+def _wait(seconds: int | None) -> tuple[str, dict[str, int]]:
+    """ ", 预计等待约 N 分钟" and the frame's `estimated_wait` when the queue has an estimate."""
+    if seconds is None:
+        return "", {}
+    minutes = round(seconds / 60)  # under half a minute the page hears no minutes, only the field
+    return (f",预计等待约 {minutes} 分钟" if minutes else ""), {"estimated_wait": seconds}
+
+
 def _ahead(position: int) -> str:
     """Who is ahead of the user at queue `position` (1: nobody; "前面还有 0 位用户" reads oddly, #16)."""
     return "您是下一位" if position <= 1 else f"您前面还有 {position - 1} 位用户"
@@ -217,13 +225,15 @@ class Handoff:
                 await self.socket.group_add(QUEUE_GROUP)
             except ChatbotServerError as exc:  # queued all the same; positions follow once it lands
                 log.warning("handoff.queue_group_failed error=%s", exc)
+        wait, extra = _wait(await self.queue.estimated_wait(result.position))
         await self.socket.emit(
             frame(
                 "system",
-                _QUEUED_TEXT.format(ahead=_ahead(result.position)),
+                _QUEUED_TEXT.format(ahead=_ahead(result.position) + wait),
                 talk=False,
                 event="queued",
                 queue_position=result.position,
+                **extra,
             )
         )
         # An agent is about to read this conversation from the store: write it out now, not
@@ -299,12 +309,14 @@ class Handoff:
         await self._tell_position(position)
 
     async def _tell_position(self, position: int) -> None:
+        wait, extra = _wait(await self.queue.estimated_wait(position))
         await self.socket.send_json(
             frame(
                 "system",
-                _QUEUE_MOVED_TEXT.format(ahead=_ahead(position)),
+                _QUEUE_MOVED_TEXT.format(ahead=_ahead(position) + wait),
                 talk=False,
                 event="queue_position",
                 queue_position=position,
+                **extra,
             )
         )

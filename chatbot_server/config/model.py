@@ -203,6 +203,8 @@ class AgentAccount:
     password_hash: str = ""
     # supervisor: also reads the unanswered-questions page (/agent/unanswered).
     role: Literal["agent", "supervisor"] = "agent"
+    # Concurrent chats this agent may hold; 0: agents.capacity.
+    capacity: int = 0
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,17 @@ class AgentSettings:
     # Messages left outside hours: per client address per hour, and open ones in all.
     left_messages_per_ip: int = 3
     left_messages_max: int = 1000
+    # Routing (agents/routing.py): concurrent chats per agent, "auto" (waiting conversations are
+    # given to the least-busy online agent) or "manual" (agents claim), seconds an auto-assigned
+    # conversation may wait for its agent's first reply before it goes to another (0: never), and
+    # seconds an agent stays online after their last console socket's process stopped renewing it.
+    capacity: int = 3
+    routing: Literal["auto", "manual"] = "auto"
+    assign_timeout: float = 60.0
+    presence_ttl: float = 30.0
+    # With no agent online (all signed out or away), 转人工 queues anyway (true) or, like outside
+    # business hours, tells the customer and offers to leave a message (false).
+    queue_when_offline: bool = False
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,11 @@ def check_together(settings: Settings, *, source: str) -> None:
         raise ConfigError(str(exc).split(": ", 1)[-1], key=exc.key, source=source) from None
     if agents.session_secret and len(agents.session_secret) < 16:
         raise ConfigError("must be at least 16 characters", key="agents.session_secret", source=source)
+    for n, account in enumerate(agents.accounts):
+        if not 0 <= account.capacity <= 1000:
+            raise ConfigError(
+                "must be an integer 0..1000 (0: agents.capacity)", key=f"agents.accounts[{n}].capacity", source=source
+            )
     identity = settings.identity
     if identity.secret and len(identity.secret) < 32:
         raise ConfigError(

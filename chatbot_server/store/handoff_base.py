@@ -78,6 +78,14 @@ class Waiter(Protocol):
         """The queue lost the entry this waiter waits on: ask for a human again."""
 
 
+class RoutingView(Protocol):
+    """What the chat side may ask of agent routing (store/routing.py's AgentRouting)."""
+
+    async def estimated_wait(self, position: int) -> int | None: ...
+
+    async def anyone_online(self) -> bool: ...
+
+
 class Publisher(Protocol):
     """Where the keeper announces swept entries (the application's channel layer)."""
 
@@ -121,6 +129,22 @@ class HandoffQueue(abc.ABC):
         self._waiters: dict[str, list[Waiter]] = {}
         self._publisher: Publisher | None = None
         self._keeper: asyncio.Task[None] | None = None
+        # Agent presence and the wait estimate, set by setup_agents (agents/routes.py).
+        self.routing: RoutingView | None = None
+
+    async def estimated_wait(self, position: int) -> int | None:
+        """Seconds a user at `position` may still wait, or None when there is no estimate."""
+        if self.routing is None:
+            return None
+        try:
+            return await self.routing.estimated_wait(position)
+        except QueueUnavailableError:
+            return None  # an estimate is a courtesy: the position still goes out
+
+    async def anyone_online(self) -> bool:
+        """Whether an agent is online now (True without routing: every console sees the queue).
+        Raises QueueUnavailableError when presence cannot be read."""
+        return True if self.routing is None else await self.routing.anyone_online()
 
     def publish_to(self, publisher: Publisher) -> None:
         """Announce swept entries through `publisher` (set once by the composition root)."""

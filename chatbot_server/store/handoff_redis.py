@@ -203,6 +203,11 @@ class RedisHandoffQueue(HandoffQueue):
         self._adopt, self._touch = register(_ADOPT), register(_TOUCH)
         self._adopted = False
 
+    @property
+    def client(self) -> RedisClient:
+        """The Redis client the queue uses (routing_redis.py shares it)."""
+        return self._client
+
     async def close(self) -> None:
         await super().close()
         if self._own_client:
