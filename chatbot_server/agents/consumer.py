@@ -336,6 +336,7 @@ class AgentConsumer(WebsocketConsumer):
         """An agent (on any process) closed a left message."""
         await self.send_delta({"type": "left_message_closed", "id": message["id"]})
 
+    @message_handler
     async def agent_assigned(self, message: AgentAssigned) -> None:
         """A conversation was given to this agent (auto-assignment or a transfer)."""
         conversation = message["conversation"]
