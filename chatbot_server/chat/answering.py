@@ -120,6 +120,8 @@ class Answering:
                 await self._on_reply(turns.bot.answer(turn), started, client_id, stream)  # type: ignore[arg-type]
             else:
                 stream = []  # the reply being written, once the bot writes one
+                if turns.style == "stream":
+                    socket.hold.store.write_soon()  # the question: written while the bot thinks
 
                 async def on_reply(reply: Reply) -> None:
                     await self._on_reply(reply, started, client_id, stream)
@@ -218,6 +220,8 @@ class Answering:
         hold = self.socket.hold
         new = not stream
         if new:
+            if hold.holding:
+                await self._written()
             stream.append(Stream(secrets.token_hex(6), client_id))
             hold.streams.by_id[stream[0].id] = stream[0]
         written = stream[0]
@@ -228,6 +232,16 @@ class Answering:
             await self.socket.send_json(delta)
         else:  # to the conversation's holder now, if any: the whole text, which no snapshot needs
             await deliver(hold.store, hold.layer, hold.conversation, written.whole())
+
+    async def _written(self) -> None:
+        """Write out the frames the page has seen before it sees a reply being written: if this
+        process dies mid-reply, the next one must find the question (the page, which saw it
+        confirmed, does not send it again) and the answers before it (or it would answer them
+        again, under seqs the page has shown). A failed write is logged: the reply goes on."""
+        try:
+            await self.socket.hold.store.flush()
+        except Exception as exc:  # the store's own deadline (redis_writer.WRITE_TIMEOUT) bounds it
+            log.warning("history.flush_failed conn=%s error=%s", self.socket.connection_id, exc)
 
     async def _end(self, out: Frame, stream: list[Stream], *, stopped: bool = False, failed: bool = False) -> None:
         """The final frame of a turn: stored, and, for a streamed reply, carrying its id."""
@@ -241,6 +255,8 @@ class Answering:
                 out["failed"] = True
         if not self.socket.emit_now(out):
             await self.socket.emit(out)
+        if self.serial is not None:  # a streaming bot's turn ended: written now, not in write_interval
+            self.socket.hold.store.write_soon()
 
     async def _on_reply(self, reply: Reply, started: float, client_id: str | None, stream: list[Stream]) -> None:
         socket = self.socket

@@ -1,0 +1,68 @@
+"""A process killed at a streamed answer's first delta, before its write-behind ran (#18, found by
+bench/stream_kill_soak.py): the question the page saw confirmed, and the answer before it, must
+be in Redis, or the next process never answers the question (the page does not send a confirmed
+question again) and reuses seqs the page has shown (chat.js drops those frames unseen)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from .helpers import stop_process, wait_healthy
+from .redis_server import unique_prefix
+from .stream_bots import PacedBot, Page
+from .test_redis_multiprocess import Server
+
+pytestmark = pytest.mark.timeout(60)
+
+PIECES = 5
+
+
+async def test_a_kill_at_the_first_delta_loses_neither_the_question_nor_the_answer_before(
+    tmp_path: Path, redis_server: str
+) -> None:
+    prefix = unique_prefix()
+    bot = f"{{name: 'tests.stream_bots:PacedBot', options: {{interval: 0.02, pieces: {PIECES}}}}}"
+    # A write-behind slower than the bot's first delta: without writing before the reply shows,
+    # nothing of the two questions would be in Redis when the process dies.
+    extra = "history: {takeover_timeout: 0.5, write_interval: 2.0}\n"
+    one, two = (Server(tmp_path, name, redis_server, prefix, bot=bot, extra=extra) for name in ("one", "two"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for server in (one, two):
+                await wait_healthy(session, f"{server.url}/healthz", exited=server.exited)
+            page, seen = Page(), {}
+            async with session.ws_connect(f"{one.url}/ws") as ws:
+                conversation = (await ws.receive_json(timeout=5))["conversation"]
+                for client_id in ("m1", "m2"):
+                    await ws.send_json({"type": "message", "text": f"问{client_id}", "id": client_id})
+                    while True:
+                        f = await ws.receive_json(timeout=5)
+                        page.see(f)
+                        seen.update({f["seq"]: f} if "seq" in f else {})
+                        if client_id == "m1" and f["type"] == "reply":
+                            break  # m1 answered whole: ask m2
+                        if client_id == "m2" and f["type"] == "reply_delta":
+                            break  # m2's answer shows: kill
+                one.proc.send_signal(signal.SIGKILL)
+            one.proc.wait(10)
+            last_seq = max(seen)
+            assert seen[last_seq]["type"] == "user" and seen[last_seq]["id"] == "m2"
+            finals: list[dict[str, Any]] = []
+            async with session.ws_connect(f"{two.url}/ws?conversation={conversation}&last_seq={last_seq}") as ws:
+                resumed = await ws.receive_json(timeout=10)
+                assert resumed.get("event") == "resumed" and resumed["last_seq"] >= last_seq
+                while not any(final.get("reply_to") == "m2" for final in finals):
+                    f = await ws.receive_json(timeout=10)  # before the fix: nothing comes
+                    page.see(f)
+                    assert f.get("seq", last_seq + 1) > last_seq, f"seq {f['seq']} was shown before: {f}"
+                    finals += [f] if f["type"] == "reply" else []
+        assert [final["reply_to"] for final in finals] == ["m2"]  # m1's answer is not written again
+        assert finals[0]["msg"] == "".join(PacedBot(pieces=PIECES).script("问m2"))
+    finally:
+        stop_process(one.proc)
+        stop_process(two.proc)
