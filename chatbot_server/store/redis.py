@@ -177,6 +177,9 @@ class RedisConversationStore(WriteBehind, ConversationStore):
         await self._write_pending()
 
     def write_soon(self) -> None:
+        # A waiter (nobody awaits it) makes the writer skip its gathering even if it is not
+        # gathering yet: woken by an append in this loop turn, it would wait a whole interval.
+        self._waiters.append(asyncio.get_running_loop().create_future())
         self._wake.set()
         self._cut_short()
 
