@@ -75,6 +75,7 @@ class SoakPage:
         self.server: Server | None = None
         self.wanted = ""  # the conversation this socket asked to resume
         self.trace = False  # print every frame (--trace)
+        self.kill_within: float | None = None  # --kill-at random: seconds after a question (else its first delta)
 
     async def connect(self, *, avoid: Server | None = None, fresh: bool = False) -> None:
         await self.drop()
@@ -84,6 +85,8 @@ class SoakPage:
         self.wanted = self.conversation
         query = f"?conversation={self.conversation}&last_seq={self.last_seq}" if self.conversation else ""
         self.ws = await self.session.ws_connect(f"{self.server.url}/ws{query}")
+        if fresh:  # as the page does, ask once the conversation is there
+            await read_until(self, lambda f: f["type"] == "greeting", time.monotonic() + FIRST_DELTA_DEADLINE)
 
     async def drop(self) -> None:
         if self.ws is not None:
@@ -170,12 +173,17 @@ async def one_kill(page: SoakPage, n: int) -> None:
     """Ask question n, kill the process holding the socket at its first delta, follow it to its end."""
     tally, client_id = page.tally, f"k{n}"
     await page.ask(client_id, f"问{n}")
-    first = await read_until(
-        page, lambda f: f["type"] == "reply_delta" and page.about(f, client_id), time.monotonic() + FIRST_DELTA_DEADLINE
-    )
-    if first is None:
-        tally.stalls += 1
-        return
+    if page.kill_within is None:
+        first = await read_until(
+            page,
+            lambda f: f["type"] == "reply_delta" and page.about(f, client_id),
+            time.monotonic() + FIRST_DELTA_DEADLINE,
+        )
+        if first is None:
+            tally.stalls += 1
+            return
+    else:  # at any moment of the question's life: before its echo, mid-answer, just after its end
+        await read_until(page, lambda f: False, time.monotonic() + page.rng.uniform(0, page.kill_within))
     victim = page.server
     assert victim is not None
     if page.trace:
@@ -191,6 +199,8 @@ async def one_kill(page: SoakPage, n: int) -> None:
             recovered.append(time.monotonic() - killed)
         return f["type"] == "reply" and f.get("reply_to") == client_id
 
+    if page.answers(client_id):
+        return  # it had ended before the kill
     if await read_until(page, ended, killed + ANSWER_DEADLINE) is None:
         tally.late += 1
         return
@@ -257,6 +267,8 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[
     async with aiohttp.ClientSession() as session:
         page = SoakPage(pool, session, tally, random.Random(args.seed))
         page.trace = args.trace
+        if args.kill_at == "random":
+            page.kill_within = args.pieces * args.interval + 0.1
         try:
             await pool.start()
             started = time.monotonic()
@@ -275,13 +287,13 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[
         finally:
             await pool.close()
     tracebacks = sum(log.read_text(errors="replace").count("Traceback") for log in pool.logs() if log.exists())
-    return outcome(page, bot, tally, tracebacks)
+    return {"kill_at": args.kill_at, **outcome(page, bot, tally, tracebacks)}
 
 
 def summary(result: dict[str, Any]) -> str:
     return "\n".join(
         [
-            f"{result['kills']} kills (SIGKILL of the process holding the page's socket at an answer's first delta)",
+            f"{result['kills']} kills (SIGKILL of the process holding the page's socket, {result['kill_at']})",
             f"questions {result['questions']}: answered once and whole {result['answers_complete']}, "
             f"duplicated {result['duplicates']}, lost {result['lost']}",
             f"final text wrong {result['final_text_wrong']}, deltas not a prefix {result['prefix_violations']}, "
@@ -306,6 +318,12 @@ def main() -> None:
     parser.add_argument("--takeover-timeout", type=float, default=0.5, help="history.takeover_timeout")
     parser.add_argument("--per-conversation", type=int, default=25, help="kills before the page starts afresh")
     parser.add_argument("--keep", action="store_true", help="keep the servers' logs and configs")
+    parser.add_argument(
+        "--kill-at",
+        choices=("first-delta", "random"),
+        default="first-delta",
+        help="when to kill: at the answer's first delta, or at a random moment from the question to just after the answer",
+    )
     parser.add_argument("--trace", action="store_true", help="print every frame the page gets")
     args = parser.parse_args()
     redis = RedisProcess()

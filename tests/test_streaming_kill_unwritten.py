@@ -66,3 +66,32 @@ async def test_a_kill_at_the_first_delta_loses_neither_the_question_nor_the_answ
     finally:
         stop_process(one.proc)
         stop_process(two.proc)
+
+
+async def test_a_kill_just_after_an_answer_ended_does_not_answer_it_again(tmp_path: Path, redis_server: str) -> None:
+    prefix = unique_prefix()
+    bot = f"{{name: 'tests.stream_bots:PacedBot', options: {{interval: 0.01, pieces: {PIECES}}}}}"
+    extra = "history: {takeover_timeout: 0.5, write_interval: 2.0}\n"
+    one, two = (Server(tmp_path, name, redis_server, prefix, bot=bot, extra=extra) for name in ("one", "two"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for server in (one, two):
+                await wait_healthy(session, f"{server.url}/healthz", exited=server.exited)
+            async with session.ws_connect(f"{one.url}/ws") as ws:
+                conversation = (await ws.receive_json(timeout=5))["conversation"]
+                await ws.send_json({"type": "message", "text": "问m1", "id": "m1"})
+                while (final := await ws.receive_json(timeout=5))["type"] != "reply":
+                    pass
+                one.proc.send_signal(signal.SIGKILL)  # the page has the answer whole
+            one.proc.wait(10)
+            url = f"{two.url}/ws?conversation={conversation}&last_seq={final['seq']}"
+            async with session.ws_connect(url) as ws:
+                resumed = await ws.receive_json(timeout=10)
+                assert resumed.get("event") == "resumed" and resumed["last_seq"] == final["seq"]
+                # Nothing more comes of m1: a question asked now is the next thing the page sees.
+                await ws.send_json({"type": "message", "text": "问m2", "id": "m2"})
+                f = await ws.receive_json(timeout=10)
+                assert (f["type"], f.get("id"), f["seq"]) == ("user", "m2", final["seq"] + 1), f
+    finally:
+        stop_process(one.proc)
+        stop_process(two.proc)

@@ -46,6 +46,10 @@ class AnsweringSocket(Protocol):
 
     def emit_now(self, out: Frame) -> bool: ...
 
+    def store_now(self, out: Frame) -> bytes | None: ...
+
+    def send_encoded_nowait(self, data: bytes) -> None: ...
+
     async def emit(self, out: Frame) -> None: ...
 
     async def recent_history(self) -> list[HistoryEntry]: ...
@@ -221,7 +225,7 @@ class Answering:
         new = not stream
         if new:
             if hold.holding:
-                await self._written()
+                await self.write_out()
             stream.append(Stream(secrets.token_hex(6), client_id))
             hold.streams.by_id[stream[0].id] = stream[0]
         written = stream[0]
@@ -233,11 +237,13 @@ class Answering:
         else:  # to the conversation's holder now, if any: the whole text, which no snapshot needs
             await deliver(hold.store, hold.layer, hold.conversation, written.whole())
 
-    async def _written(self) -> None:
-        """Write out the frames the page has seen before it sees a reply being written: if this
-        process dies mid-reply, the next one must find the question (the page, which saw it
-        confirmed, does not send it again) and the answers before it (or it would answer them
-        again, under seqs the page has shown). A failed write is logged: the reply goes on."""
+    async def write_out(self) -> None:
+        """Write out the conversation's frames now. A streaming bot's conversation shows a stored
+        frame (the question's echo, the final reply) only once written, and a reply being
+        written only after what came before: if this process dies mid-reply, the next one must
+        find the question (the page, which saw it confirmed, does not send it again) and the
+        answers before it (or it would answer them again, under seqs the page has shown).
+        A failed write is logged, and the frame shown: the socket goes on."""
         try:
             await self.socket.hold.store.flush()
         except Exception as exc:  # the store's own deadline (redis_writer.WRITE_TIMEOUT) bounds it
@@ -245,18 +251,26 @@ class Answering:
 
     async def _end(self, out: Frame, stream: list[Stream], *, stopped: bool = False, failed: bool = False) -> None:
         """The final frame of a turn: stored, and, for a streamed reply, carrying its id."""
+        socket = self.socket
         if stream:
             written = stream.pop()
-            self.socket.hold.streams.by_id.pop(written.id, None)
+            socket.hold.streams.by_id.pop(written.id, None)
             out["id"] = written.id
             if stopped:
                 out["stopped"] = True
             if failed:
                 out["failed"] = True
-        if not self.socket.emit_now(out):
-            await self.socket.emit(out)
-        if self.serial is not None:  # a streaming bot's turn ended: written now, not in write_interval
-            self.socket.hold.store.write_soon()
+        if self.serial is not None:
+            # A streaming bot's final frame is shown once written: were this process to die
+            # between showing and writing it, the next would answer the question again, under
+            # the seq the page has just shown (chat.js drops that frame, the new stream stays).
+            encoded = socket.store_now(out)
+            if encoded is not None:
+                await self.write_out()
+                socket.send_encoded_nowait(encoded)
+                return
+        if not socket.emit_now(out):
+            await socket.emit(out)
 
     async def _on_reply(self, reply: Reply, started: float, client_id: str | None, stream: list[Stream]) -> None:
         socket = self.socket
@@ -265,7 +279,7 @@ class Answering:
         if handoff is None and reply.handoff:  # no agents (#16): one answer naming the hotline instead
             reply = dataclasses.replace(reply, text=texts.NO_AGENTS, handoff=False)
         out = reply_frame(reply, client_id)
-        if stream:
+        if stream or self.serial is not None:
             await self._end(out, stream)
         elif not socket.emit_now(out):
             await socket.emit(out)
