@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from .helpers import stop_process, wait_healthy
-from .redis_server import unique_prefix
+from .redis_server import RedisProcess, unique_prefix
 from .stream_bots import PacedBot, Page
 from .test_redis_multiprocess import Server
 
@@ -92,6 +92,41 @@ async def test_a_kill_just_after_an_answer_ended_does_not_answer_it_again(tmp_pa
                 await ws.send_json({"type": "message", "text": "问m2", "id": "m2"})
                 f = await ws.receive_json(timeout=10)
                 assert (f["type"], f.get("id"), f["seq"]) == ("user", "m2", final["seq"] + 1), f
+    finally:
+        stop_process(one.proc)
+        stop_process(two.proc)
+
+
+async def test_a_question_is_echoed_only_once_written(tmp_path: Path, redis_process: RedisProcess) -> None:
+    """A kill right after the echo must not lose the question: while Redis cannot write it, the
+    page is not told it arrived (it keeps it, to send again); once written, a kill takes nothing."""
+    prefix = unique_prefix()
+    bot = f"{{name: 'tests.stream_bots:PacedBot', options: {{interval: 0.01, pieces: {PIECES}}}}}"
+    extra = "history: {takeover_timeout: 0.5}\n"
+    one, two = (Server(tmp_path, name, redis_process.url, prefix, bot=bot, extra=extra) for name in ("one", "two"))
+    try:
+        async with aiohttp.ClientSession() as session:
+            for server in (one, two):
+                await wait_healthy(session, f"{server.url}/healthz", exited=server.exited)
+            async with session.ws_connect(f"{one.url}/ws") as ws:
+                conversation = (await ws.receive_json(timeout=5))["conversation"]
+                redis_process.freeze()
+                try:
+                    await ws.send_json({"type": "message", "text": "问m1", "id": "m1"})
+                    with pytest.raises(TimeoutError):  # before the fix: the echo, unwritten
+                        await ws.receive_json(timeout=0.5)
+                finally:
+                    redis_process.thaw()
+                echo = await ws.receive_json(timeout=5)
+                assert (echo["type"], echo["id"]) == ("user", "m1")
+                one.proc.send_signal(signal.SIGKILL)
+            one.proc.wait(10)
+            async with session.ws_connect(f"{two.url}/ws?conversation={conversation}&last_seq={echo['seq']}") as ws:
+                resumed = await ws.receive_json(timeout=10)
+                assert resumed.get("event") == "resumed" and resumed["last_seq"] == echo["seq"]
+                while (f := await ws.receive_json(timeout=10))["type"] != "reply":
+                    pass
+                assert (f["reply_to"], f["msg"]) == ("m1", "".join(PacedBot(pieces=PIECES).script("问m1")))
     finally:
         stop_process(one.proc)
         stop_process(two.proc)
