@@ -30,6 +30,8 @@ log = logging.getLogger("chatbot_server.chat")
 
 #: User messages that may wait for a streamed reply to end; more are refused (the page resends).
 MAX_WAITING = 20
+#: Seconds a streaming bot's stored frame waits for its write before it is shown anyway (Redis down).
+WRITE_OUT_DEADLINE = 0.5
 #: The "reply being written" of a turn that writes none (a sync bot's): never appended to.
 _NOT_WRITING: list[Stream] = []
 
@@ -243,11 +245,15 @@ class Answering:
         written only after what came before: if this process dies mid-reply, the next one must
         find the question (the page, which saw it confirmed, does not send it again) and the
         answers before it (or it would answer them again, under seqs the page has shown).
-        A failed write is logged, and the frame shown: the socket goes on."""
+        If Redis does not write it within WRITE_OUT_DEADLINE (down), that is logged and it is shown."""
+        written = self.socket.hold.store.write_soon()
+        if written is None:  # the memory store: nothing to wait for
+            return
         try:
-            await self.socket.hold.store.flush()
-        except Exception as exc:  # the store's own deadline (redis_writer.WRITE_TIMEOUT) bounds it
-            log.warning("history.flush_failed conn=%s error=%s", self.socket.connection_id, exc)
+            async with asyncio.timeout(WRITE_OUT_DEADLINE):
+                await asyncio.shield(written)  # the writer resolves it, or retries until it can
+        except TimeoutError:
+            log.warning("history.write_out_slow conn=%s deadline=%.1fs", self.socket.connection_id, WRITE_OUT_DEADLINE)
 
     async def _end(self, out: Frame, stream: list[Stream], *, stopped: bool = False, failed: bool = False) -> None:
         """The final frame of a turn: stored, and, for a streamed reply, carrying its id."""
