@@ -130,3 +130,27 @@ async def test_a_question_is_echoed_only_once_written(tmp_path: Path, redis_proc
     finally:
         stop_process(one.proc)
         stop_process(two.proc)
+
+
+async def test_with_redis_hung_the_echo_and_the_answer_come_anyway(tmp_path: Path, redis_process: RedisProcess) -> None:
+    """Written first, but not at any price: a Redis that does not answer delays each stored frame
+    by WRITE_OUT_DEADLINE (0.5 s), then the socket goes on."""
+    bot = f"{{name: 'tests.stream_bots:PacedBot', options: {{interval: 0.01, pieces: {PIECES}}}}}"
+    one = Server(tmp_path, "one", redis_process.url, unique_prefix(), bot=bot)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(session, f"{one.url}/healthz", exited=one.exited)
+            async with session.ws_connect(f"{one.url}/ws") as ws:
+                await ws.receive_json(timeout=5)
+                redis_process.freeze()
+                try:
+                    await ws.send_json({"type": "message", "text": "问m1", "id": "m1"})
+                    echo = await ws.receive_json(timeout=3)
+                    assert (echo["type"], echo["id"]) == ("user", "m1")
+                    while (f := await ws.receive_json(timeout=3))["type"] != "reply":
+                        pass
+                    assert f["msg"] == "".join(PacedBot(pieces=PIECES).script("问m1"))
+                finally:
+                    redis_process.thaw()
+    finally:
+        stop_process(one.proc)
