@@ -215,8 +215,27 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
 
 
-def outcome(page: SoakPage, bot: PacedBot, tally: Tally, tracebacks: int) -> dict[str, Any]:
+async def read_stored(
+    pool: ServerPool, session: aiohttp.ClientSession, conversations: list[str]
+) -> list[dict[str, Any]]:
+    """Every stored frame of the conversations, as a resume from seq 0 replays them (one page each)."""
+    frames: list[dict[str, Any]] = []
+    for conversation in conversations:
+        server = await pool.pick()
+        async with session.ws_connect(f"{server.url}/ws?conversation={conversation}&last_seq=0") as ws:
+            while (f := await ws.receive_json(timeout=10)).get("event") != "resumed":
+                if f.get("event") in ("history_more", "conversation_expired"):
+                    raise RuntimeError(f"conversation {conversation[:8]}: {f['event']}; lower --per-conversation")
+                frames.append(f)
+    return frames
+
+
+def outcome(
+    page: SoakPage, bot: PacedBot, tally: Tally, tracebacks: int, stored: list[dict[str, Any]]
+) -> dict[str, Any]:
     finals = Counter(str(final.get("reply_to")) for final in page.page.done.values())
+    stored_users = Counter(str(f.get("id")) for f in stored if f["type"] == "user")
+    stored_replies = Counter(str(f.get("reply_to")) for f in stored if f["type"] == "reply")
     wrong = prefix = 0
     for reply, final in page.page.done.items():
         question = page.asked.get(str(final.get("reply_to")), "?")
@@ -236,6 +255,11 @@ def outcome(page: SoakPage, bot: PacedBot, tally: Tally, tracebacks: int) -> dic
         "stalls": tally.stalls,
         "late_answers": tally.late,
         "server_tracebacks": tracebacks,
+        # What Redis holds in the end: each question stored once and answered once.
+        "stored_questions_missing": sum(1 for q in page.asked if stored_users[q] == 0),
+        "stored_questions_twice": sum(1 for q in page.asked if stored_users[q] > 1),
+        "stored_answers_missing": sum(1 for q in page.asked if stored_replies[q] == 0),
+        "stored_answers_twice": sum(1 for q in page.asked if stored_replies[q] > 1),
         "resent": tally.resent,
         "unexpected_closes": tally.closed,
         "recovery_p50_s": percentile(tally.recovery, 0.5),
@@ -245,7 +269,8 @@ def outcome(page: SoakPage, bot: PacedBot, tally: Tally, tracebacks: int) -> dic
     }
     issue_keys = (
         "duplicates", "lost", "final_text_wrong", "prefix_violations", "delta_gaps", "seq_reused",
-        "conversations_lost", "stalls", "server_tracebacks",
+        "conversations_lost", "stalls", "server_tracebacks", "stored_questions_missing",
+        "stored_questions_twice", "stored_answers_missing", "stored_answers_twice",
     )  # fmt: skip
     result["issues"] = sum(result[k] for k in issue_keys)
     return result
@@ -263,7 +288,7 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[
             "limits: {replay_per_ip: 1000000, rate_per_second: 1000, rate_burst: 1000}\n"
         ),
     )
-    tally = Tally()
+    tally, conversations = Tally(), []
     async with aiohttp.ClientSession() as session:
         page = SoakPage(pool, session, tally, random.Random(args.seed))
         page.trace = args.trace
@@ -274,6 +299,8 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[
             started = time.monotonic()
             for n in range(args.kills):
                 if n % args.per_conversation == 0:
+                    if page.conversation:
+                        conversations.append(page.conversation)
                     await page.connect(fresh=True)
                 await one_kill(page, n)
                 if (n + 1) % 50 == 0:
@@ -283,11 +310,13 @@ async def soak(args: argparse.Namespace, redis_url: str, workdir: Path) -> dict[
             await read_until(
                 page, lambda f: f["type"] == "reply" and f.get("reply_to") == "last", time.monotonic() + 15
             )
+            conversations.append(page.conversation)
             await page.drop()
+            stored = await read_stored(pool, session, conversations)
         finally:
             await pool.close()
     tracebacks = sum(log.read_text(errors="replace").count("Traceback") for log in pool.logs() if log.exists())
-    return {"kill_at": args.kill_at, **outcome(page, bot, tally, tracebacks)}
+    return {"kill_at": args.kill_at, **outcome(page, bot, tally, tracebacks, stored)}
 
 
 def summary(result: dict[str, Any]) -> str:
@@ -300,6 +329,9 @@ def summary(result: dict[str, Any]) -> str:
             f"delta gaps {result['delta_gaps']}, seqs reused {result['seq_reused']}, "
             f"conversations lost {result['conversations_lost']}, stalls {result['stalls']}, "
             f"server tracebacks {result['server_tracebacks']}",
+            f"in Redis at the end: questions missing {result['stored_questions_missing']}, stored twice "
+            f"{result['stored_questions_twice']}; answers missing {result['stored_answers_missing']}, "
+            f"stored twice {result['stored_answers_twice']}",
             f"questions sent again {result['resent']}; recovery (kill -> the answer's next frame) p50 "
             f"{result['recovery_p50_s']} s, p99 {result['recovery_p99_s']} s; kill -> final reply p50 "
             f"{result['completion_p50_s']} s, p99 {result['completion_p99_s']} s",
