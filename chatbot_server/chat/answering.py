@@ -272,8 +272,10 @@ class Answering:
             # the seq the page has just shown (chat.js drops that frame, the new stream stays).
             encoded = socket.store_now(out)
             if encoded is not None:
-                await self.write_out()
-                socket.send_encoded_nowait(encoded)
+                try:
+                    await self.write_out()
+                finally:  # stored: shown even if the turn is stopped meanwhile
+                    socket.send_encoded_nowait(encoded)
                 return
         if not socket.emit_now(out):
             await socket.emit(out)
