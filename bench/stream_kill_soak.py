@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +155,7 @@ class SoakPage:
         return f.get("type") == "reply_delta" and self.page.replying_to.get(f.get("id", "")) == client_id
 
 
-async def read_until(page: SoakPage, done: Any, until: float) -> dict[str, Any] | None:
+async def read_until(page: SoakPage, done: Callable[[dict[str, Any]], bool], until: float) -> dict[str, Any] | None:
     """Frames until `done(frame)`; the page reconnects (elsewhere) if its socket closes. None at `until`."""
     while True:
         try:
