@@ -30,6 +30,8 @@ log = logging.getLogger("chatbot_server.chat")
 
 #: User messages that may wait for a streamed reply to end; more are refused (the page resends).
 MAX_WAITING = 20
+#: Seconds a streaming bot's stored frame waits for its write before it is shown anyway (Redis down).
+WRITE_OUT_DEADLINE = 0.5
 #: The "reply being written" of a turn that writes none (a sync bot's): never appended to.
 _NOT_WRITING: list[Stream] = []
 
@@ -45,6 +47,10 @@ class AnsweringSocket(Protocol):
     async def send_json(self, payload: object) -> None: ...
 
     def emit_now(self, out: Frame) -> bool: ...
+
+    def store_now(self, out: Frame) -> bytes | None: ...
+
+    def send_encoded_nowait(self, data: bytes) -> None: ...
 
     async def emit(self, out: Frame) -> None: ...
 
@@ -122,6 +128,8 @@ class Answering:
                 await self._on_reply(turns.bot.answer(turn), started, client_id, stream, text)  # type: ignore[arg-type]
             else:
                 stream = []  # the reply being written, once the bot writes one
+                if turns.style == "stream":
+                    socket.hold.store.write_soon()  # the question: written while the bot thinks
 
                 async def on_reply(reply: Reply) -> None:
                     await self._on_reply(reply, started, client_id, stream, text)
@@ -220,6 +228,8 @@ class Answering:
         hold = self.socket.hold
         new = not stream
         if new:
+            if hold.holding:
+                await self.write_out()
             stream.append(Stream(secrets.token_hex(6), client_id))
             hold.streams.by_id[stream[0].id] = stream[0]
         written = stream[0]
@@ -231,18 +241,46 @@ class Answering:
         else:  # to the conversation's holder now, if any: the whole text, which no snapshot needs
             await deliver(hold.store, hold.layer, hold.conversation, written.whole())
 
+    async def write_out(self) -> None:
+        """Write out the conversation's frames now. A streaming bot's conversation shows a stored
+        frame (the question's echo, the final reply) only once written, and a reply being
+        written only after what came before: if this process dies mid-reply, the next one must
+        find the question (the page, which saw it confirmed, does not send it again) and the
+        answers before it (or it would answer them again, under seqs the page has shown).
+        If Redis does not write it within WRITE_OUT_DEADLINE (down), that is logged and it is shown."""
+        written = self.socket.hold.store.write_soon()
+        if written is None:  # the memory store: nothing to wait for
+            return
+        try:
+            async with asyncio.timeout(WRITE_OUT_DEADLINE):
+                await asyncio.shield(written)  # the writer resolves it, or retries until it can
+        except TimeoutError:
+            log.warning("history.write_out_slow conn=%s deadline=%.1fs", self.socket.connection_id, WRITE_OUT_DEADLINE)
+
     async def _end(self, out: Frame, stream: list[Stream], *, stopped: bool = False, failed: bool = False) -> None:
         """The final frame of a turn: stored, and, for a streamed reply, carrying its id."""
+        socket = self.socket
         if stream:
             written = stream.pop()
-            self.socket.hold.streams.by_id.pop(written.id, None)
+            socket.hold.streams.by_id.pop(written.id, None)
             out["id"] = written.id
             if stopped:
                 out["stopped"] = True
             if failed:
                 out["failed"] = True
-        if not self.socket.emit_now(out):
-            await self.socket.emit(out)
+        if self.serial is not None:
+            # A streaming bot's final frame is shown once written: were this process to die
+            # between showing and writing it, the next would answer the question again, under
+            # the seq the page has just shown (chat.js drops that frame, the new stream stays).
+            encoded = socket.store_now(out)
+            if encoded is not None:
+                try:
+                    await self.write_out()
+                finally:  # stored: shown even if the turn is stopped meanwhile
+                    socket.send_encoded_nowait(encoded)
+                return
+        if not socket.emit_now(out):
+            await socket.emit(out)
 
     async def _on_reply(
         self, reply: Reply, started: float, client_id: str | None, stream: list[Stream], asked: str
@@ -255,7 +293,7 @@ class Answering:
         if handoff is None and reply.handoff:  # no agents (#16): one answer naming the hotline instead
             reply = dataclasses.replace(reply, text=texts.NO_AGENTS, handoff=False)
         out = reply_frame(reply, client_id)
-        if stream:
+        if stream or self.serial is not None:
             await self._end(out, stream)
         elif not socket.emit_now(out):
             await socket.emit(out)

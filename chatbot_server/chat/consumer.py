@@ -250,6 +250,8 @@ class ChatConsumer(WebsocketConsumer):
         if hold.holding:
             encoded = self.store.append(hold.conversation, user_frame)  # type: ignore[arg-type]
             if message.typed:  # the typed protocol echoes the user's frame with its seq
+                if self.answering.serial is not None:  # a streamed turn's frames: shown once written
+                    await self.answering.write_out()
                 self.send_encoded_nowait(encoded)
         else:
             await hold.deliver(user_frame)
@@ -331,6 +333,14 @@ class ChatConsumer(WebsocketConsumer):
             return False
         self.send_encoded_nowait(self._store(out))
         return True
+
+    def store_now(self, out: Frame) -> bytes | None:
+        """emit_now()'s first half: record the frame where it is held here and no agent watches,
+        and return its bytes for send_encoded_nowait() (a streamed reply's end is sent once
+        written, answering.py); None: await emit() instead."""
+        if not self.hold.holding or self.mode == "agent":
+            return None
+        return self._store(out)
 
     def _store(self, out: Frame) -> bytes:
         """Append a frame to the held conversation; its bytes count against the client's quota."""

@@ -9,6 +9,7 @@ appends without waiting (the Redis store writes behind, see store/redis.py); fra
 from __future__ import annotations
 
 import abc
+import asyncio
 import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -103,8 +104,10 @@ class FrameLog(abc.ABC):
     async def flush(self) -> None:
         """Write out every pending frame now."""
 
-    def write_soon(self) -> None:
-        """Start writing pending frames now instead of after the gathering interval (no wait)."""
+    def write_soon(self) -> asyncio.Future[None] | None:
+        """Start writing pending frames now instead of after the gathering interval (no wait):
+        a future resolved once they are written, or None if nothing is pending here."""
+        return None
 
 
 class Ownership(abc.ABC):

@@ -176,9 +176,13 @@ class RedisConversationStore(WriteBehind, ConversationStore):
     async def flush(self) -> None:
         await self._write_pending()
 
-    def write_soon(self) -> None:
+    def write_soon(self) -> asyncio.Future[None]:
+        # A waiter: the writer skips its gathering, even one not begun yet (an append's, this turn).
+        written = asyncio.get_running_loop().create_future()
+        self._waiters.append(written)
         self._wake.set()
         self._cut_short()
+        return written
 
     # ------------------------------------------------------------ ownership
     def owns(self, conversation: str) -> bool:
