@@ -205,6 +205,15 @@ class Answering:
 
         self._watch = asyncio.get_running_loop().create_task(watch())
 
+    async def finish(self) -> None:
+        """The socket is going away: stop watching, run the turns queued, and wait until the replies
+        written here (or inherited) fall quiet, so the conversation's next holder finds them whole."""
+        if self.serial is None:
+            return
+        await self.unwatch()
+        await self.serial.finish()
+        await self.socket.hold.wait_quiet(idle=self.turns.timeout, limit=self.turns.reply_timeout)
+
     async def unwatch(self) -> None:
         """Stop watching (the socket is going away: it waits for those writers itself)."""
         watch, self._watch = self._watch, None

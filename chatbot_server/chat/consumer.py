@@ -39,7 +39,6 @@ from ..protocol import (
     frame,
     now_ms,
     parse_inbound,
-    parse_last_seq,
 )
 from ..sockets.consumer import WebsocketConsumer, message_handler
 from ..store import ConversationStore
@@ -49,7 +48,7 @@ from .answering import Answering
 from .handoff import Handoff
 from .holding import Holding
 from .identity import Identified
-from .replay import Replay, answer_orphans
+from .replay import Replay, answer_orphans, asked_resume
 from .service import serve
 from .turns import TurnRunner, apology_frame, recent_history, reply_frame
 
@@ -118,14 +117,10 @@ class ChatConsumer(WebsocketConsumer):
     async def on_connect(self) -> None:
         # request.query parses and caches a multidict (~200 bytes per idle socket): only if there is one.
         query = self.request.query if self.request.query_string else _NO_QUERY
-        wanted = query.get("conversation", "")[:128] or None
-        last_seq = 0
-        if wanted:
-            try:
-                last_seq = parse_last_seq(query.get("last_seq", "0"))
-            except ProtocolError as exc:  # say so, and replay everything: nothing is lost
-                self.stats.error(exc.code)
-                await self.send_json(error_frame(exc.code, str(exc)))
+        wanted, last_seq, bad = asked_resume(query)
+        if bad is not None:  # say so, and replay everything: nothing is lost
+            self.stats.error(bad.code)
+            await self.send_json(error_frame(bad.code, str(bad)))
         identity = self.identity
         if identity is not None:
             entry = await identity.enter(query.get("identity"), wanted, last_seq)
@@ -161,11 +156,7 @@ class ChatConsumer(WebsocketConsumer):
 
     async def on_disconnect(self, code: int | None) -> None:
         log.info("ws.disconnect conn=%s code=%s", self.connection_id, code)
-        if self.answering.serial is not None:
-            await self.answering.unwatch()
-            await self.answering.serial.finish()
-            bot = self.settings.bot
-            await self.hold.wait_quiet(idle=bot.timeout, limit=bot.reply_timeout)
+        await self.answering.finish()
         await self.hold.let_go()
 
     def pending_messages(self) -> list[Message]:
@@ -328,11 +319,10 @@ class ChatConsumer(WebsocketConsumer):
     def emit_now(self, out: Frame) -> bool:
         """emit() without waiting, where it needs no I/O: the conversation is held here and no agent
         watches it (the common case). False if nothing was done: await emit() instead."""
-        hold = self.hold
-        if not hold.holding or self.mode == "agent":
-            return False
-        self.send_encoded_nowait(self._store(out))
-        return True
+        encoded = self.store_now(out)
+        if encoded is not None:
+            self.send_encoded_nowait(encoded)
+        return encoded is not None
 
     def store_now(self, out: Frame) -> bytes | None:
         """emit_now()'s first half: record the frame where it is held here and no agent watches,

@@ -11,11 +11,12 @@ and nothing. See docs/protocol.md, "History pages".
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final, Protocol
 
+from ..errors import ProtocolError
 from ..ops.metrics import ServerStats
-from ..protocol import Frame, HistoryRequest, error_frame, frame
+from ..protocol import Frame, HistoryRequest, error_frame, frame, parse_last_seq
 from ..store import ConversationStore
 from .budgets import AddressBuckets
 from .holding import Holding
@@ -86,6 +87,18 @@ class Replay:
 
 def _notice(event: str, *, before: int, after: int) -> Frame:
     return frame("system", "", talk=False, event=event, before=before, after=after)
+
+
+def asked_resume(query: Mapping[str, str]) -> tuple[str | None, int, ProtocolError | None]:
+    """The conversation a socket's URL asks to carry on (`conversation`, `last_seq`; None: a new
+    one), from which seq, and the error of a bad `last_seq` (then everything is replayed)."""
+    wanted = query.get("conversation", "")[:128] or None
+    if wanted is None:
+        return None, 0, None
+    try:
+        return wanted, parse_last_seq(query.get("last_seq", "0")), None
+    except ProtocolError as exc:
+        return wanted, 0, exc
 
 
 async def answer_orphans(
