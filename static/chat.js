@@ -438,7 +438,7 @@
         if (news) announce("agent", f.msg);
         break;
       case "system":
-        if (f.event === "queue_position") { setMode("queued", f.queue_position); break; }
+        if (f.event === "queue_position") { setMode("queued", f.queue_position, f.estimated_wait); break; }
         if (f.event === "mode") {
           // After a resume: who answers now. A request that lapsed while the page was away
           // (agents.queue_grace) leaves the replayed "queued" notice behind: say so, enable 转人工.
@@ -452,7 +452,7 @@
         // Notices about this connection (closing, taken_over) are not news for the embedding page.
         if (f.msg && news && f.event !== "closing" && f.event !== "taken_over") announce("system", f.msg);
         if (f.event === "resumed") { doubt = null; resendPending(); }
-        if (f.event === "queued") setMode("queued", f.queue_position);
+        if (f.event === "queued") setMode("queued", f.queue_position, f.estimated_wait);
         if (f.event === "agent_joined") setMode("agent");
         if (window.chatbotRating && f.event === "rating_request") window.chatbotRating.show(f.agent, sendRating);
         if (window.chatbotRating && f.event === "rating_done") window.chatbotRating.hide();
@@ -512,13 +512,15 @@
   }
 
   // While waiting for or talking to a human the bot is silent: no "thinking" dots then.
-  function setMode(next, position) {
+  // `wait`: the server's estimate in seconds (docs/agents.md, "Routing"), in whole minutes as the server words it.
+  function setMode(next, position, wait) {
     mode = next;
     if (next !== "bot") clearThinking();
     if (handoffButton) handoffButton.disabled = next !== "bot";
     document.dispatchEvent(new CustomEvent("chatbot:mode", { detail: { mode: next } }));
     if (next === "queued" && position) {
-      queueStatusEl.textContent = "正在等待人工客服," + (position > 1 ? "您前面还有 " + (position - 1) + " 位用户" : "您是下一位");
+      queueStatusEl.textContent = "正在等待人工客服," + (position > 1 ? "您前面还有 " + (position - 1) + " 位用户" : "您是下一位") +
+        (Math.round((wait || 0) / 60) ? ",预计等待约 " + Math.round(wait / 60) + " 分钟" : "");
       queueStatusEl.hidden = false;
     } else {
       queueStatusEl.hidden = true;

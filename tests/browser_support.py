@@ -88,6 +88,8 @@ class LiveServer:
         self.store = store if store is not None else MemoryConversationStore()
         self.port = port if port is not None else free_port()
         self._runner: web.AppRunner | None = None
+        #: The running application (tests set what it lets them, e.g. the business-hours clock).
+        self.app: web.Application | None = None
 
     @property
     def url(self) -> str:
@@ -113,6 +115,7 @@ class LiveServer:
             await runner.cleanup()
             raise
         self._runner = runner
+        self.app = app
 
     async def stop(self) -> None:
         """Close every socket (1001, as on a real shutdown) and stop listening."""

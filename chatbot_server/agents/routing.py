@@ -295,6 +295,7 @@ class Router:
         await self.layer.group_send(conversation_group(conversation), messages.conv_mode(conversation, "bot"))
         await self.layer.group_send(conversation_group(conversation), messages.conv_handoff(conversation))
         await self.layer.group_send(AGENTS_GROUP, messages.agents_queue_added(item))
+        await self.layer.group_send(QUEUE_GROUP, messages.queue_changed())  # those behind it move down
         await self.publish_presence()
 
     async def transfer(self, console: Console, conversation: str, username: str, to: str) -> None:
