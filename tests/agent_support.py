@@ -146,3 +146,23 @@ async def agents() -> AsyncIterator[list[AgentSocket]]:
     yield opened
     for agent in opened:
         await agent.close()
+
+
+async def apps_of(
+    request: pytest.FixtureRequest, aiohttp_client: Any, sections: dict[str, Any], *, bot: Bot | None = None
+) -> tuple[TestClient, TestClient]:
+    """For a fixture with params ["memory", "redis"]: one app twice on memory, or two apps of one
+    deployment (two processes, as far as the code can tell) on the test Redis, with `sections`."""
+    if request.param != "redis":
+        app = web.Application()
+        setup(app, make_settings(**sections), bot=bot)
+        client = await aiohttp_client(app)
+        return client, client
+    url = request.getfixturevalue("redis_server")
+    sections = {**sections, "layer": {"backend": "redis", "redis": {"url": url, "prefix": unique_prefix()}}}
+    clients = []
+    for _ in range(2):
+        app = web.Application()
+        setup(app, make_settings(**sections), bot=bot)
+        clients.append(await aiohttp_client(app))
+    return clients[0], clients[1]

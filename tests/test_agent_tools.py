@@ -27,9 +27,17 @@ from chatbot_server.errors import ConfigError
 from chatbot_server.identity import sign_identity
 from chatbot_server.keys import STORE_KEY
 
-from .agent_support import AgentSocket, Deployment, HandoffBot, agent_section, agents, deploy, session_cookie  # noqa: F401
+from .agent_support import (  # noqa: F401
+    AgentSocket,
+    Deployment,
+    HandoffBot,
+    agent_section,
+    agents,
+    apps_of,
+    deploy,
+    session_cookie,
+)
 from .helpers import make_settings, receive_json, receive_until
-from .redis_server import unique_prefix
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -190,19 +198,7 @@ async def faq_deploy(
 ) -> AsyncIterator[tuple[TestClient, TestClient]]:
     """The real FAQ bot, built by the app from settings."""
     sections: dict[str, Any] = {"agents": agent_section(), "bot": {"name": "faq", "options": {"watch": False}}}
-    count = 1
-    if request.param == "redis":
-        sections["layer"] = {
-            "backend": "redis",
-            "redis": {"url": request.getfixturevalue("redis_server"), "prefix": unique_prefix()},
-        }
-        count = 2
-    clients = []
-    for _ in range(count):
-        app = web.Application()
-        setup(app, make_settings(**sections))
-        clients.append(await aiohttp_client(app))
-    yield clients[0], clients[-1]
+    yield await apps_of(request, aiohttp_client, sections)
 
 
 async def test_the_faq_bots_suggestion_for_the_last_question(

@@ -10,19 +10,11 @@ import pytest
 from .agent_support import PASSWORDS, HandoffBot, agent_section
 from .browser_support import browser, live_server, playwright_expect  # noqa: F401 - the browser fixture is used by name
 from .helpers import make_settings
+from .test_browser_agent import new_page
 
 expect = playwright_expect()
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
-
-
-async def new_page(browser: Any, errors: list[str]) -> Any:
-    context = await browser.new_context(viewport={"width": 1280, "height": 800}, locale="zh-CN")
-    context.set_default_timeout(5000)
-    page = await context.new_page()
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return page
 
 
 async def test_canned_reply_typing_suggestion_and_export(browser: Any) -> None:

@@ -13,18 +13,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from chatbot_server import setup
 from chatbot_server.agents.passwords import hash_password
 from chatbot_server.agents.unanswered import group_questions
 from chatbot_server.keys import NOTES_KEY
 from chatbot_server.store.unanswered import Unanswered
 
-from .agent_support import SECRET, origin
-from .helpers import make_settings, receive_json, receive_until
-from .redis_server import unique_prefix
+from .agent_support import SECRET, apps_of, origin
+from .helpers import receive_json, receive_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -50,17 +47,7 @@ async def apps(request: pytest.FixtureRequest, aiohttp_client: Any) -> tuple[Tes
         "bot": {"name": "faq", "options": {"watch": False}},
         "agents": {"accounts": accounts(), "session_secret": SECRET, "unanswered_below": 0.6},
     }
-    count = 1
-    if request.param == "redis":
-        url = request.getfixturevalue("redis_server")
-        sections["layer"] = {"backend": "redis", "redis": {"url": url, "prefix": unique_prefix()}}
-        count = 2
-    clients = []
-    for _ in range(count):
-        app = web.Application()
-        setup(app, make_settings(**sections))
-        clients.append(await aiohttp_client(app))
-    return clients[0], clients[-1]
+    return await apps_of(request, aiohttp_client, sections)
 
 
 async def cookie_of(client: TestClient, username: str) -> str:

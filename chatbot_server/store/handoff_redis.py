@@ -19,7 +19,16 @@ from typing import Any, TypeVar
 from redis import exceptions as redis_errors
 
 from ..ops.redis import RedisClient, close_client, redis_client
-from .handoff_base import DEADLINE, SWEEP_LIMIT, Enqueued, HandoffQueue, QueueEntry, QueueUnavailableError, now_ms
+from .handoff_base import (
+    DEADLINE,
+    SWEEP_LIMIT,
+    Enqueued,
+    FaultLog,
+    HandoffQueue,
+    QueueEntry,
+    QueueUnavailableError,
+    now_ms,
+)  # fmt: skip
 
 T = TypeVar("T")
 
@@ -173,6 +182,20 @@ def _kind(error: Exception) -> str:
     return "error"
 
 
+async def guarded(call: Awaitable[T], faults: FaultLog, deadline: float) -> T:
+    """One Redis call within `deadline`; a failure becomes QueueUnavailableError, logged once per
+    outage by `faults` (the queue's and the routing's calls alike)."""
+    try:
+        async with asyncio.timeout(deadline):
+            result = await call
+    except (TimeoutError, redis_errors.RedisError) as error:
+        failure = QueueUnavailableError(_kind(error), str(error)[:200])
+        faults.failed(failure)
+        raise failure from None
+    faults.ok()
+    return result
+
+
 class RedisHandoffQueue(HandoffQueue):
     """The queue shared by every process using the same Redis and key prefix."""
 
@@ -214,16 +237,7 @@ class RedisHandoffQueue(HandoffQueue):
             await close_client(self._client)
 
     async def _call(self, call: Awaitable[T]) -> T:
-        """One Redis call within the deadline; a failure becomes QueueUnavailableError (logged once)."""
-        try:
-            async with asyncio.timeout(self.deadline):
-                result = await call
-        except (TimeoutError, redis_errors.RedisError) as error:
-            failure = QueueUnavailableError(_kind(error), str(error)[:200])
-            self.faults.failed(failure)
-            raise failure from None
-        self.faults.ok()
-        return result
+        return await guarded(call, self.faults, self.deadline)
 
     async def enqueue(self, conversation: str, preview: str, *, ip: str = "", since: int | None = None) -> Enqueued:
         now = now_ms()

@@ -12,15 +12,12 @@ QueueUnavailableError.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from redis import exceptions as redis_errors
-
 from ..ops.redis import RedisClient
-from .handoff_base import DEADLINE, FaultLog, QueueEntry, QueueUnavailableError, now_ms
-from .handoff_redis import _SWEEP_FUNCTIONS, _kind, _text
+from .handoff_base import DEADLINE, FaultLog, QueueEntry, now_ms
+from .handoff_redis import _SWEEP_FUNCTIONS, _text, guarded
 from .routing import ALPHA, AgentLoad, AgentRouting, Assignment, Reassigned, Status, TransferResult
 
 T = TypeVar("T")
@@ -202,15 +199,7 @@ class RedisRouting(AgentRouting):
         self._silent, self._transfer, self._connect = register(_SILENT), register(_TRANSFER), register(_CONNECT)
 
     async def _call(self, call: Awaitable[T]) -> T:
-        try:
-            async with asyncio.timeout(DEADLINE):
-                result = await call
-        except (TimeoutError, redis_errors.RedisError) as error:
-            failure = QueueUnavailableError(_kind(error), str(error)[:200])
-            self.faults.failed(failure)
-            raise failure from None
-        self.faults.ok()
-        return result
+        return await guarded(call, self.faults, DEADLINE)
 
     def _member(self, agent: str) -> str:
         return f"{agent}|{self.process}"
