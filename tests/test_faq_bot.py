@@ -197,6 +197,11 @@ async def test_answer_before_start_is_a_bot_error() -> None:
         ("你好", "greeting"),
         ("你好，我想咨询一下", "greeting"),
         ("好的谢谢", "thanks_goodbye"),
+        # The greeting's words must not turn up inside card questions (早 in 早上起来…).
+        ("hello", "greeting"),
+        ("早安", "greeting"),
+        ("有人在吗", "greeting"),  # a card question sharing one character is no question
+        ("你好 余额", "balance_inquiry"),
     ],
 )
 async def test_a_question_wrapped_in_pleasantries_gets_the_question_answered(
@@ -204,3 +209,17 @@ async def test_a_question_wrapped_in_pleasantries_gets_the_question_answered(
 ) -> None:
     reply = await ask(bot, text)
     assert (reply.intent, reply.fallback) == (intent, False)
+
+
+@pytest.mark.parametrize("text", ["花呗的额度能提高吗", "京东白条这个月还不上了", "my PayPal account is restricted"])
+async def test_other_providers_products_get_the_out_of_scope_answer(bot: FaqBot, text: str) -> None:
+    # They share every content word with a card question (额度, 还款), but the bank cannot answer them.
+    reply = await ask(bot, text)
+    assert reply.intent == "out_of_scope"
+    assert not reply.fallback
+    assert "95516" in reply.text
+
+
+def test_normalize_rewrites_scan_code_typos() -> None:
+    assert normalize("扫吗付款失败") == "扫码付款失败"
+    assert normalize("二维吗在哪") == "二维码在哪"

@@ -29,13 +29,15 @@ LABELLED = [
     (DATA / "faq_heldout.jsonl", 6, 0.92, 0.92),
     (DATA / "faq_heldout2.jsonl", 4, 0.95, 0.95),
     (DATA / "faq_fresh_calib.jsonl", 6, 0.95, 0.90),
+    # Written blind (#19, third pair), scored 0.895 / lexical 0.845 untouched, then tuned on: 0.990 / 0.940.
+    (DATA / "faq_blind3_calib.jsonl", 5, 0.95, 0.92),
     # Never read and never tuned on; scored once before and once after #19 (0.723 -> 0.840), with
     # the semantic stage only: a floor under that figure guards against regressions.
     (DATA / "faq_fresh_heldout.jsonl", 1, 0.82, None),
 ]
 # Sets written without seeing the base share a few common questions with it by chance (你好,
 # 谢谢, 信用卡年费多少钱): a coincidence, not a copy, and too few to move the figures.
-WRITTEN_BLIND = {"faq_fresh_calib.jsonl": 8, "faq_fresh_heldout.jsonl": 16}
+WRITTEN_BLIND = {"faq_fresh_calib.jsonl": 8, "faq_fresh_heldout.jsonl": 16, "faq_blind3_calib.jsonl": 6}
 
 
 @pytest.fixture(scope="module")

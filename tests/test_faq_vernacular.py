@@ -15,6 +15,9 @@ from chatbot_server.bots.faq.normalize import normalize
         ("xiao e guanli fei 能免吗", "小额管理费 能免吗"),  # syllables typed apart
         ("Ti'e shenqing bei ju le", "提额申请 bei ju le"),  # unknown syllables stay
         ("tunka le zenmeban", "吞卡 le 怎么办"),
+        ("wo de ka diu le", "wo de 卡丢了"),  # situations, not only service names
+        ("atm li ka bei tun le", "atm li ka 被吞 le"),
+        ("xie xie ni", "谢谢 ni"),  # pleasantries too
     ],
 )
 def test_pinyin_fragments_of_domain_words_become_the_words(text: str, expected: str) -> None:

@@ -47,6 +47,8 @@ class _Ranked:
     lexical: Ranking
     blend: Ranking | None
     vague: bool
+    # Names another provider's product: answered out_of_scope whatever the bars (cascade.py).
+    other: bool
 
 
 def calibrate(matcher: Matcher, examples: Sequence[Example], grid: Sequence[float] = GRID) -> list[Point]:
@@ -57,6 +59,7 @@ def calibrate(matcher: Matcher, examples: Sequence[Example], grid: Sequence[floa
             matcher.lexical(e.text, RANK_LIMIT),
             matcher.blend(e.text, RANK_LIMIT) if matcher.semantic is not None else None,
             matcher.is_vague(e.text),
+            matcher.names_other_product(e.text),
         )
         for e in examples
     ]
@@ -79,7 +82,9 @@ def _point(
     correct = in_scope = in_scope_correct = oos = oos_predicted = oos_hit = semantic = 0
     for item in ranked:
         ranking = dataclasses.replace(item.lexical, threshold=threshold)
-        if item.blend is not None and not bars.is_sure(ranking):
+        if item.other:
+            ranking = bars.other_product(ranking)
+        elif item.blend is not None and not bars.is_sure(ranking):
             blend = dataclasses.replace(item.blend, threshold=sem)
             ranking = bars.unsure(ranking, item.vague, lambda: blend)  # noqa: B023  # called at once
             semantic += ranking.stage == "semantic"

@@ -25,6 +25,8 @@ Stage = Literal["lexical", "semantic"]
 # Greetings and thanks are formulaic, and the lexical stage is sure of them; what it is unsure
 # of is no greeting. Short noise ("zzzz", "??") embeds close to short phrases like "hi".
 SOCIAL = frozenset({"greeting", "thanks_goodbye"})
+# Its keywords name other providers' products (花呗, 白条, PayPal): a message naming one is out of scope.
+OUT_OF_SCOPE = "out_of_scope"
 # Above any confidence: a vague question always gets the fallback with its suggestions.
 VAGUE_BAR = 1.01
 # Words that name what every question is about, not a question ("关于卡的事情", "有个问题").
@@ -111,9 +113,33 @@ class Matcher:
     def rank(self, text: str, limit: int) -> Ranking:
         """Rank `text`: lexically when sure (or without a semantic index), else by the blend."""
         ranking = self.lexical(text, limit)
+        if self.names_other_product(text):
+            return self.other_product(ranking)
         if self.semantic is None or self.is_sure(ranking):
             return ranking
         return self.unsure(ranking, self.is_vague(text), lambda: self.blend(text, limit))
+
+    def names_other_product(self, text: str) -> bool:
+        """Whether `text` names another provider's product: a keyword of the out_of_scope entry.
+
+        花呗怎么提额 shares every content word with a card question (提额), yet what the customer
+        asks about is no bank card: the bank cannot answer it, so it must not be answered as one.
+        """
+        keywords = self.index.keywords.get(OUT_OF_SCOPE, ())
+        if not keywords:
+            return False
+        norm = normalize(text)
+        return any(keyword in norm for keyword in keywords)
+
+    def other_product(self, lexical: Ranking) -> Ranking:
+        """`lexical` with the out_of_scope entry first, sure (its answer says what the bot covers)."""
+        bar = max(self.params.semantic_below, self.params.threshold)
+        own = next((m for m in lexical.matches if m.intent == OUT_OF_SCOPE), None)
+        confidence = max(bar, own.confidence if own is not None else 0.0)
+        question = own.question if own is not None else self.entries[OUT_OF_SCOPE].questions[0]
+        top = Match(OUT_OF_SCOPE, confidence, confidence, question)
+        rest = [m for m in lexical.matches if m.intent != OUT_OF_SCOPE][: max(len(lexical.matches) - 1, 0)]
+        return Ranking([top, *rest], "lexical", self.params.threshold)
 
     def unsure(self, lexical: Ranking, vague: bool, blend: Callable[[], Ranking]) -> Ranking:
         """The ranking for a question the lexical stage is unsure of."""

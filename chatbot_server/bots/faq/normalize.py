@@ -50,6 +50,9 @@ _TYPOS = {
     "年废": "年费",
     "积份": "积分",
     "人功": "人工",
+    "扫吗": "扫码",  # 扫吗支付; "要扫吗" is about scanning too
+    "扫妈": "扫码",
+    "二维吗": "二维码",
 }
 _TYPO_PATTERN = re.compile("|".join(sorted(map(re.escape, _TYPOS), key=len, reverse=True)))
 

@@ -30,7 +30,7 @@ _ENGLISH_STOPWORD_TEXT = (
     "at for from with by and or but so if not no can could would should will shall may might must have has "
     "had get got how what why when where which who whom this that these those there here please pls plz "
     "help want need let just about any some up out now today yesterday again still also very too much "
-    "use using used card cards bank"
+    "use using used card cards bank all s t ll re ve d"
 )
 STOPWORDS = frozenset(_STOPWORD_TEXT.split()) | frozenset(_ENGLISH_STOPWORD_TEXT.split())
 # Particles and colloquial filler: a bigram or character with one of these that no question has

@@ -16,6 +16,9 @@ _NOT_SUGGESTED = frozenset({"out_of_scope", "greeting", "thanks_goodbye", "human
 # wants answered: a card question matched at least this confidently wins over them.
 _SOCIAL = frozenset({"greeting", "thanks_goodbye"})
 SOCIAL_YIELD = 0.3
+# ... unless the pleasantry explains the message far better ("有人在吗": greeting 0.89, a card
+# question 0.30 on a shared character): then there is no question ("你好 余额": 0.86 and 0.73).
+SOCIAL_MARGIN = 0.5
 
 FALLBACK_TEXT = "抱歉，我没有完全理解您的问题。"
 FALLBACK_WITH_SUGGESTIONS = "您是想问以下问题吗？"
@@ -37,7 +40,7 @@ def reply_for(matcher: Matcher, ranking: Ranking, *, agents: bool = False) -> Re
     candidates = tuple((m.intent, round(m.confidence, 4)) for m in matches[:MAX_SUGGESTIONS])
     top = matches[0] if matches else None
     if top is not None and top.intent in _SOCIAL:
-        floor = max(threshold, SOCIAL_YIELD)
+        floor = max(threshold, SOCIAL_YIELD, top.confidence - SOCIAL_MARGIN)
         question = next((m for m in matches[1:] if m.intent not in _NOT_SUGGESTED and m.confidence >= floor), None)
         top = question or top
     if top is not None and top.confidence >= threshold:
