@@ -19,9 +19,8 @@ from chatbot_server.identity import IdentityError, sign_identity, verify_identit
 from chatbot_server.keys import CUSTOMERS_KEY
 from chatbot_server.sockets.codes import CLOSE_IDENTITY
 
-from .agent_support import AgentSocket, HandoffBot, agent_section
+from .agent_support import AgentSocket, HandoffBot, agent_section, apps_of
 from .helpers import make_settings, receive_close, receive_json, receive_until
-from .redis_server import unique_prefix
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -112,19 +111,7 @@ def apps(request: pytest.FixtureRequest, aiohttp_client: Any) -> Apps:
         bot = HandoffBot() if agents else None
         if agents:
             sections["agents"] = agent_section()
-        if request.param == "memory":
-            app = web.Application()
-            setup(app, make_settings(**sections), bot=bot)
-            client = await aiohttp_client(app)
-            return client, client
-        url = request.getfixturevalue("redis_server")
-        sections["layer"] = {"backend": "redis", "redis": {"url": url, "prefix": unique_prefix()}}
-        clients = []
-        for _ in range(2):
-            app = web.Application()
-            setup(app, make_settings(**sections), bot=bot)
-            clients.append(await aiohttp_client(app))
-        return clients[0], clients[1]
+        return await apps_of(request, aiohttp_client, sections, bot=bot)
 
     return make
 
