@@ -160,6 +160,25 @@ async def test_silent_assignment_goes_back_in_its_place_and_the_agent_is_away(pa
     assert await queue.agent_of("c1") == "li"
 
 
+async def test_waiting_sockets_asking_at_once_share_one_read_of_the_estimate(pair: Pair) -> None:
+    """A queue change makes every waiting socket of a process ask for its estimate at once."""
+    _, (a, _) = pair
+    await a.connect("li", 2)
+    reads = 0
+    roster = a.roster
+
+    async def counted() -> list[Any]:
+        nonlocal reads
+        reads += 1
+        return await roster()
+
+    a.roster = counted  # type: ignore[method-assign]
+    together = await asyncio.gather(*(a.estimated_wait(n) for n in range(1, 51)))
+    assert reads == 1
+    assert together == [await a.estimated_wait(n) for n in range(1, 51)]  # the same as asked one by one
+    assert reads == 51
+
+
 async def test_wait_estimate() -> None:
     assert estimate(None, 1, 1, 1) is None  # nothing measured yet
     assert estimate(60_000, 1, 0, 0) is None  # nobody online

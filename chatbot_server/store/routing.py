@@ -10,6 +10,7 @@ atomic: one Lua script in Redis (routing_redis.py), no await between check and s
 from __future__ import annotations
 
 import abc
+import asyncio
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -70,6 +71,8 @@ class AgentRouting(abc.ABC):
     def __init__(self, *, ttl: float = 30.0, process: str = "") -> None:
         self.ttl = ttl
         self.process = process
+        # The estimate's inputs being read: every waiting socket here that asks meanwhile shares it.
+        self._basis: asyncio.Future[tuple[float | None, int, int]] | None = None
 
     @abc.abstractmethod
     async def connect(self, agent: str, capacity: int) -> None:
@@ -126,9 +129,19 @@ class AgentRouting(abc.ABC):
         """The moving average of recent waits in ms, if any was measured."""
 
     async def estimated_wait(self, position: int) -> int | None:
-        """Seconds a user at `position` may still wait (see estimate()), None if unknown."""
+        """Seconds a user at `position` may still wait (see estimate()), None if unknown.
+
+        A queue change makes every waiting socket ask at once: those that ask while a read of
+        the average and of who is free is under way share it, instead of two reads each."""
+        basis = self._basis
+        if basis is None or basis.done():
+            basis = self._basis = asyncio.ensure_future(self._read_basis())
+        average, free, online = await asyncio.shield(basis)
+        return estimate(average, position, free, online)
+
+    async def _read_basis(self) -> tuple[float | None, int, int]:
         online = await self.available()
-        return estimate(await self.wait_average(), position, sum(a.free for a in online), len(online))
+        return await self.wait_average(), sum(a.free for a in online), len(online)
 
 
 def best(agents: list[AgentLoad], last: dict[str, int]) -> AgentLoad | None:
