@@ -287,7 +287,24 @@ class AgentCloseMessage:
     id: str
 
 
-AgentInbound = AgentClaim | AgentReply | AgentEnd | AgentOpen | AgentTyping | AgentCloseMessage
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """The agent sets their presence: {"type": "status", "status": "online" | "away"} (agents/routing.py)."""
+
+    status: Literal["online", "away"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTransfer:
+    """The holding agent hands a conversation to a colleague: {"type": "transfer", "conversation": id, "to": username}."""
+
+    conversation: str
+    to: str
+
+
+AgentInbound = (
+    AgentClaim | AgentReply | AgentEnd | AgentOpen | AgentTyping | AgentCloseMessage | AgentStatus | AgentTransfer
+)
 
 # The agent's reply may be longer than a user's message: this many times limits.max_text_length.
 AGENT_TEXT_LENGTH_FACTOR: Final = 4
@@ -310,6 +327,11 @@ def parse_agent_inbound(raw: str, *, max_text_length: int) -> AgentInbound:
         if not isinstance(message_id, str) or not 0 < len(message_id) <= MAX_CLIENT_ID_LENGTH:
             raise ProtocolError("bad_frame", "缺少留言编号。")
         return AgentCloseMessage(message_id)
+    if data.get("type") == "status":
+        status = data.get("status")
+        if status not in ("online", "away"):
+            raise ProtocolError("bad_frame", "状态只能是在线或暂离。")
+        return AgentStatus(status)
     conversation = data.get("conversation")
     if not isinstance(conversation, str) or not 0 < len(conversation) <= MAX_CONVERSATION_ID_LENGTH:
         raise ProtocolError("bad_frame", "缺少会话编号。")
@@ -331,6 +353,11 @@ def parse_agent_inbound(raw: str, *, max_text_length: int) -> AgentInbound:
             return AgentOpen(conversation)
         case "typing":
             return AgentTyping(conversation)
+        case "transfer":
+            to = data.get("to")
+            if not isinstance(to, str) or not 0 < len(to) <= MAX_CLIENT_ID_LENGTH:
+                raise ProtocolError("bad_frame", "缺少转接对象。")
+            return AgentTransfer(conversation, to)
         case _:
             raise ProtocolError("unknown_type", "不支持的消息类型。")
 

@@ -274,6 +274,20 @@ async def test_transfer_accepted_and_refused(
     await second.close()
 
 
+async def test_bad_status_and_transfer_frames_get_a_clear_error(
+    deploy: Callable[..., Awaitable[Deployment]], agents: list[AgentSocket]
+) -> None:
+    one, _, _ = await deploy()
+    li = await AgentSocket.open(one, "li")
+    agents.append(li)
+    await li.next("hello")
+    for bad in ({"type": "status", "status": "busy"}, {"type": "transfer", "conversation": "c1"}):
+        await li.send(**bad)
+        assert (await li.next("error"))["code"] == "bad_frame"
+    await li.send(type="status", status="away")  # the socket stays usable
+    assert (await li.next("status"))["status"] == "away"
+
+
 async def test_status_selector_and_manual_mode_capacity(
     deploy: Callable[..., Awaitable[Deployment]], agents: list[AgentSocket]
 ) -> None:

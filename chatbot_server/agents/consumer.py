@@ -36,6 +36,8 @@ from ..protocol import (
     AgentEnd,
     AgentOpen,
     AgentReply,
+    AgentStatus,
+    AgentTransfer,
     AgentTyping,
     Frame,
     error_frame,
@@ -50,7 +52,7 @@ from ..store.handoff import DEADLINE, HandoffQueue, QueueEntry
 from .directory import Agent, AgentDirectory
 from .feedback import ask_rating
 from .left_messages import close_message, listing
-from .routing import AgentAssigned, AgentClosed, AgentsPresence, Router, agent_group, parse_routing
+from .routing import AgentAssigned, AgentClosed, AgentsPresence, Router, agent_group
 from .sessions import COOKIE_NAME
 from .tools import AgentTools
 
@@ -205,9 +207,6 @@ class AgentConsumer(WebsocketConsumer):
 
     async def on_receive_text(self, text: str) -> None:
         try:
-            if (routing := parse_routing(text)) is not None:
-                await self.route(*routing)
-                return
             match parse_agent_inbound(text, max_text_length=self.settings.limits.max_text_length):
                 case AgentClaim(conversation):
                     await self.claim(conversation)
@@ -222,20 +221,17 @@ class AgentConsumer(WebsocketConsumer):
                     await self.tools.typing(conversation)
                 case AgentCloseMessage(message_id):
                     await close_message(self, self.left_messages, message_id, self.me.username)
+                case AgentStatus(status):
+                    await self.router.set_status(self.me.username, status)
+                    await self.send_json({"type": "status", "status": status})
+                case AgentTransfer(conversation, to):
+                    await self.router.transfer(self, conversation, self.me.username, to)
         except ProtocolError as exc:
             await self.send_json(error_frame(exc.code, str(exc)))
         except _UNAVAILABLE as exc:
             log.info("agent.action_unavailable agent=%s error=%s", self.me.username, exc)
             self.stats.error("queue_unavailable")
             await self.send_json(error_frame("queue_unavailable", "排队服务暂时不可用,请稍后再试。"))
-
-    async def route(self, kind: str, value: str, to: str) -> None:
-        """status (value: online | away) or transfer (value: the conversation) (agents/routing.py)."""
-        if kind == "status":
-            await self.router.set_status(self.me.username, "away" if value == "away" else "online")
-            await self.send_json({"type": "status", "status": value})
-        else:
-            await self.router.transfer(self, value, self.me.username, to)
 
     async def require_mine(self, conversation: str) -> None:
         """Only the agent holding a conversation may read or write it."""

@@ -19,7 +19,6 @@ from .. import messages
 from ..chat.holding import deliver
 from ..config import AgentSettings
 from ..errors import ChatbotServerError
-from ..jsonutil import loads
 from ..layers import ChannelLayer
 from ..messages import AGENTS_GROUP, QUEUE_GROUP, conversation_group
 from ..protocol import error_frame, frame
@@ -68,26 +67,6 @@ class AgentsPresence(TypedDict):
 def agent_group(username: str) -> str:
     """The layer group of every console of one agent (usernames may hold any character)."""
     return "agentof." + hashlib.sha256(username.encode()).hexdigest()[:24]
-
-
-def parse_routing(raw: str) -> tuple[Literal["status", "transfer"], str, str] | None:
-    """A routing frame of the console, or None for the others: {"type":"status","status":...}
-    → ("status", status, ""), {"type":"transfer","conversation":id,"to":username} → ("transfer", id, to)."""
-    if '"status"' not in raw and '"transfer"' not in raw:
-        return None
-    try:
-        data = loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(data, dict):
-        return None
-    if data.get("type") == "status" and data.get("status") in ("online", "away"):
-        return "status", str(data["status"]), ""
-    if data.get("type") == "transfer":
-        conversation, to = data.get("conversation"), data.get("to")
-        if isinstance(conversation, str) and isinstance(to, str) and 0 < len(conversation) <= 100 and len(to) <= 100:
-            return "transfer", conversation, to
-    return None
 
 
 class Console(Protocol):
