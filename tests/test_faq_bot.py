@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -105,8 +106,9 @@ async def test_confident_answer_carries_the_knowledge_base_answer_and_follow_ups
 async def test_unmatched_text_falls_back_with_suggestions_and_the_hotline(bot: FaqBot) -> None:
     reply = await ask(bot, "我想问一下关于卡的事情")
     assert reply.fallback and reply.intent == "out_of_scope"
-    assert reply.confidence < bot.options.threshold
     assert 1 <= len(reply.suggestions) <= 3
+    # The base's English and mixed examples match, but the page offers questions in characters.
+    assert not any(re.search("[A-Za-z]", s) for s in reply.suggestions), reply.suggestions
     assert all(s in reply.text for s in reply.suggestions)
     # No agents configured (BotContext's default, the default install): no 转人工 to offer (#16).
     assert "95516" in reply.text and "转人工" not in reply.text

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import urllib.request
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,10 @@ def test_wheel_installs_into_a_fresh_venv_and_serves(tmp_path: Path) -> None:
         timeout=170,
     )
     (wheel,) = wheels.glob("chatbot_server-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for data in ("knowledge_base.yaml", "pinyin.txt"):  # the FAQ bot reads both at start
+        assert f"chatbot_server/bots/faq/data/{data}" in names
 
     # A fresh venv outside the source tree; the dependencies come from this interpreter's
     # site-packages so the test needs no network, the package itself only from the wheel.

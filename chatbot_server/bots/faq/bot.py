@@ -39,13 +39,13 @@ def build_index(path: Path) -> Index:
 def build_matcher(path: Path, params: CascadeParams, encoder: Encoder | None) -> Matcher:
     """The lexical index and, given an encoder, the semantic index."""
     index = build_index(path)
-    return Matcher(index, SemanticIndex(index.kb, encoder) if encoder is not None else None, params)
+    return Matcher(index, SemanticIndex(index.kb, encoder, index.reader) if encoder is not None else None, params)
 
 
-def warm_up(kb: KnowledgeBase) -> SemanticIndex | None:
-    """Load the encoder and embed `kb`'s questions; None without the semantic extra."""
+def warm_up(index: Index) -> SemanticIndex | None:
+    """Load the encoder and embed the indexed base's questions; None without the semantic extra."""
     encoder = load_encoder()
-    return None if encoder is None else SemanticIndex(kb, encoder)
+    return None if encoder is None else SemanticIndex(index.kb, encoder, index.reader)
 
 
 async def run_niced(function: Callable[..., T], *args: Any) -> T:
@@ -178,7 +178,7 @@ class FaqBot(Bot):
         try:
             async with self._reload_lock:  # a reload meanwhile would embed a base already replaced
                 matcher = self._require_matcher()
-                semantic = await run_niced(warm_up, matcher.kb)
+                semantic = await run_niced(warm_up, matcher.index)
                 if semantic is not None:
                     await self._install(matcher.with_semantic(semantic), new_base=False)
                     logger.info(

@@ -17,7 +17,6 @@ import numpy as np
 
 from . import segment
 from .knowledge import Entry, KnowledgeBase
-from .normalize import normalize
 from .ranker import FILLER_CHARS, STOPWORDS, Index, Match
 from .semantic import SemanticIndex
 
@@ -128,7 +127,7 @@ class Matcher:
         keywords = self.index.keywords.get(OUT_OF_SCOPE, ())
         if not keywords:
             return False
-        norm = normalize(text)
+        norm = self.index.normalize(text)
         return any(keyword in norm for keyword in keywords)
 
     def other_product(self, lexical: Ranking) -> Ranking:
@@ -150,7 +149,7 @@ class Matcher:
 
     def is_vague(self, text: str) -> bool:
         """True when `text` has no word beyond function words and the generic subject (卡, 问题)."""
-        norm = normalize(text)
+        norm = self.index.normalize(text)
         if any(canonical not in GENERIC_WORDS for canonical in self.index.featurizer.synonyms.find(norm)):
             return False
         words = [word.strip() for word in segment.cut(norm)]

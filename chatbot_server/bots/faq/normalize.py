@@ -5,9 +5,12 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .vernacular import rewrite
+
+if TYPE_CHECKING:
+    from .pinyin import SentenceReader
 
 # Characters that opencc's t2s table leaves as the less common simplified variant, or that
 # customers commonly type interchangeably; mapping them keeps one spelling per word.
@@ -70,11 +73,12 @@ def _t2s() -> _Converter:
     return converter
 
 
-def normalize(text: str) -> str:
-    """Return `text` in half-width, lower case, Simplified Chinese, with single spaces."""
+def normalize(text: str, reader: SentenceReader | None = None) -> str:
+    """Return `text` in half-width, lower case, Simplified Chinese, with single spaces; with a
+    knowledge base's pinyin `reader`, pinyin sentences and sound-alike slips read as its words."""
     # NFKC folds full-width ASCII (ＡＴＭ, ３) and compatibility forms to their plain form.
     folded = unicodedata.normalize("NFKC", text).casefold()
     simplified = _t2s().convert(folded).translate(_CHAR_FIXES)
     simplified = _TYPO_PATTERN.sub(lambda m: _TYPOS[m.group()], simplified)
-    simplified = rewrite(simplified)
+    simplified = rewrite(simplified, reader)
     return _SPACES.sub(" ", simplified).strip()

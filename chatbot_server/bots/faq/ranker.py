@@ -13,6 +13,8 @@ import numpy as np
 from . import segment
 from .knowledge import KnowledgeBase
 from .normalize import normalize
+from .pinyin import SentenceReader
+from .vernacular import PINYIN
 
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 _WORDISH = re.compile(r"[\w\u3400-\u9fff]")
@@ -191,13 +193,27 @@ class Index:
         self.keywords = {entry.id: tuple(normalize(k) for k in entry.keywords) for entry in kb.entries}
         self.doc_intent: list[str] = []
         self.doc_text: list[str] = []
-        doc_feats: list[Counter[str]] = []
         for entry in kb.entries:
             titles = (entry.title,) if self.params.include_titles else ()
             for question in (*entry.questions, *titles):
                 self.doc_intent.append(entry.id)
                 self.doc_text.append(question)
-                doc_feats.append(self.featurizer.features(normalize(question)))
+        normalized = [normalize(text) for text in self.doc_text]
+        doc_feats = [self.featurizer.features(text) for text in normalized]
+        # This base's words and characters: what customers' pinyin sentences read as, and the
+        # domain words sound-alike slips are corrected to. (The questions themselves are indexed
+        # as written: a slip among them still matches the same slip uncorrected.)
+        self.reader = SentenceReader(PINYIN)
+        self.reader.learn(feature[2:] for feats in doc_feats for feature in feats.elements() if feature[0] == "w")
+        self.reader.learn_characters(normalized)
+        self.reader.learn_domain(
+            [
+                *segment.DOMAIN_WORDS,
+                *table,
+                *(variant for variants in table.values() for variant in variants),
+                *(keyword for keywords in self.keywords.values() for keyword in keywords),
+            ]
+        )
         self._build(doc_feats)
 
     def _build(self, doc_feats: list[Counter[str]]) -> None:
@@ -231,9 +247,13 @@ class Index:
         self.n_docs = n
         self.ideal_cap = float(self.doc_ideal.max()) * p.query_cap if n and p.query_cap > 0 else math.inf
 
+    def normalize(self, text: str) -> str:
+        """`normalize` with this base's pinyin reader: the form every stage matches."""
+        return normalize(text, self.reader)
+
     def rank(self, text: str, limit: int = 3) -> list[Match]:
         """Return up to `limit` intents, best first, each with a confidence in 0..1."""
-        norm_text = normalize(text)
+        norm_text = self.normalize(text)
         feats, covered = self.featurizer.features_and_covered(norm_text)
         ideal = 0.0
         doc_parts = []

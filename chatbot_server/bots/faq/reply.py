@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from ..base import Reply
 from .cascade import Matcher, Ranking
 
@@ -20,12 +22,23 @@ SOCIAL_YIELD = 0.3
 # question 0.30 on a shared character): then there is no question ("你好 余额": 0.86 and 0.73).
 SOCIAL_MARGIN = 0.5
 
+_LATIN = re.compile("[A-Za-z]")
+
 FALLBACK_TEXT = "抱歉，我没有完全理解您的问题。"
 FALLBACK_WITH_SUGGESTIONS = "您是想问以下问题吗？"
 FALLBACK_HUMAN = "您可以换个说法再问一次，或回复“转人工”由人工客服为您服务（也可拨打银联客服 95516）。"
 # Without agents (the default install) there is no 转人工 to offer: the hotline is the human channel.
 FALLBACK_HOTLINE = "您可以换个说法再问一次，或拨打银联客服热线 95516 咨询人工客服。"
 AFTER_SUGGESTIONS = "如果都不是，"
+
+
+def shown_question(matcher: Matcher, intent: str, question: str) -> str:
+    """The question a fallback offers for `intent`: the closest one, unless it is written partly in
+    Latin letters (an example in the customers' English or pinyin is no question to offer on a
+    Chinese page): then the intent's first question in characters only."""
+    if not _LATIN.search(question):
+        return question
+    return next((q for q in matcher.entries[intent].questions if not _LATIN.search(q)), question)
 
 
 def compose_reply(matcher: Matcher, text: str, *, agents: bool = False) -> Reply:
@@ -54,7 +67,9 @@ def reply_for(matcher: Matcher, ranking: Ranking, *, agents: bool = False) -> Re
             handoff=entry.id == HANDOFF_INTENT,
             candidates=candidates,
         )
-    suggestions = tuple(m.question for m in ranking.offered if m.intent not in _NOT_SUGGESTED)[:MAX_SUGGESTIONS]
+    suggestions = tuple(
+        shown_question(matcher, m.intent, m.question) for m in ranking.offered if m.intent not in _NOT_SUGGESTED
+    )[:MAX_SUGGESTIONS]
     lines = [FALLBACK_TEXT]
     if suggestions:
         lines.append(FALLBACK_WITH_SUGGESTIONS)

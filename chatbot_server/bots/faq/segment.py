@@ -106,8 +106,10 @@ def tokenizer() -> jieba.Tokenizer:
 def add_words(words: Iterable[str]) -> None:
     """Teach the segmenter extra words (knowledge-base keywords and synonyms), each once."""
     seg = tokenizer()
+    # Drawn before the lock: a generator that normalises (and so segments) would wait on it forever.
+    pending = list(words)
     with _lock:
-        for word in words:
+        for word in pending:
             # jieba only keeps dictionary words made of CJK or alphanumerics intact; skip the rest.
             if word and word not in _added and len(word) > 1 and " " not in word:
                 seg.add_word(word, freq=20000)

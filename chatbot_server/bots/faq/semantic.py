@@ -24,6 +24,7 @@ import numpy as np
 
 from .knowledge import KnowledgeBase
 from .normalize import normalize
+from .pinyin import SentenceReader
 
 logger = logging.getLogger("chatbot_server.bots.faq")
 
@@ -32,6 +33,9 @@ EXTRA_HINT = "pip install 'chatbot_server[semantic]'"
 # The encoder's cost grows with the text (about 2 ms for a short question, 24 ms for 500
 # characters on one core); the question sits in the first lines, as for the lexical stage.
 MAX_SEMANTIC_CHARS = 160
+# An intent's score: its closest questions' similarities weighted so (bench: evaluate on the
+# calibration sets, docs/knowledge-base.md "Fifth round").
+NEIGHBOUR_WEIGHTS = np.array([0.6, 0.25, 0.15], dtype=np.float32)
 # Questions embedded per call: batching amortises the weight streaming of the encoder.
 _BATCH = 64
 
@@ -113,30 +117,53 @@ class SemanticScores:
 class SemanticIndex:
     """The knowledge base's questions (and titles) as unit vectors, grouped by intent."""
 
-    def __init__(self, kb: KnowledgeBase, encoder: Encoder) -> None:
+    def __init__(self, kb: KnowledgeBase, encoder: Encoder, reader: SentenceReader | None = None) -> None:
         started = time.perf_counter()
         self.encoder = encoder
+        self.reader = reader  # the lexical index's: both stages read pinyin and slips alike
         texts: list[str] = []
         intents: list[str] = []
         for entry in kb.entries:
             for question in dict.fromkeys((*entry.questions, entry.title)):
                 texts.append(question)
                 intents.append(entry.id)
-        keys = [prepare(text) for text in texts]
+        keys = [prepare(text, reader) for text in texts]
         self.vectors_by_key, self.embedded = _vectors(encoder, keys)
         self.matrix: FloatMatrix = np.stack([self.vectors_by_key[key] for key in keys]).astype(np.float32)
         self.texts = texts
         self.intent_ids = list(dict.fromkeys(intents))
         self.position = {intent: n for n, intent in enumerate(self.intent_ids)}
-        # Rows are grouped by entry, so one reduceat gives every intent's best similarity.
+        # Rows are grouped by entry: each intent's questions are one run of rows.
         self._starts = np.array([intents.index(intent) for intent in self.intent_ids], dtype=np.intp)
+        ends = [*self._starts[1:], len(texts)]
+        widest = max((end - start for start, end in zip(self._starts, ends, strict=True)), default=0)
+        self._rows = np.full((len(self.intent_ids), widest), len(texts), dtype=np.intp)
+        for n, (start, end) in enumerate(zip(self._starts, ends, strict=True)):
+            self._rows[n, : end - start] = np.arange(start, end)
         self.seconds = time.perf_counter() - started
 
     def scores(self, text: str) -> SemanticScores:
         """Return every intent's best cosine similarity to `text` (blocking: a few ms)."""
-        query = self.encoder.encode([prepare(text)])[0]
+        query = self.encoder.encode([prepare(text, self.reader)])[0]
         sims = self.matrix @ query
-        return SemanticScores(sims, np.maximum.reduceat(sims, self._starts))
+        return SemanticScores(sims, self._intent_scores(sims))
+
+    def _intent_scores(self, sims: FloatMatrix) -> FloatMatrix:
+        """Each intent's weighted mean of its closest questions (NEIGHBOUR_WEIGHTS).
+
+        The single closest question decides too much: one stray example of a neighbouring intent
+        (a story about a frozen card among the lost-card ones) outscores the several close
+        examples of the right one. Intents with fewer questions average what they have.
+        """
+        # One padded row of question numbers per intent (the padding points at a -inf slot), so
+        # a partition along the rows finds every intent's closest questions at once.
+        padded = np.append(sims, np.float32(-np.inf))[self._rows]
+        k = min(len(NEIGHBOUR_WEIGHTS), padded.shape[1])
+        top = -np.sort(np.partition(-padded, k - 1, axis=1)[:, :k], axis=1)
+        present = np.isfinite(top)
+        weights = np.where(present, NEIGHBOUR_WEIGHTS[:k], np.float32(0.0))
+        scores: FloatMatrix = (np.where(present, top, 0.0) * weights).sum(axis=1) / weights.sum(axis=1)
+        return scores.astype(np.float32)
 
     def closest_question(self, position: int, scores: SemanticScores) -> str:
         """The question of intent number `position` most similar to the scored text."""
@@ -173,6 +200,6 @@ def _vectors(encoder: Encoder, keys: Sequence[str]) -> tuple[dict[str, FloatMatr
         return {key: _cache[key] for key in keys}, len(todo)
 
 
-def prepare(text: str) -> str:
+def prepare(text: str, reader: SentenceReader | None = None) -> str:
     """The encoder's view of a text: normalised like the lexical stage's, cut to a bounded length."""
-    return normalize(text)[:MAX_SEMANTIC_CHARS] or text[:MAX_SEMANTIC_CHARS]
+    return normalize(text, reader)[:MAX_SEMANTIC_CHARS] or text[:MAX_SEMANTIC_CHARS]

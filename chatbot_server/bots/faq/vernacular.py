@@ -9,6 +9,12 @@ encoder reads pinyin as noise. Rewriting them to the Mandarin words lets both st
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
+
+from . import segment
+
+if TYPE_CHECKING:
+    from .pinyin import SentenceReader
 
 # Toneless pinyin of the domain's words -> the words. Two syllables at least, and nothing that
 # is also an English word ("tie" is 提额 only as "ti'e"), so English text passes untouched.
@@ -168,10 +174,17 @@ _LATIN_RUN = re.compile(r"[a-z][a-z']*(?: +[a-z][a-z']*)*")
 _LONGEST = max(len(key.replace("'", "")) for key in PINYIN)
 
 
-def rewrite(text: str) -> str:
-    """Rewrite pinyin fragments and dialect words of a normalised (lower-case, simplified) text."""
+def rewrite(text: str, reader: SentenceReader | None = None) -> str:
+    """Rewrite pinyin fragments and dialect words of a normalised (lower-case, simplified) text.
+
+    With a knowledge base's `reader`, whole pinyin sentences are read with its words and
+    sound-alike slips of its domain words corrected; without, the fixed table reads fragments.
+    """
     text = _DIALECT_PATTERN.sub(lambda m: DIALECT[m.group()], text)
-    return _LATIN_RUN.sub(lambda m: _pinyin_run(m.group()), text)
+    if reader is None:
+        return _LATIN_RUN.sub(lambda m: _pinyin_run(m.group()), text)
+    text = _LATIN_RUN.sub(lambda m: reader.read(m.group()) or _pinyin_run(m.group()), text)
+    return reader.correct(text, segment.cut)
 
 
 def _pinyin_run(run: str) -> str:
