@@ -31,13 +31,20 @@ LABELLED = [
     (DATA / "faq_fresh_calib.jsonl", 6, 0.95, 0.90),
     # Written blind (#19, third pair), scored 0.895 / lexical 0.845 untouched, then tuned on: 0.990 / 0.940.
     (DATA / "faq_blind3_calib.jsonl", 5, 0.95, 0.92),
-    # Never read and never tuned on; scored once before and once after #19 (0.723 -> 0.840), with
-    # the semantic stage only: a floor under that figure guards against regressions.
-    (DATA / "faq_fresh_heldout.jsonl", 1, 0.82, None),
+    # Written blind (#19, fourth pair), scored 0.914 / lexical 0.850 untouched, then tuned on: 0.959 / 0.936.
+    (DATA / "faq_blind4_calib.jsonl", 5, 0.93, 0.90),
+    # Never read and never tuned on; scored before #19 and after each round (0.723 -> 0.840 -> 0.889
+    # -> 0.916), with the semantic stage only: a floor under that figure guards against regressions.
+    (DATA / "faq_fresh_heldout.jsonl", 1, 0.89, None),
 ]
 # Sets written without seeing the base share a few common questions with it by chance (你好,
 # 谢谢, 信用卡年费多少钱): a coincidence, not a copy, and too few to move the figures.
-WRITTEN_BLIND = {"faq_fresh_calib.jsonl": 8, "faq_fresh_heldout.jsonl": 16, "faq_blind3_calib.jsonl": 6}
+WRITTEN_BLIND = {
+    "faq_fresh_calib.jsonl": 8,
+    "faq_fresh_heldout.jsonl": 16,
+    "faq_blind3_calib.jsonl": 6,
+    "faq_blind4_calib.jsonl": 9,
+}
 
 
 @pytest.fixture(scope="module")
