@@ -8,7 +8,10 @@ the more frequent word wins a shared spelling (shouji: 手机 over 收集 in a b
 
 Readings come from `data/pinyin.txt`: every GB2312 character's toneless readings, generated
 from pypinyin (MIT) by `python -m chatbot_server.bots.faq.pinyin_table`. pypinyin itself is no
-run-time dependency: importing it holds ~57 MB and 0.4 s per process for what this 60 KB table does.
+run-time dependency: importing it holds ~57 MB and 0.4 s per process for what this 64 KB table does.
+
+The same readings correct sound-alike slips of the base's domain words in characters (鱼额 ->
+余额, 鸡分 -> 积分): `SentenceReader.correct`.
 
 English must pass untouched ("change pin", "balance"): a run is read only when every word of it
 is pinyin and learned words of two or more syllables make up at least half of its syllables, or
