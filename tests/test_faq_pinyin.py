@@ -41,6 +41,11 @@ def test_whole_pinyin_sentences_read_as_the_bases_words(index: Index, text: str,
     assert index.normalize(text) == expected
 
 
+def test_syllables_the_customer_separated_stay_separate(index: Index) -> None:
+    # "kan a" is kan + a (看啊): the letters also spell ka + na (卡哪), which cuts a typed syllable.
+    assert "卡哪" not in index.normalize("yu e zen me kan a")
+
+
 def test_without_a_base_only_the_fixed_table_reads_pinyin() -> None:
     # normalize() alone depends on no knowledge base: the same text, the same form, in any process.
     assert normalize("wo de ka diu le") == "wo de 卡丢了"

@@ -226,6 +226,12 @@ class SentenceReader:
         known = syllables()
         letters = "".join(words).replace("'", "")
         size = len(letters)
+        # Where the customer separated syllables (a space, an apostrophe): "kan a" is kan + a, never
+        # ka + na. A piece may span such a place only as a word whose syllables split there.
+        typed_breaks, at = set(), 0
+        for part in " ".join(words).replace("'", " ").split():
+            at += len(part)
+            typed_breaks.add(at)
         # best[i]: (cost, pieces covering letters[:i]); a piece is (text, syllables it stands for, is_word).
         best: list[tuple[float, list[tuple[str, int, bool]]] | None] = [None] * (size + 1)
         best[0] = (0.0, [])
@@ -242,6 +248,14 @@ class SentenceReader:
                     options.append((_CHAR_COST, chars[piece], False))
                 elif piece in known:
                     options.append((_UNKNOWN_COST, piece, False))
+                inside = [b for b in typed_breaks if start < b < end]
+                if inside:
+                    options = [
+                        option
+                        for option in options
+                        if option[2]
+                        and all(is_pinyin(piece[: b - start]) and is_pinyin(piece[b - start :]) for b in inside)
+                    ]
                 for cost, text, is_word in options:
                     total = here[0] + cost
                     there = best[end]
