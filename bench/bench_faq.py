@@ -161,7 +161,7 @@ def latency(kb_path: Path, texts: list[str]) -> None:
     index = Index(load_knowledge_base(kb_path))
     encoder = load_encoder()
     started = time.perf_counter()
-    semantic = SemanticIndex(index.kb, encoder, index.reader) if encoder is not None else None
+    semantic = SemanticIndex(index, encoder) if encoder is not None else None
     if semantic is not None:
         print(f"  embedding {len(semantic.texts)} questions took {time.perf_counter() - started:.1f} s (one core)")
     for label, matcher in (("lexical only", Matcher(index)), ("two stages", Matcher(index, semantic))):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -23,23 +22,17 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chatbot_server.bots.faq.cascade import Matcher
+from chatbot_server.bots.faq.bot import build_matcher
+from chatbot_server.bots.faq.cascade import CascadeParams
 from chatbot_server.bots.faq.evaluate import load_examples
-from chatbot_server.bots.faq.knowledge import load_knowledge_base
 from chatbot_server.bots.faq.options import DEFAULT_KNOWLEDGE_BASE
-from chatbot_server.bots.faq.ranker import Index
 from chatbot_server.bots.faq.reply import RANK_LIMIT, reply_for
-from chatbot_server.bots.faq.semantic import SemanticIndex, load_encoder
+from chatbot_server.bots.faq.semantic import load_encoder
+from tests.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # Below the default rate burst (10 messages per socket): no question meets a rate limit.
 PER_SOCKET = 8
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def ask_all(port: int, texts: list[str]) -> list[str]:
@@ -61,9 +54,7 @@ async def ask_all(port: int, texts: list[str]) -> list[str]:
 
 def in_process(texts: list[str]) -> list[str]:
     """What the evaluate command predicts for each text."""
-    index = Index(load_knowledge_base(DEFAULT_KNOWLEDGE_BASE))
-    encoder = load_encoder()
-    matcher = Matcher(index, SemanticIndex(index.kb, encoder, index.reader) if encoder is not None else None)
+    matcher = build_matcher(DEFAULT_KNOWLEDGE_BASE, CascadeParams(), load_encoder())
     return [reply_for(matcher, matcher.rank(text, RANK_LIMIT)).intent for text in texts]
 
 

@@ -51,7 +51,7 @@ WRITTEN_BLIND = {
 def matcher() -> Matcher:
     index = Index(load_knowledge_base(DEFAULT_KNOWLEDGE_BASE))
     encoder = load_encoder()
-    return Matcher(index, SemanticIndex(index.kb, encoder, index.reader) if encoder is not None else None)
+    return Matcher(index, SemanticIndex(index, encoder) if encoder is not None else None)
 
 
 def test_dev_set_covers_every_intent_with_unseen_utterances(matcher: Matcher) -> None:

@@ -185,7 +185,7 @@ def test_an_intent_scores_by_its_closest_questions_not_by_one_stray_example(tmp_
         "丁一": 0.10,
         "戊一": 0.10,
     }
-    semantic = SemanticIndex(load_knowledge_base(path), _PlacedEncoder(prepare("查询"), cosines))
+    semantic = SemanticIndex(Index(load_knowledge_base(path)), _PlacedEncoder(prepare("查询"), cosines))
     best = dict(zip(semantic.intent_ids, semantic.scores("查询").best.tolist(), strict=True))
     assert max(best, key=best.__getitem__) == "jia"
     assert best["jia"] == pytest.approx(0.6 * 0.78 + 0.25 * 0.77 + 0.15 * 0.76, abs=1e-6)

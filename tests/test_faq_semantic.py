@@ -54,7 +54,7 @@ def matcher() -> Matcher:
     if encoder is None:
         pytest.skip("the semantic extra is not installed (pip install '.[semantic]')")
     index = Index(load_knowledge_base(DEFAULT_KNOWLEDGE_BASE))
-    return Matcher(index, SemanticIndex(index.kb, encoder, index.reader))
+    return Matcher(index, SemanticIndex(index, encoder))
 
 
 @needs_extra

@@ -39,13 +39,13 @@ def build_index(path: Path) -> Index:
 def build_matcher(path: Path, params: CascadeParams, encoder: Encoder | None) -> Matcher:
     """The lexical index and, given an encoder, the semantic index."""
     index = build_index(path)
-    return Matcher(index, SemanticIndex(index.kb, encoder, index.reader) if encoder is not None else None, params)
+    return Matcher(index, SemanticIndex(index, encoder) if encoder is not None else None, params)
 
 
 def warm_up(index: Index) -> SemanticIndex | None:
     """Load the encoder and embed the indexed base's questions; None without the semantic extra."""
     encoder = load_encoder()
-    return None if encoder is None else SemanticIndex(index.kb, encoder, index.reader)
+    return None if encoder is None else SemanticIndex(index, encoder)
 
 
 async def run_niced(function: Callable[..., T], *args: Any) -> T:

@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     encoder = None if args.lexical_only else load_encoder()
     params = CascadeParams(args.threshold, args.semantic_below, args.semantic_threshold)
-    matcher = Matcher(index, SemanticIndex(index.kb, encoder, index.reader) if encoder is not None else None, params)
+    matcher = Matcher(index, SemanticIndex(index, encoder) if encoder is not None else None, params)
     print(f"stages: {'lexical + semantic' if matcher.semantic is not None else 'lexical only'}")
     if args.calibrate:
         print(format_calibration(calibrate(matcher, examples)))

@@ -23,10 +23,11 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from importlib import resources
+
+from . import segment
 
 TABLE = "pinyin.txt"
 # A word whose characters have more reading combinations than this keeps each one's first (most
@@ -120,41 +121,44 @@ def _single_characters(words: list[str]) -> set[int]:
 
 
 class SentenceReader:
-    """Reads pinyin runs with the words it has learned and a fixed table that always wins."""
+    """Reads pinyin runs with one knowledge base's words; a fixed table always wins.
 
-    def __init__(self, fixed: Mapping[str, str]) -> None:
-        self._fixed = {key.replace("'", ""): word for key, word in fixed.items()}
-        self._lock = threading.Lock()
-        self._words: Counter[str] = Counter()
-        self._chars: Counter[str] = Counter()
-        self._built: tuple[dict[str, str], dict[str, str], int] | None = None
+    Built once with the index and never changed, so the worker threads that answer share it freely.
+    """
+
+    def __init__(
+        self, fixed: Mapping[str, str], words: Iterable[str], texts: Iterable[str], domain: Iterable[str]
+    ) -> None:
+        """`words`: the base's segmented words; `texts`: its normalised questions (for characters);
+        `domain`: the words a slip of the input method is corrected to (keywords, synonyms)."""
+        self._words = Counter(part for word in words for part in _HANZI.findall(word) if len(part) > 1)
+        self._chars = Counter(char for text in texts for char in text if "\u4e00" <= char <= "\u9fff")
+        spelled: dict[str, tuple[str, float]] = {}
+        for word, count in self._words.items():
+            for key in spellings(word):
+                if count > spelled.get(key, ("", 0.0))[1]:
+                    spelled[key] = (word, count)
+        self._by_key = {key: word for key, (word, _) in spelled.items()}
+        self._by_key |= {key.replace("'", ""): word for key, word in fixed.items()}
+        self._longest = max(map(len, self._by_key), default=0)
+        table = readings()
+        chars: dict[str, tuple[str, float]] = {}
+        for char, count in self._chars.items():
+            for n, key in enumerate(table.get(char, ())):
+                weight = count if n == 0 else count * _SECONDARY
+                if weight > chars.get(key, ("", 0.0))[1]:
+                    chars[key] = (char, weight)
+        self._char_by_key = {key: char for key, (char, _) in chars.items()}
         self._domain: dict[str, str] = {}
-        self._words_spoken: set[str] = set()
+        self._domain_words: set[str] = set()
+        for word in domain:
+            spoken = _spoken(word) if _HANZI.fullmatch(word) and 2 <= len(word) <= _LONGEST_SLIP else None
+            if spoken is not None:
+                self._domain_words.add(word)
+                # Two words that sound alike: no telling which one a slip meant.
+                self._domain[spoken] = word if self._domain.get(spoken, word) == word else ""
 
-    def learn(self, words: Iterable[str]) -> None:
-        """Count the hanzi words of segmented text (two characters or more) as the vocabulary."""
-        hanzi = [part for word in words for part in _HANZI.findall(word)]
-        with self._lock:
-            self._words.update(word for word in hanzi if len(word) > 1)
-            self._built = None
-
-    def learn_characters(self, texts: Iterable[str]) -> None:
-        """Count the characters of whole texts: single syllables read as the commonest one."""
-        with self._lock:
-            self._chars.update(char for text in texts for char in text if "\u4e00" <= char <= "\u9fff")
-            self._built = None
-
-    def learn_domain(self, words: Iterable[str]) -> None:
-        """The words a slip of the input method is corrected to (keywords, synonyms: 余额, 积分)."""
-        with self._lock:
-            for word in words:
-                key = _spoken(word) if _HANZI.fullmatch(word) and 2 <= len(word) <= _LONGEST_SLIP else None
-                if key is not None:
-                    self._words_spoken.add(word)
-                    # Two words that sound alike: no telling which one a slip meant.
-                    self._domain[key] = word if self._domain.get(key, word) == word else ""
-
-    def correct(self, text: str, cut: Callable[[str], list[str]]) -> str:
+    def correct(self, text: str) -> str:
         """Replace sound-alike slips of domain words (鱼额 -> 余额, 鸡分 -> 积分, 年废 -> 年费).
 
         Only characters the segmenter could not join into a word are candidates (几分钟, 小费 and
@@ -176,7 +180,7 @@ class SentenceReader:
                 if not word or not self._is_slip(text[i : i + size], word):
                     continue
                 if alone is None:
-                    alone = _single_characters(cut(text))
+                    alone = _single_characters(segment.cut(text))
                 if all(n in alone for n in range(i, i + size)):
                     out += [text[done:i], word]
                     done = i = i + size
@@ -188,41 +192,18 @@ class SentenceReader:
     def _is_slip(self, typed: str, word: str) -> bool:
         """Whether `typed` reads as a slip for `word`: a character kept, the others rarer in the
         knowledge base than the ones they stand for (时卡 is no slip for 食卡: 时 is the common one)."""
-        if typed in self._words_spoken or typed in self._words:
+        if typed in self._domain_words or typed in self._words:
             return False
         pairs = [(a, b) for a, b in zip(typed, word, strict=True) if a != b]
         kept = {a for a, b in zip(typed, word, strict=True) if a == b}
         return bool(kept - _WEAK_CHARS) and all(self._chars[a] < self._chars[b] for a, b in pairs)
-
-    def _tables(self) -> tuple[dict[str, str], dict[str, str], int]:
-        with self._lock:
-            if self._built is None:
-                self._built = self._build()
-            return self._built
-
-    def _build(self) -> tuple[dict[str, str], dict[str, str], int]:
-        words: dict[str, tuple[str, float]] = {}
-        for word, count in self._words.items():
-            for key in spellings(word):
-                if count > words.get(key, ("", 0.0))[1]:
-                    words[key] = (word, count)
-        table = readings()
-        chars: dict[str, tuple[str, float]] = {}
-        for char, count in self._chars.items():
-            for n, key in enumerate(table.get(char, ())):
-                weight = count if n == 0 else count * _SECONDARY
-                if weight > chars.get(key, ("", 0.0))[1]:
-                    chars[key] = (char, weight)
-        by_key = {key: word for key, (word, _) in words.items()} | self._fixed
-        longest = max(map(len, by_key), default=0)
-        return by_key, {key: char for key, (char, _) in chars.items()}, longest
 
     def read(self, run: str) -> str | None:
         """The hanzi for a run of space-separated pinyin words, or None to leave it as typed."""
         words = run.split()
         if not words or not all(is_pinyin(word) for word in words):
             return None
-        by_key, chars, longest = self._tables()
+        by_key, chars, longest = self._by_key, self._char_by_key, self._longest
         known = syllables()
         letters = "".join(words).replace("'", "")
         size = len(letters)

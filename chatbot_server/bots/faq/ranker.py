@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ from .normalize import normalize
 from .pinyin import SentenceReader
 from .vernacular import PINYIN
 
+# Messages whose normalised form an index keeps: the steps matching one message share it.
+_NORMALIZED_CACHE = 256
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]+")
 _WORDISH = re.compile(r"[\w\u3400-\u9fff]")
 # Function words that carry no intent; their characters still take part in the n-grams.
@@ -203,16 +206,22 @@ class Index:
         # This base's words and characters: what customers' pinyin sentences read as, and the
         # domain words sound-alike slips are corrected to. (The questions themselves are indexed
         # as written: a slip among them still matches the same slip uncorrected.)
-        self.reader = SentenceReader(PINYIN)
-        self.reader.learn(feature[2:] for feats in doc_feats for feature in feats.elements() if feature[0] == "w")
-        self.reader.learn_characters(normalized)
-        self.reader.learn_domain(
-            [
+        self.reader = SentenceReader(
+            PINYIN,
+            words=(feature[2:] for feats in doc_feats for feature in feats.elements() if feature[0] == "w"),
+            texts=normalized,
+            domain=[
                 *segment.DOMAIN_WORDS,
                 *table,
                 *(variant for variants in table.values() for variant in variants),
                 *(keyword for keywords in self.keywords.values() for keyword in keywords),
-            ]
+            ],
+        )
+        # `normalize` with this base's reader: the form every stage matches. One message passes
+        # several steps (both stages, the vague and other-product checks), each normalising it,
+        # and normalising is no longer cheap (pinyin, slips): they share one result.
+        self.normalize: Callable[[str], str] = functools.lru_cache(maxsize=_NORMALIZED_CACHE)(
+            functools.partial(normalize, reader=self.reader)
         )
         self._build(doc_feats)
 
@@ -246,10 +255,6 @@ class Index:
         self.doc_ideal = np.maximum(np.array(ideals, dtype=np.float64), 1e-9)
         self.n_docs = n
         self.ideal_cap = float(self.doc_ideal.max()) * p.query_cap if n and p.query_cap > 0 else math.inf
-
-    def normalize(self, text: str) -> str:
-        """`normalize` with this base's pinyin reader: the form every stage matches."""
-        return normalize(text, self.reader)
 
     def rank(self, text: str, limit: int = 3) -> list[Match]:
         """Return up to `limit` intents, best first, each with a confidence in 0..1."""

@@ -16,15 +16,16 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .knowledge import KnowledgeBase
 from .normalize import normalize
-from .pinyin import SentenceReader
+
+if TYPE_CHECKING:
+    from .ranker import Index
 
 logger = logging.getLogger("chatbot_server.bots.faq")
 
@@ -117,17 +118,20 @@ class SemanticScores:
 class SemanticIndex:
     """The knowledge base's questions (and titles) as unit vectors, grouped by intent."""
 
-    def __init__(self, kb: KnowledgeBase, encoder: Encoder, reader: SentenceReader | None = None) -> None:
+    def __init__(self, index: Index, encoder: Encoder) -> None:
+        """Embed the questions of `index`'s base, read as that index reads them (its normalize:
+        both stages see the same pinyin and slips)."""
         started = time.perf_counter()
+        kb = index.kb
         self.encoder = encoder
-        self.reader = reader  # the lexical index's: both stages read pinyin and slips alike
+        self.normalize = index.normalize
         texts: list[str] = []
         intents: list[str] = []
         for entry in kb.entries:
             for question in dict.fromkeys((*entry.questions, entry.title)):
                 texts.append(question)
                 intents.append(entry.id)
-        keys = [prepare(text, reader) for text in texts]
+        keys = [prepare(text, self.normalize) for text in texts]
         self.vectors_by_key, self.embedded = _vectors(encoder, keys)
         self.matrix: FloatMatrix = np.stack([self.vectors_by_key[key] for key in keys]).astype(np.float32)
         self.texts = texts
@@ -144,7 +148,7 @@ class SemanticIndex:
 
     def scores(self, text: str) -> SemanticScores:
         """Return every intent's best cosine similarity to `text` (blocking: a few ms)."""
-        query = self.encoder.encode([prepare(text, self.reader)])[0]
+        query = self.encoder.encode([prepare(text, self.normalize)])[0]
         sims = self.matrix @ query
         return SemanticScores(sims, self._intent_scores(sims))
 
@@ -200,6 +204,6 @@ def _vectors(encoder: Encoder, keys: Sequence[str]) -> tuple[dict[str, FloatMatr
         return {key: _cache[key] for key in keys}, len(todo)
 
 
-def prepare(text: str, reader: SentenceReader | None = None) -> str:
+def prepare(text: str, normalizer: Callable[[str], str] = normalize) -> str:
     """The encoder's view of a text: normalised like the lexical stage's, cut to a bounded length."""
-    return normalize(text, reader)[:MAX_SEMANTIC_CHARS] or text[:MAX_SEMANTIC_CHARS]
+    return normalizer(text)[:MAX_SEMANTIC_CHARS] or text[:MAX_SEMANTIC_CHARS]

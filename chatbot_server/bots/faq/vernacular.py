@@ -11,8 +11,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from . import segment
-
 if TYPE_CHECKING:
     from .pinyin import SentenceReader
 
@@ -184,7 +182,7 @@ def rewrite(text: str, reader: SentenceReader | None = None) -> str:
     if reader is None:
         return _LATIN_RUN.sub(lambda m: _pinyin_run(m.group()), text)
     text = _LATIN_RUN.sub(lambda m: reader.read(m.group()) or _pinyin_run(m.group()), text)
-    return reader.correct(text, segment.cut)
+    return reader.correct(text)
 
 
 def _pinyin_run(run: str) -> str:
